@@ -1,0 +1,200 @@
+//! `list`, `info` and `add`: the catalog from the command line.
+
+use anyhow::{bail, Context, Result};
+use model_bucket_shared::catalog::{add_custom_id, valid_custom_id};
+use model_bucket_shared::{gguf, hash, Catalog, ModelInfo};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use crate::bucket;
+use crate::cli::BucketArgs;
+
+pub fn list(args: &BucketArgs, json: bool, all: bool) -> Result<()> {
+    let (config, dir) = bucket::open(args)?;
+    let cat = bucket::scan(&dir, &config)?;
+    let mut out = io::stdout().lock();
+    if json {
+        let value = if all {
+            serde_json::json!({ "models": cat.models, "skipped": cat.skipped })
+        } else {
+            serde_json::to_value(&cat.models)?
+        };
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+        return Ok(());
+    }
+    if cat.models.is_empty() {
+        writeln!(out, "no models in {}", dir.display())?;
+    } else {
+        writeln!(out, "{:<34} {:>7} {:<8} {:>9} {:>7}  CAPABILITIES", "ID", "PARAMS", "QUANT", "SIZE", "CTX")?;
+        for m in &cat.models {
+            writeln!(
+                out,
+                "{:<34} {:>7} {:<8} {:>9} {:>7}  {}",
+                m.id,
+                m.parameters.as_deref().unwrap_or("-"),
+                m.quantization.as_deref().unwrap_or("-"),
+                human_bytes(m.size_bytes),
+                m.context_length.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                capabilities(m),
+            )?;
+        }
+    }
+    if all {
+        for s in &cat.skipped {
+            writeln!(out, "skipped {}: {}", s.path.display(), s.reason)?;
+        }
+    } else if !cat.skipped.is_empty() {
+        writeln!(out, "({} file(s) skipped; `list --all` says why)", cat.skipped.len())?;
+    }
+    Ok(())
+}
+
+pub fn info(args: &BucketArgs, id: &str, json: bool) -> Result<()> {
+    let (config, dir) = bucket::open(args)?;
+    let cat = bucket::scan(&dir, &config)?;
+    let m = resolve(&cat, id)?;
+    print_info(m, json)
+}
+
+pub fn add(args: &BucketArgs, src: &Path, custom_id: Option<&str>, json: bool) -> Result<()> {
+    let (config, dir) = bucket::open(args)?;
+    if let Some(id) = custom_id {
+        if !valid_custom_id(id) {
+            bail!("custom ID {id:?} must be 1-128 characters of [A-Za-z0-9._:-]");
+        }
+    }
+    gguf::read_header(src).with_context(|| format!("{} is not a usable GGUF model", src.display()))?;
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = src.file_name().context("the path has no file name")?;
+    let dest = dir.join(name);
+    if dest.exists() {
+        if !same_content(src, &dest)? {
+            bail!("{} already exists with other content; rename the file first", dest.display());
+        }
+    } else {
+        place(src, &dest)?;
+    }
+    let sha = hash::sha256_file(&dest, None)?;
+    if let Some(id) = custom_id {
+        let cat = bucket::scan(&dir, &config)?;
+        if let Some(other) = cat.resolve(id).filter(|m| m.sha256 != sha) {
+            bail!("the ID {id:?} already names {}", other.id);
+        }
+        add_custom_id(&dir, &sha, id).context("cannot record the custom ID")?;
+    }
+    let cat = bucket::scan(&dir, &config)?;
+    let m = cat
+        .models
+        .iter()
+        .find(|m| m.sha256 == sha)
+        .context("the file was placed but the catalog skipped it (see `list --all`)")?;
+    print_info(m, json)
+}
+
+/// Hard-links `src` to `dest`, or copies it (under a temporary name, then renamed) when a link
+/// is not possible, e.g. across filesystems.
+fn place(src: &Path, dest: &Path) -> Result<()> {
+    if fs::hard_link(src, dest).is_ok() {
+        return Ok(());
+    }
+    let tmp = dest.with_file_name(format!(".{}.partial", dest.file_name().unwrap_or_default().to_string_lossy()));
+    let total = fs::metadata(src)?.len();
+    let bar = bucket::bytes_bar(total, "copying");
+    if !io::IsTerminal::is_terminal(&io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let copy = || -> io::Result<()> {
+        let mut from = fs::File::open(src)?;
+        let mut to = fs::File::create(&tmp)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = from.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            to.write_all(&buf[..n])?;
+            bar.inc(n as u64);
+        }
+        to.sync_all()?;
+        fs::rename(&tmp, dest)
+    };
+    let result = copy();
+    bar.finish_and_clear();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot copy {} to {}", src.display(), dest.display()));
+    }
+    Ok(())
+}
+
+fn same_content(a: &Path, b: &Path) -> Result<bool> {
+    if fs::metadata(a)?.len() != fs::metadata(b)?.len() {
+        return Ok(false);
+    }
+    Ok(hash::sha256_file(a, None)? == hash::sha256_file(b, None)?)
+}
+
+/// Finds a model or explains which names exist.
+pub fn resolve<'a>(cat: &'a Catalog, id: &str) -> Result<&'a ModelInfo> {
+    cat.resolve(id).with_context(|| {
+        let known: Vec<&str> = cat.models.iter().map(|m| m.id.as_str()).collect();
+        format!(
+            "no model {id:?} in {} (known: {})",
+            cat.dir.display(),
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        )
+    })
+}
+
+fn print_info(m: &ModelInfo, json: bool) -> Result<()> {
+    let mut out = io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(m)?)?;
+        return Ok(());
+    }
+    let opt = |v: Option<&str>| v.unwrap_or("-").to_string();
+    let rows = [
+        ("id", m.id.clone()),
+        ("aliases", if m.aliases.is_empty() { "-".into() } else { m.aliases.join(", ") }),
+        ("name", m.name.clone()),
+        ("architecture", m.architecture.clone()),
+        ("parameters", opt(m.parameters.as_deref())),
+        ("quantization", opt(m.quantization.as_deref())),
+        ("context_length", m.context_length.map(|c| c.to_string()).unwrap_or_else(|| "-".into())),
+        ("chat template", if m.has_chat_template { "yes".into() } else { "no".into() }),
+        ("capabilities", capabilities(m)),
+        ("size", format!("{} ({} bytes)", human_bytes(m.size_bytes), m.size_bytes)),
+        ("sha256", m.sha256.clone()),
+        ("path", m.path.display().to_string()),
+    ];
+    for (k, v) in rows {
+        writeln!(out, "{k:<15} {v}")?;
+    }
+    Ok(())
+}
+
+fn capabilities(m: &ModelInfo) -> String {
+    let names: Vec<String> = m
+        .capabilities
+        .iter()
+        .map(|c| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
+        .collect();
+    names.join(",")
+}
+
+/// `98362432` → `93.8 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,63 @@
+//! Command-line interface. `--help` text comes from these doc comments.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Model Bucket: a local OpenAI-compatible server for a folder of GGUF models.
+#[derive(Debug, Parser)]
+#[command(name = "model-bucket", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the models are and how they are configured; shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct BucketArgs {
+    /// The models folder (default: `$EDEN_MODELS_DIR`, else the config's `models_dir`, else
+    /// `~/EDEN/models`).
+    #[arg(long, env = "EDEN_MODELS_DIR", global = true)]
+    pub models_dir: Option<PathBuf>,
+    /// A TOML config file with per-model settings and custom IDs.
+    #[arg(long, env = "EDEN_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the models in the folder.
+    List {
+        /// Print a JSON array of model objects (with `--all`: `{"models": [...], "skipped": [...]}`).
+        #[arg(long)]
+        json: bool,
+        /// Also show files that are skipped, with the reason.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        bucket: BucketArgs,
+    },
+    /// Show one model: its ID, aliases, capabilities, context length, file.
+    Info {
+        /// Full ID, alias, custom ID or file name.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        bucket: BucketArgs,
+    },
+    /// Put a GGUF file into the models folder (hard link when on the same filesystem, else a
+    /// copy) and show the model it becomes.
+    Add {
+        /// The GGUF file.
+        path: PathBuf,
+        /// An extra ID for the model, kept in the folder.
+        #[arg(long = "id")]
+        custom_id: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        bucket: BucketArgs,
+    },
+}

@@ -1,0 +1,23 @@
+//! `model-bucket`: the catalog commands and (with the router) the OpenAI-compatible server.
+
+mod bucket;
+mod catalog_cmd;
+mod cli;
+
+use clap::Parser;
+use cli::{Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EDEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::List { json, all, bucket } => catalog_cmd::list(&bucket, json, all),
+        Command::Info { id, json, bucket } => catalog_cmd::info(&bucket, &id, json),
+        Command::Add { path, custom_id, json, bucket } => catalog_cmd::add(&bucket, &path, custom_id.as_deref(), json),
+    }
+}

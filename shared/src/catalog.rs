@@ -1,0 +1,206 @@
+//! The catalog: every GGUF model in the models folder, by ID.
+//!
+//! A scan reads each `*.gguf` file's header (never its tensors), hashes new or changed files
+//! (remembered in the [`HashIndex`]), skips bad files with a reason, folds files with identical
+//! content into one model, and assigns aliases: the ID without its hash when exactly one model
+//! has it, plus custom IDs from the config and from `add --id`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::gguf;
+use crate::hash::{sha256_file, Progress};
+use crate::index::{stamp, HashIndex};
+use crate::model_info::ModelInfo;
+
+/// Custom IDs given with `add --id`, kept in the models folder: SHA-256 → IDs.
+pub const CUSTOM_IDS_FILE: &str = ".model-bucket-ids.json";
+
+/// A file that is not served, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot read models folder {path}: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+}
+
+/// The models of one folder.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub dir: PathBuf,
+    /// Sorted by ID.
+    pub models: Vec<ModelInfo>,
+    /// Files that are not served, with the reason.
+    pub skipped: Vec<Skipped>,
+}
+
+/// How a scan reports a file it is hashing: `(file, bytes done, bytes total)`.
+pub type HashProgress<'a> = &'a mut dyn FnMut(&Path, u64, u64);
+
+/// A custom ID: 1-128 characters of `[A-Za-z0-9._:-]`.
+pub fn valid_custom_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
+/// Reads the `add --id` names of a models folder: SHA-256 → IDs.
+pub fn load_custom_ids(dir: &Path) -> BTreeMap<String, Vec<String>> {
+    fs::read(dir.join(CUSTOM_IDS_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// Records `id` as a custom ID of the model whose content hashes to `sha256`.
+pub fn add_custom_id(dir: &Path, sha256: &str, id: &str) -> std::io::Result<()> {
+    let mut ids = load_custom_ids(dir);
+    let list = ids.entry(sha256.to_string()).or_default();
+    if !list.iter().any(|i| i == id) {
+        list.push(id.to_string());
+    }
+    let path = dir.join(CUSTOM_IDS_FILE);
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(&ids).map_err(std::io::Error::other)?)?;
+    fs::rename(tmp, path)
+}
+
+impl Catalog {
+    /// Scans `dir`. Only a folder that cannot be listed is an error; every bad file is skipped.
+    pub fn scan(dir: &Path, config: &Config, mut progress: Option<HashProgress<'_>>) -> Result<Catalog, CatalogError> {
+        let entries = fs::read_dir(dir).map_err(|source| CatalogError::Dir { path: dir.into(), source })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .collect();
+        paths.sort();
+
+        let mut index = HashIndex::load(dir);
+        let mut cat = Catalog { dir: dir.to_path_buf(), ..Default::default() };
+        let mut by_hash: HashMap<String, PathBuf> = HashMap::new();
+        for path in paths {
+            match read_one(&path, &mut index, &mut progress) {
+                Ok(info) => {
+                    if let Some(first) = by_hash.get(&info.sha256) {
+                        cat.skipped.push(Skipped { path, reason: format!("same content as {}", first.display()) });
+                        continue;
+                    }
+                    by_hash.insert(info.sha256.clone(), path);
+                    cat.models.push(info);
+                }
+                Err(reason) => {
+                    tracing::warn!(path = %path.display(), %reason, "skipping model file");
+                    cat.skipped.push(Skipped { path, reason });
+                }
+            }
+        }
+        let names: std::collections::HashSet<String> = fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        index.retain(&|k| names.contains(k));
+        index.save();
+
+        cat.models.sort_by(|a, b| a.id.cmp(&b.id));
+        cat.assign_aliases(config, &load_custom_ids(dir));
+        Ok(cat)
+    }
+
+    /// Gives each model its hashless alias (when unique) and its custom IDs. A custom ID that
+    /// is already some model's name is ignored with a warning.
+    fn assign_aliases(&mut self, config: &Config, custom: &BTreeMap<String, Vec<String>>) {
+        let mut stems: HashMap<String, usize> = HashMap::new();
+        for m in &self.models {
+            *stems.entry(m.stem().to_string()).or_default() += 1;
+        }
+        for m in &mut self.models {
+            m.aliases.clear();
+            if stems[m.stem()] == 1 {
+                m.aliases.push(m.stem().to_string());
+            }
+        }
+        let mut wanted: Vec<(usize, String)> = Vec::new();
+        for (key, mc) in &config.models {
+            match self.position(key) {
+                Some(i) => wanted.extend(mc.ids.iter().map(|id| (i, id.clone()))),
+                None => tracing::warn!(model = %key, "config names a model that is not in the folder"),
+            }
+        }
+        for (sha, ids) in custom {
+            if let Some(i) = self.models.iter().position(|m| &m.sha256 == sha) {
+                wanted.extend(ids.iter().filter(|id| valid_custom_id(id)).map(|id| (i, id.clone())));
+            }
+        }
+        for (i, id) in wanted {
+            match self.position(&id) {
+                Some(j) if j == i => {}
+                Some(j) => {
+                    tracing::warn!(custom_id = %id, taken_by = %self.models[j].id, "custom ID ignored: already taken")
+                }
+                None => self.models[i].aliases.push(id),
+            }
+        }
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        let exact = |m: &ModelInfo| m.id == name || m.aliases.iter().any(|a| a == name);
+        if let Some(i) = self.models.iter().position(exact) {
+            return Some(i);
+        }
+        let loose = |m: &ModelInfo| {
+            m.id.eq_ignore_ascii_case(name)
+                || m.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+                || m.path.file_name().is_some_and(|f| f.to_string_lossy() == name)
+                || m.path.file_stem().is_some_and(|f| f.to_string_lossy() == name)
+        };
+        let mut hits = self.models.iter().enumerate().filter(|(_, m)| loose(m)).map(|(i, _)| i);
+        match (hits.next(), hits.next()) {
+            (Some(i), None) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// Finds a model by full ID, alias or custom ID (exact first, then case-insensitive), or by
+    /// file name when only one model has it.
+    pub fn resolve(&self, name: &str) -> Option<&ModelInfo> {
+        self.position(name).map(|i| &self.models[i])
+    }
+}
+
+/// Reads one file into a [`ModelInfo`], or says why it cannot be served.
+fn read_one(path: &Path, index: &mut HashIndex, progress: &mut Option<HashProgress<'_>>) -> Result<ModelInfo, String> {
+    let meta = fs::metadata(path).map_err(|e| format!("cannot stat: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let header = gguf::read_header(path).map_err(|e| e.to_string())?;
+    if header.str("general.architecture").is_none() {
+        return Err("GGUF has no general.architecture".into());
+    }
+    let (size, mtime) = stamp(&meta);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let sha = match index.get(&name, size, mtime) {
+        Some(sha) => sha.to_string(),
+        None => {
+            let mut report;
+            let cb: Option<Progress<'_>> = match progress.as_mut() {
+                Some(p) => {
+                    report = move |done, total| p(path, done, total);
+                    Some(&mut report)
+                }
+                None => None,
+            };
+            let sha = sha256_file(path, cb).map_err(|e| format!("cannot read: {e}"))?;
+            index.put(&name, size, mtime, &sha);
+            sha
+        }
+    };
+    Ok(ModelInfo::from_header(&header, path.to_path_buf(), size, sha))
+}

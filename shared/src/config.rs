@@ -1,0 +1,98 @@
+//! The TOML config file: per-model settings and custom IDs.
+//!
+//! ```toml
+//! models_dir = "/srv/models"
+//!
+//! [models.eden_smollm2_135m]      # a full ID, an alias or a file name
+//! ids = ["fast", "intent-parser"]  # extra names that resolve to this model
+//! ctx = 4096                       # context size in tokens
+//! threads = 2
+//! parallel = 4                     # concurrent sequences (slots)
+//! cpus = "0-1"                     # cores to pin the worker to
+//! gpus = [0]
+//! gpu_layers = 99
+//! ttl_secs = 600                   # unload after this long idle
+//! chat_template = "chatml"         # a template name or file, for models without one
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// The whole config file. Unknown keys are an error so that a typo is not silently ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The models folder; the command line and `EDEN_MODELS_DIR` take precedence.
+    pub models_dir: Option<PathBuf>,
+    /// Per-model settings, keyed by full ID, alias, custom ID or file name.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+/// Settings for one model. Every field is optional; absent means the server's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Extra IDs that resolve to this model.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// Context size in tokens.
+    pub ctx: Option<u32>,
+    /// Threads for decoding and prompt processing.
+    pub threads: Option<u32>,
+    /// Concurrent sequences (slots).
+    pub parallel: Option<u32>,
+    /// CPU cores to pin the worker to, e.g. `"0-3,8"`.
+    pub cpus: Option<String>,
+    /// GPU indices for the worker.
+    pub gpus: Option<Vec<u32>>,
+    /// Layers to offload to the GPU.
+    pub gpu_layers: Option<u32>,
+    /// Idle time before the worker is unloaded, in seconds.
+    pub ttl_secs: Option<u64>,
+    /// A chat template name or file for models whose GGUF has none.
+    pub chat_template: Option<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (key, m) in &config.models {
+            for id in &m.ids {
+                if !crate::catalog::valid_custom_id(id) {
+                    return Err(format!("models.{key}: custom ID {id:?} must be 1-128 characters of [A-Za-z0-9._:-]"));
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_models_and_rejects_typos() {
+        let c = Config::parse("[models.eden_smollm2_135m]\nids = [\"fast\"]\nctx = 2048\ncpus = \"0-1\"\n").unwrap();
+        let m = &c.models["eden_smollm2_135m"];
+        assert_eq!(m.ids, vec!["fast"]);
+        assert_eq!(m.ctx, Some(2048));
+        assert!(Config::parse("[models.x]\nctxx = 1\n").unwrap_err().contains("ctxx"));
+        assert!(Config::parse("[models.x]\nids = [\"has space\"]\n").is_err());
+    }
+}

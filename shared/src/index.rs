@@ -1,0 +1,86 @@
+//! The hash index: remembers each file's SHA-256 by name, size and modification time so that a
+//! restart or `list` does not re-read gigabytes.
+//!
+//! It lives in the models folder as `.model-bucket-index.json`. It is only a cache: a missing,
+//! unreadable or stale entry means the file is hashed again; a folder that cannot be written
+//! just means the next scan hashes again too.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+pub const INDEX_FILE: &str = ".model-bucket-index.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    mtime_ns: u128,
+    sha256: String,
+}
+
+/// File name → what its content hashed to.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct HashIndex {
+    #[serde(default)]
+    files: BTreeMap<String, Entry>,
+    #[serde(skip)]
+    dirty: bool,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+/// A file's identity as the index sees it: size in bytes and mtime in ns.
+pub fn stamp(meta: &fs::Metadata) -> (u64, u128) {
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+    (meta.len(), mtime)
+}
+
+impl HashIndex {
+    /// Loads the index of `dir`; an absent or unreadable index is an empty one.
+    pub fn load(dir: &Path) -> HashIndex {
+        let path = dir.join(INDEX_FILE);
+        let mut index: HashIndex =
+            fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        index.path = path;
+        index
+    }
+
+    /// The remembered hash of `name` if its size and mtime are unchanged.
+    pub fn get(&self, name: &str, size: u64, mtime_ns: u128) -> Option<&str> {
+        self.files.get(name).filter(|e| e.size == size && e.mtime_ns == mtime_ns).map(|e| e.sha256.as_str())
+    }
+
+    pub fn put(&mut self, name: &str, size: u64, mtime_ns: u128, sha256: &str) {
+        let e = Entry { size, mtime_ns, sha256: sha256.to_string() };
+        if self.files.get(name) != Some(&e) {
+            self.files.insert(name.to_string(), e);
+            self.dirty = true;
+        }
+    }
+
+    /// Forgets every file not in `present`.
+    pub fn retain(&mut self, present: &dyn Fn(&str) -> bool) {
+        let before = self.files.len();
+        self.files.retain(|k, _| present(k));
+        self.dirty |= self.files.len() != before;
+    }
+
+    /// Writes the index back if it changed (atomically: temp file, then rename).
+    pub fn save(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let result = serde_json::to_vec_pretty(self)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| fs::write(&tmp, bytes))
+            .and_then(|_| fs::rename(&tmp, &self.path));
+        match result {
+            Ok(()) => self.dirty = false,
+            Err(e) => tracing::debug!(path = %self.path.display(), error = %e, "hash index not saved"),
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Helpers for the end-to-end tests: where the built binaries and the real models are.
+//!
+//! The tests run the release binaries (`scripts/test` builds them first) against the default
+//! models that `models/fetch` brings. A missing model is a test failure, never a skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const GEMMA_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+pub const SMOLLM2_SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+pub const GEMMA_SHA: &str = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818";
+
+/// The folder holding the default models (`$EDEN_TEST_MODELS_DIR`, else `models/`).
+pub fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("EDEN_TEST_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"));
+    for f in [SMOLLM2_FILE, GEMMA_FILE] {
+        assert!(dir.join(f).is_file(), "{} is missing: run `models/fetch {}` first", f, dir.display());
+    }
+    dir
+}
+
+/// Path of one default model file.
+pub fn model(file: &str) -> PathBuf {
+    models_dir().join(file)
+}
+
+/// A built binary of the workspace (`model-bucket`, `model-bucket-worker`), from the same
+/// profile as the running test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let path = exe.parent().and_then(Path::parent).expect("target dir").join(name);
+    assert!(path.is_file(), "{} is not built: run `cargo build --release --workspace --bins`", path.display());
+    path
+}
+
+/// `model-bucket` with `args`, output captured; panics with stderr when it fails.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = Command::new(bin("model-bucket")).args(args).output().expect("spawn model-bucket");
+    assert!(
+        out.status.success(),
+        "model-bucket {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Puts `file` from the default models into `dir` (hard link, else copy) under `as_name`.
+pub fn link_model(file: &str, dir: &Path, as_name: &str) -> PathBuf {
+    let dest = dir.join(as_name);
+    if std::fs::hard_link(model(file), &dest).is_err() {
+        std::fs::copy(model(file), &dest).expect("copy model");
+    }
+    dest
+}

@@ -46,6 +46,38 @@ pub enum Command {
         #[command(flatten)]
         bucket: BucketArgs,
     },
+    /// Run a worker for one model and stream the answer to a prompt to stdout (no server
+    /// needed). The prompt goes through the model's chat template when it has one.
+    Generate {
+        /// Full ID, alias, custom ID or file name.
+        id: String,
+        /// The prompt (a user message, or raw text with `--raw` or for models without a chat
+        /// template).
+        prompt: String,
+        /// Generated tokens at most.
+        #[arg(long, default_value_t = 1024)]
+        max_tokens: u32,
+        /// Sampling temperature; 0 is greedy (the same text every time).
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        /// Random seed for sampling.
+        #[arg(long)]
+        seed: Option<u32>,
+        /// Send the prompt as is, without the chat template.
+        #[arg(long)]
+        raw: bool,
+        /// Context size in tokens (default: the config's, else the model's up to 4096).
+        #[arg(long)]
+        ctx: Option<u32>,
+        /// Threads (default: the config's, else every core).
+        #[arg(long)]
+        threads: Option<u32>,
+        /// Print token counts and speed to stderr at the end.
+        #[arg(long)]
+        stats: bool,
+        #[command(flatten)]
+        bucket: BucketArgs,
+    },
     /// Put a GGUF file into the models folder (hard link when on the same filesystem, else a
     /// copy) and show the model it becomes.
     Add {

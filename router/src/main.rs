@@ -3,6 +3,8 @@
 mod bucket;
 mod catalog_cmd;
 mod cli;
+mod generate_cmd;
+mod worker;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -18,6 +20,12 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::List { json, all, bucket } => catalog_cmd::list(&bucket, json, all),
         Command::Info { id, json, bucket } => catalog_cmd::info(&bucket, &id, json),
+        Command::Generate { id, prompt, max_tokens, temperature, seed, raw, ctx, threads, stats, bucket } => {
+            generate_cmd::run(
+                &bucket,
+                generate_cmd::GenerateArgs { id, prompt, max_tokens, temperature, seed, raw, ctx, threads, stats },
+            )
+        }
         Command::Add { path, custom_id, json, bucket } => catalog_cmd::add(&bucket, &path, custom_id.as_deref(), json),
     }
 }

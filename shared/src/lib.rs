@@ -3,11 +3,14 @@
 
 pub mod catalog;
 pub mod config;
+pub mod cpus;
 pub mod gguf;
 pub mod hash;
 pub mod index;
+pub mod mem;
 pub mod model_info;
 pub mod naming;
+pub mod protocol;
 
 pub use catalog::{Catalog, Skipped};
 pub use config::{Config, ModelConfig};

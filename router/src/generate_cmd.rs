@@ -1,0 +1,130 @@
+//! `model-bucket generate`: one prompt through a directly started worker, streamed to stdout.
+
+use anyhow::{bail, Context, Result};
+use model_bucket_shared::protocol::{ChatMessage, FinishReason, GenerateRequest, Prompt, SamplingParams, ToWorker};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::bucket;
+use crate::catalog_cmd::resolve;
+use crate::cli::BucketArgs;
+use crate::worker::{self, Event, WorkerSpec};
+
+/// What `generate` was asked for.
+pub struct GenerateArgs {
+    pub id: String,
+    pub prompt: String,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    pub seed: Option<u32>,
+    pub raw: bool,
+    pub ctx: Option<u32>,
+    pub threads: Option<u32>,
+    pub stats: bool,
+}
+
+/// The worker binary: `$EDEN_WORKER_BIN`, else next to this executable.
+pub fn worker_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("EDEN_WORKER_BIN") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    Ok(exe.with_file_name("model-bucket-worker"))
+}
+
+pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
+    let (config, dir) = bucket::open(b)?;
+    let cat = bucket::scan(&dir, &config)?;
+    let m = resolve(&cat, &a.id)?;
+    let mc = config
+        .models
+        .iter()
+        .find(|(k, _)| cat.resolve(k).is_some_and(|x| x.id == m.id))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let chat_possible = m.has_chat_template || mc.chat_template.is_some();
+    let prompt = if a.raw || !chat_possible {
+        Prompt::Text(a.prompt.clone())
+    } else {
+        Prompt::Chat(vec![ChatMessage { role: "user".into(), content: a.prompt.clone() }])
+    };
+    let spec = WorkerSpec {
+        model_id: m.id.clone(),
+        model_path: m.path.clone(),
+        worker_bin: worker_bin()?,
+        ctx: a.ctx.or(mc.ctx),
+        threads: a.threads.or(mc.threads),
+        parallel: 1,
+        cpus: mc.cpus.clone(),
+        gpus: mc.gpus.clone(),
+        gpu_layers: mc.gpu_layers.unwrap_or(0),
+        chat_template: mc.chat_template.clone(),
+        load_timeout: Duration::from_secs(300),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let mut w = worker::spawn(&spec).await?;
+        tracing::debug!(pid = w.pid, load_ms = w.ready.load_ms, n_ctx = w.ready.n_ctx, "worker ready");
+        let req = GenerateRequest {
+            id: w.client.next_id(),
+            prompt,
+            sampling: SamplingParams { temperature: a.temperature, seed: a.seed, ..Default::default() },
+            max_tokens: Some(a.max_tokens),
+            stop: vec![],
+            stream: true,
+        };
+        let id = req.id;
+        let mut events = w.client.generate(req);
+        let mut out = std::io::stdout().lock();
+        let mut interrupted = false;
+        let result = loop {
+            let event = tokio::select! {
+                e = events.recv() => e,
+                Some(m) = w.unsolicited.recv() => {
+                    tracing::warn!(message = ?m, "worker");
+                    continue;
+                }
+                _ = tokio::signal::ctrl_c(), if !interrupted => {
+                    // Stop generating; the worker still answers with Done.
+                    interrupted = true;
+                    w.client.cancel(id);
+                    continue;
+                }
+            };
+            match event {
+                Some(Event::Tokens { text }) => {
+                    out.write_all(text.as_bytes())?;
+                    out.flush()?;
+                }
+                Some(Event::Done(d)) => break Ok(d),
+                Some(Event::Error { kind, message }) => break Err(format!("{kind:?}: {message}")),
+                None => break Err("the worker connection closed".into()),
+            }
+        };
+        writeln!(out)?;
+        w.client.send(ToWorker::Shutdown { grace_ms: 0 });
+        let _ = tokio::time::timeout(Duration::from_secs(5), w.child.wait()).await;
+        match result {
+            Ok(d) => {
+                if a.stats {
+                    let secs = (d.timings.decode_ms / 1000.0).max(1e-9);
+                    eprintln!(
+                        "load {} ms; {} prompt tokens, {} generated ({:?}); prompt {:.0} ms, {:.1} tokens/s",
+                        w.ready.load_ms,
+                        d.usage.prompt_tokens,
+                        d.usage.completion_tokens,
+                        d.finish,
+                        d.timings.prompt_ms,
+                        d.usage.completion_tokens.saturating_sub(1) as f64 / secs,
+                    );
+                }
+                if d.finish == FinishReason::Cancelled {
+                    bail!("interrupted");
+                }
+                Ok(())
+            }
+            Err(m) => bail!("{m}\n{}", w.stderr_tail.last(5)),
+        }
+    })
+}

@@ -1,0 +1,134 @@
+//! Many requests over one worker connection: a writer task sends frames, a reader task routes
+//! each reply to the request it belongs to.
+
+use futures::{SinkExt, StreamExt};
+use interprocess::local_socket::tokio::Stream;
+use model_bucket_shared::protocol::frame::FrameCodec;
+use model_bucket_shared::protocol::{DoneInfo, ErrorKind, FromWorker, GenerateRequest, RequestId, ToWorker};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+/// What a request receives, in order: any number of `Tokens`, then exactly one `Done` or
+/// `Error`.
+#[derive(Debug)]
+pub enum Event {
+    Tokens { text: String },
+    Done(Box<DoneInfo>),
+    Error { kind: ErrorKind, message: String },
+}
+
+type Pending = Arc<Mutex<HashMap<RequestId, mpsc::UnboundedSender<Event>>>>;
+
+/// A cheap handle to a worker connection; clone it freely.
+#[derive(Clone)]
+pub struct WorkerClient {
+    tx: mpsc::UnboundedSender<ToWorker>,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+}
+
+impl WorkerClient {
+    /// Takes over both halves of a connection that has passed the handshake. `unsolicited`
+    /// receives messages that belong to no request (worker errors, health).
+    pub fn start(
+        reader: FramedRead<ReadHalf<Stream>, FrameCodec<FromWorker, ToWorker>>,
+        writer: FramedWrite<WriteHalf<Stream>, FrameCodec<FromWorker, ToWorker>>,
+        unsolicited: mpsc::UnboundedSender<FromWorker>,
+    ) -> WorkerClient {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending: Pending = Arc::default();
+        tokio::spawn(write_loop(writer, rx));
+        tokio::spawn(read_loop(reader, pending.clone(), unsolicited));
+        WorkerClient { tx, pending, next_id: Arc::new(AtomicU64::new(1)) }
+    }
+
+    /// A fresh request ID for this connection.
+    pub fn next_id(&self) -> RequestId {
+        RequestId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Sends a request; its events arrive on the returned channel. When the worker is gone the
+    /// channel yields one `Error` at once.
+    pub fn generate(&self, req: GenerateRequest) -> mpsc::UnboundedReceiver<Event> {
+        let (etx, erx) = mpsc::unbounded_channel();
+        let id = req.id;
+        self.pending.lock().expect("pending lock").insert(id, etx);
+        if self.tx.send(ToWorker::Generate(Box::new(req))).is_err() {
+            if let Some(etx) = self.pending.lock().expect("pending lock").remove(&id) {
+                let _ = etx.send(gone());
+            }
+        }
+        erx
+    }
+
+    /// Asks the worker to stop a request; its channel still gets a final `Done`.
+    pub fn cancel(&self, id: RequestId) {
+        let _ = self.tx.send(ToWorker::Cancel { id });
+    }
+
+    pub fn send(&self, m: ToWorker) -> bool {
+        self.tx.send(m).is_ok()
+    }
+}
+
+fn gone() -> Event {
+    Event::Error { kind: ErrorKind::Internal, message: "the worker exited".into() }
+}
+
+async fn write_loop(
+    mut writer: FramedWrite<WriteHalf<Stream>, FrameCodec<FromWorker, ToWorker>>,
+    mut rx: mpsc::UnboundedReceiver<ToWorker>,
+) {
+    while let Some(m) = rx.recv().await {
+        // Batch what is already queued into one flush.
+        if writer.feed(m).await.is_err() {
+            return;
+        }
+        while let Ok(m) = rx.try_recv() {
+            if writer.feed(m).await.is_err() {
+                return;
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_loop(
+    mut reader: FramedRead<ReadHalf<Stream>, FrameCodec<FromWorker, ToWorker>>,
+    pending: Pending,
+    unsolicited: mpsc::UnboundedSender<FromWorker>,
+) {
+    while let Some(msg) = reader.next().await {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "bad frame from worker");
+                break;
+            }
+        };
+        let (id, event, last) = match msg {
+            FromWorker::Tokens { id, text, .. } => (id, Event::Tokens { text }, false),
+            FromWorker::Done(d) => (d.id, Event::Done(d), true),
+            FromWorker::Error { id: Some(id), kind, message } => (id, Event::Error { kind, message }, true),
+            other => {
+                let _ = unsolicited.send(other);
+                continue;
+            }
+        };
+        let mut map = pending.lock().expect("pending lock");
+        let delivered = map.get(&id).is_some_and(|tx| tx.send(event).is_ok());
+        if last || !delivered {
+            map.remove(&id);
+        }
+    }
+    // The worker is gone: every request still waiting ends with an error.
+    for (_, tx) in pending.lock().expect("pending lock").drain() {
+        let _ = tx.send(gone());
+    }
+}

@@ -1,0 +1,167 @@
+//! Starting a worker process: a private socket, the handshake, and the wait for `Ready`.
+
+use futures::{SinkExt, StreamExt};
+use interprocess::local_socket::tokio::{prelude::*, Stream};
+use interprocess::local_socket::{GenericFilePath, ListenerOptions};
+use model_bucket_shared::protocol::frame::FrameCodec;
+use model_bucket_shared::protocol::{FromWorker, ReadyInfo, ToWorker, PROTOCOL_VERSION};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::client::WorkerClient;
+use super::logs::{self, LogTail};
+
+/// Everything needed to start one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    /// Catalog ID, for logs.
+    pub model_id: String,
+    pub model_path: PathBuf,
+    pub worker_bin: PathBuf,
+    /// Context per slot, in tokens.
+    pub ctx: Option<u32>,
+    pub threads: Option<u32>,
+    pub parallel: u32,
+    pub cpus: Option<String>,
+    pub gpus: Option<Vec<u32>>,
+    pub gpu_layers: u32,
+    pub chat_template: Option<String>,
+    /// Longest wait for the worker to connect and load.
+    pub load_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start {bin}: {source}")]
+    Exec { bin: PathBuf, source: std::io::Error },
+    #[error("cannot create the worker socket: {0}")]
+    Socket(std::io::Error),
+    #[error("the worker for {model} exited while starting ({status}): {tail}")]
+    Exited { model: String, status: String, tail: String },
+    #[error("the worker for {model} did not become ready within {secs} s")]
+    Timeout { model: String, secs: u64 },
+    #[error("the worker for {model} failed: {message}")]
+    Refused { model: String, message: String },
+}
+
+/// A running, loaded worker.
+pub struct Worker {
+    pub child: Child,
+    pub pid: u32,
+    pub ready: ReadyInfo,
+    pub client: WorkerClient,
+    /// Worker errors and health replies that belong to no request.
+    pub unsolicited: mpsc::UnboundedReceiver<FromWorker>,
+    pub stderr_tail: LogTail,
+    /// The private folder holding the socket; removed when the worker is dropped.
+    _runtime_dir: tempfile::TempDir,
+}
+
+/// Starts a worker and waits until it has loaded its model.
+pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, SpawnError> {
+    let started = Instant::now();
+    // tempfile creates the folder with mode 0700: only this user can reach the socket.
+    let dir = tempfile::Builder::new().prefix("model-bucket-").tempdir().map_err(SpawnError::Socket)?;
+    let socket = dir.path().join("worker.sock");
+    let name = socket.clone().to_fs_name::<GenericFilePath>().map_err(SpawnError::Socket)?;
+    let listener = ListenerOptions::new().name(name).create_tokio().map_err(SpawnError::Socket)?;
+
+    let mut cmd = Command::new(&spec.worker_bin);
+    cmd.arg("--model")
+        .arg(&spec.model_path)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--parallel")
+        .arg(spec.parallel.to_string());
+    cmd.arg("--gpu-layers").arg(spec.gpu_layers.to_string());
+    if let Some(c) = spec.ctx {
+        cmd.arg("--ctx").arg(c.to_string());
+    }
+    if let Some(t) = spec.threads {
+        cmd.arg("--threads").arg(t.to_string());
+    }
+    if let Some(c) = &spec.cpus {
+        cmd.arg("--cpus").arg(c);
+    }
+    if let Some(t) = &spec.chat_template {
+        cmd.arg("--chat-template").arg(t);
+    }
+    if let Some(g) = &spec.gpus {
+        let list: Vec<String> = g.iter().map(u32::to_string).collect();
+        cmd.env("CUDA_VISIBLE_DEVICES", list.join(","));
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| SpawnError::Exec { bin: spec.worker_bin.clone(), source })?;
+    let pid = child.id().unwrap_or(0);
+    let tail = LogTail::default();
+    if let Some(stderr) = child.stderr.take() {
+        logs::follow(stderr, spec.model_id.clone(), pid, tail.clone());
+    }
+
+    let exited = |status: std::process::ExitStatus, tail: &LogTail| SpawnError::Exited {
+        model: spec.model_id.clone(),
+        status: status.to_string(),
+        tail: tail.last(5),
+    };
+    let timeout = || SpawnError::Timeout { model: spec.model_id.clone(), secs: spec.load_timeout.as_secs() };
+    let deadline = tokio::time::Instant::from_std(started + spec.load_timeout);
+
+    let stream: Stream = tokio::select! {
+        r = listener.accept() => r.map_err(SpawnError::Socket)?,
+        s = child.wait() => {
+            let s = s.map_err(SpawnError::Socket)?;
+            // Let the stderr task catch the last lines.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Err(exited(s, &tail));
+        }
+        _ = tokio::time::sleep_until(deadline) => return Err(timeout()),
+    };
+    let (rx, tx) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(rx, FrameCodec::<FromWorker, ToWorker>::default());
+    let mut writer = FramedWrite::new(tx, FrameCodec::<FromWorker, ToWorker>::default());
+    writer
+        .send(ToWorker::Hello { version: PROTOCOL_VERSION })
+        .await
+        .map_err(|e| SpawnError::Refused { model: spec.model_id.clone(), message: e.to_string() })?;
+
+    // HelloAck, then Ready (or an error, or an exit).
+    let mut acked = false;
+    let ready = loop {
+        let msg = tokio::select! {
+            m = reader.next() => m,
+            s = child.wait() => {
+                let s = s.map_err(SpawnError::Socket)?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Err(exited(s, &tail));
+            }
+            _ = tokio::time::sleep_until(deadline) => return Err(timeout()),
+        };
+        match msg {
+            Some(Ok(FromWorker::HelloAck { .. })) => acked = true,
+            Some(Ok(FromWorker::Ready(r))) if acked => break r,
+            Some(Ok(FromWorker::Error { message, .. })) => {
+                return Err(SpawnError::Refused { model: spec.model_id.clone(), message })
+            }
+            Some(Ok(other)) => {
+                return Err(SpawnError::Refused {
+                    model: spec.model_id.clone(),
+                    message: format!("unexpected {other:?}"),
+                })
+            }
+            Some(Err(e)) => return Err(SpawnError::Refused { model: spec.model_id.clone(), message: e.to_string() }),
+            None => {
+                let s = child.wait().await.map_err(SpawnError::Socket)?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Err(exited(s, &tail));
+            }
+        }
+    };
+    let (utx, urx) = mpsc::unbounded_channel();
+    let client = WorkerClient::start(reader, writer, utx);
+    tracing::info!(model = %spec.model_id, pid, load_ms = ready.load_ms, "worker ready");
+    Ok(Worker { child, pid, ready, client, unsolicited: urx, stderr_tail: tail, _runtime_dir: dir })
+}

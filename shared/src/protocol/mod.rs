@@ -1,0 +1,223 @@
+//! The router–worker protocol: messages carried as length-prefixed `bincode` frames over a
+//! local socket (see [`frame`]).
+//!
+//! The first frame each way is [`ToWorker::Hello`] / [`FromWorker::HelloAck`]; a worker that
+//! sees another [`PROTOCOL_VERSION`] answers [`FromWorker::Error`] with
+//! [`ErrorKind::ProtocolMismatch`] and exits with [`EXIT_PROTOCOL_MISMATCH`].
+//!
+//! bincode encodes enum variants by position: append new variants and fields at the end, never
+//! reorder, and bump [`PROTOCOL_VERSION`] on any change.
+
+pub mod frame;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the message set below. Both sides must agree exactly.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Exit code of a worker whose peer spoke another protocol version.
+pub const EXIT_PROTOCOL_MISMATCH: i32 = 3;
+/// Exit code of a worker that could not load its model.
+pub const EXIT_LOAD_FAILED: i32 = 4;
+/// Exit code of a worker that could not reach or lost its socket before serving.
+pub const EXIT_SOCKET: i32 = 5;
+
+/// A request's ID, unique per connection; chosen by the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Router → worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToWorker {
+    Hello {
+        version: u32,
+    },
+    Generate(Box<GenerateRequest>),
+    /// Stop a request at the next decode step; it ends with `Done { finish: Cancelled }`.
+    Cancel {
+        id: RequestId,
+    },
+    /// Ask for a [`FromWorker::Health`].
+    Health,
+    /// Stop accepting requests, let running ones finish for up to `grace_ms`, then exit 0.
+    Shutdown {
+        grace_ms: u64,
+    },
+}
+
+/// Worker → router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FromWorker {
+    HelloAck {
+        version: u32,
+        pid: u32,
+    },
+    /// The model is loaded and requests can be served.
+    Ready(ReadyInfo),
+    /// New text of one request. `n_tokens` is how many generated tokens it covers; several
+    /// ready tokens travel in one message.
+    Tokens {
+        id: RequestId,
+        text: String,
+        n_tokens: u32,
+    },
+    /// A request ended; no more messages follow for its ID.
+    Done(Box<DoneInfo>),
+    /// A request failed (`id` set; it gets no `Done`), or the worker itself did (`id` none).
+    Error {
+        id: Option<RequestId>,
+        kind: ErrorKind,
+        message: String,
+    },
+    Health(HealthInfo),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    /// Time to load the model and create the context, in ms.
+    pub load_ms: u64,
+    /// Resident memory of the worker after load, in bytes.
+    pub memory_bytes: u64,
+    /// Context size of each slot, in tokens.
+    pub n_ctx: u32,
+    /// Concurrent sequences.
+    pub slots: u32,
+    /// Whether chat requests can be rendered (the GGUF has a template or one was given).
+    pub has_chat_template: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthInfo {
+    pub slots_busy: u32,
+    pub queued: u32,
+    /// Resident memory, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Prompt {
+    /// Raw text, tokenized as is (with the model's BOS when it wants one).
+    Text(String),
+    /// Rendered through the model's chat template, with the generation prompt appended.
+    Chat(Vec<ChatMessage>),
+}
+
+/// Sampling settings; the defaults are llama-server's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 disables.
+    pub top_k: i32,
+    pub min_p: f32,
+    /// Same seed, same prompt, same settings: same text. `None` picks a random seed.
+    pub seed: Option<u32>,
+    /// 1.0 disables.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    pub repeat_last_n: i32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// Token ID → bias added to its logit; `f32::NEG_INFINITY` bans the token.
+    pub logit_bias: Vec<(i32, f32)>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.05,
+            seed: None,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    pub id: RequestId,
+    pub prompt: Prompt,
+    pub sampling: SamplingParams,
+    /// Generated tokens at most; `None` means no limit but memory (the context shifts).
+    pub max_tokens: Option<u32>,
+    /// Generation ends before the first of these strings; it is not part of the text.
+    pub stop: Vec<String>,
+    /// `true`: text arrives as it is generated; `false`: in one `Tokens` before `Done`.
+    pub stream: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FinishReason {
+    /// End of sequence or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+/// Where a request's time went, in ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Waiting for a free slot.
+    pub queue_ms: f64,
+    /// From admission to the first generated token (prompt processing).
+    pub prompt_ms: f64,
+    /// From the first generated token to the end.
+    pub decode_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoneInfo {
+    pub id: RequestId,
+    pub finish: FinishReason,
+    pub usage: Usage,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    ProtocolMismatch,
+    /// A frame could not be decoded.
+    BadFrame,
+    /// Invalid parameters.
+    BadRequest,
+    /// The prompt does not fit the context; the message names both sizes.
+    PromptTooLong,
+    /// A chat request for a model without a chat template.
+    NoChatTemplate,
+    /// Too many requests waiting.
+    Overloaded,
+    /// The worker is shutting down.
+    ShuttingDown,
+    /// llama.cpp failed.
+    Internal,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,42 @@
+//! Command-line arguments of `model-bucket-worker`.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Model Bucket worker: serves one GGUF model over a local socket, with continuous batching.
+/// Normally started by `model-bucket`; logs go to stderr as JSON lines.
+#[derive(Debug, Parser)]
+#[command(name = "model-bucket-worker", version)]
+pub struct Args {
+    /// The GGUF model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Local socket path the router listens on; the worker connects to it.
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Context per slot, in tokens (default: the model's training context, at most 4096).
+    #[arg(long)]
+    pub ctx: Option<u32>,
+    /// Threads for decoding and prompt processing (default: the cores this worker may use).
+    #[arg(long)]
+    pub threads: Option<u32>,
+    /// Concurrent sequences served in one batch.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+    /// CPU cores to pin to before llama.cpp starts its threads, e.g. `0-3,8`.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Model layers to offload to the GPU (needs a `cuda` build).
+    #[arg(long, default_value_t = 0)]
+    pub gpu_layers: u32,
+    /// A chat template: a built-in name (`chatml`, `gemma`, `llama3`) or a Jinja file. Default:
+    /// the GGUF's own `tokenizer.chat_template`.
+    #[arg(long)]
+    pub chat_template: Option<String>,
+    /// Tokens per decode call.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(16..=65536))]
+    pub batch: u32,
+    /// Requests allowed to wait for a free slot.
+    #[arg(long, default_value_t = 1024)]
+    pub max_queue: usize,
+}

@@ -1,0 +1,167 @@
+//! The worker's side of the socket: the handshake, a reader thread that turns frames into
+//! engine commands, and a writer thread that sends results, coalescing token deltas.
+
+use interprocess::local_socket::Stream;
+use model_bucket_shared::protocol::frame::{read_frame, write_frame, FrameError};
+use model_bucket_shared::protocol::{ErrorKind, FromWorker, ToWorker, PROTOCOL_VERSION};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::Command;
+
+/// One end of the socket; reading and writing go through `&Stream` from two threads.
+pub struct Half(Arc<Stream>);
+
+impl Read for Half {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for Half {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
+/// Why the handshake failed.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The peer speaks another protocol version (or did not start with Hello).
+    Mismatch(String),
+    Frame(FrameError),
+}
+
+/// Reads the router's Hello and answers HelloAck, or an error naming both versions.
+pub fn handshake(stream: Stream) -> Result<(BufReader<Half>, BufWriter<Half>), HandshakeError> {
+    let stream = Arc::new(stream);
+    let mut reader = BufReader::new(Half(stream.clone()));
+    let mut writer = BufWriter::new(Half(stream));
+    let mut buf = Vec::new();
+    let reply = |w: &mut BufWriter<Half>, m: FromWorker| {
+        let mut scratch = Vec::new();
+        write_frame(w, &m, &mut scratch).and_then(|_| w.flush().map_err(FrameError::from))
+    };
+    match read_frame::<ToWorker>(&mut reader, &mut buf) {
+        Ok(Some(ToWorker::Hello { version })) if version == PROTOCOL_VERSION => {
+            reply(&mut writer, FromWorker::HelloAck { version: PROTOCOL_VERSION, pid: std::process::id() })
+                .map_err(HandshakeError::Frame)?;
+            Ok((reader, writer))
+        }
+        Ok(Some(ToWorker::Hello { version })) => {
+            let message =
+                format!("protocol mismatch: router speaks version {version}, worker speaks {PROTOCOL_VERSION}");
+            let _ = reply(
+                &mut writer,
+                FromWorker::Error { id: None, kind: ErrorKind::ProtocolMismatch, message: message.clone() },
+            );
+            Err(HandshakeError::Mismatch(message))
+        }
+        Ok(Some(other)) => {
+            let message = format!("protocol error: expected Hello first, got {other:?}");
+            let _ = reply(
+                &mut writer,
+                FromWorker::Error { id: None, kind: ErrorKind::ProtocolMismatch, message: message.clone() },
+            );
+            Err(HandshakeError::Mismatch(message))
+        }
+        Ok(None) => Err(HandshakeError::Frame(FrameError::Truncated)),
+        Err(e @ (FrameError::Decode(_) | FrameError::TooLarge(_))) => {
+            let message = format!("protocol mismatch: the first frame is not a Hello this worker understands ({e})");
+            let _ = reply(
+                &mut writer,
+                FromWorker::Error { id: None, kind: ErrorKind::ProtocolMismatch, message: message.clone() },
+            );
+            Err(HandshakeError::Mismatch(message))
+        }
+        Err(e) => Err(HandshakeError::Frame(e)),
+    }
+}
+
+/// Forwards frames to the engine until the socket closes. A frame that cannot be decoded is
+/// reported and ends the connection (the stream position is lost). Shutdown is sent to the
+/// engine on the way out, so a vanished router stops the worker.
+pub fn spawn_reader(mut reader: BufReader<Half>, cmds: Sender<Command>) {
+    std::thread::Builder::new()
+        .name("socket-reader".into())
+        .spawn(move || {
+            let mut buf = Vec::new();
+            loop {
+                let cmd = match read_frame::<ToWorker>(&mut reader, &mut buf) {
+                    Ok(Some(ToWorker::Generate(req))) => Command::Generate(req),
+                    Ok(Some(ToWorker::Cancel { id })) => Command::Cancel(id),
+                    Ok(Some(ToWorker::Health)) => Command::Health,
+                    Ok(Some(ToWorker::Shutdown { grace_ms })) => {
+                        Command::Shutdown { grace: Duration::from_millis(grace_ms) }
+                    }
+                    Ok(Some(ToWorker::Hello { .. })) => continue,
+                    Ok(None) => {
+                        tracing::info!("router closed the connection");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "bad frame from the router; closing");
+                        let _ = cmds.send(Command::BadFrame(e.to_string()));
+                        return;
+                    }
+                };
+                if cmds.send(cmd).is_err() {
+                    return;
+                }
+            }
+            let _ = cmds.send(Command::Shutdown { grace: Duration::ZERO });
+        })
+        .expect("spawn reader thread");
+}
+
+/// Sends every message from `rx` until all senders are gone. Consecutive token deltas of one
+/// request that are already waiting travel as one message; the socket is flushed whenever the
+/// queue runs dry.
+pub fn spawn_writer(mut writer: BufWriter<Half>, rx: Receiver<FromWorker>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("socket-writer".into())
+        .spawn(move || {
+            let mut scratch = Vec::with_capacity(4096);
+            let mut next = rx.recv().ok();
+            while let Some(mut msg) = next.take() {
+                // Coalesce what is already queued.
+                loop {
+                    match rx.try_recv() {
+                        Ok(FromWorker::Tokens { id, text, n_tokens }) => match &mut msg {
+                            FromWorker::Tokens { id: cur, text: t, n_tokens: n } if *cur == id => {
+                                t.push_str(&text);
+                                *n += n_tokens;
+                            }
+                            _ => {
+                                next = Some(FromWorker::Tokens { id, text, n_tokens });
+                                break;
+                            }
+                        },
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = write_frame(&mut writer, &msg, &mut scratch) {
+                    tracing::warn!(error = %e, "cannot write to the router");
+                    return;
+                }
+                if next.is_none() {
+                    if writer.flush().is_err() {
+                        return;
+                    }
+                    next = rx.recv().ok();
+                }
+            }
+            let _ = writer.flush();
+        })
+        .expect("spawn writer thread")
+}

@@ -1,0 +1,382 @@
+//! The decode loop: one thread owns the llama.cpp context and serves every request through
+//! continuous batching.
+//!
+//! Each step puts one token of every generating sequence plus prompt chunks of newly admitted
+//! ones into a single batch, decodes it once, and samples every sequence that produced logits.
+//! A request that arrives while others run is admitted into a free slot at the next step; one
+//! that finishes frees its slot and KV cells at once. Requests beyond the slots wait in a
+//! bounded queue. A sequence that reaches its context is shifted (prompt head kept, the oldest
+//! half of the rest dropped) so generation has no limit but `max_tokens`.
+
+mod sampler;
+mod slot;
+pub mod template;
+pub mod text;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use model_bucket_shared::mem::rss_bytes;
+use model_bucket_shared::protocol::{
+    DoneInfo, ErrorKind, FinishReason, FromWorker, GenerateRequest, HealthInfo, Prompt, RequestId, Timings, Usage,
+};
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use slot::{Active, Queued};
+use template::ChatTemplate;
+use text::Pushed;
+
+/// What the connection tells the engine.
+#[derive(Debug)]
+pub enum Command {
+    Generate(Box<GenerateRequest>),
+    Cancel(RequestId),
+    Health,
+    /// Refuse new requests; finish those already received within `grace`, then return.
+    Shutdown {
+        grace: Duration,
+    },
+    /// The connection delivered an undecodable frame: report it, end every request, return.
+    BadFrame(String),
+}
+
+/// Engine limits.
+pub struct EngineConfig {
+    /// Context of each slot, in tokens.
+    pub n_ctx_slot: u32,
+    /// Tokens per decode call (prompt chunks are cut to fit).
+    pub n_batch: u32,
+    /// Requests allowed to wait for a slot.
+    pub max_queue: usize,
+}
+
+pub struct Engine<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    template: Option<ChatTemplate>,
+    cfg: EngineConfig,
+    slots: Vec<Option<Active>>,
+    queue: VecDeque<Queued>,
+    batch: LlamaBatch<'static>,
+    out: Sender<FromWorker>,
+    /// Set by `Shutdown`: no new requests; return once idle or past the deadline.
+    deadline: Option<Instant>,
+    /// Scratch buffer for token pieces.
+    piece: Vec<u8>,
+}
+
+impl<'m> Engine<'m> {
+    pub fn new(
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        template: Option<ChatTemplate>,
+        slots: u32,
+        cfg: EngineConfig,
+        out: Sender<FromWorker>,
+    ) -> Engine<'m> {
+        let batch = LlamaBatch::new(cfg.n_batch as usize, slots as i32);
+        Engine {
+            model,
+            ctx,
+            template,
+            cfg,
+            slots: (0..slots).map(|_| None).collect(),
+            queue: VecDeque::new(),
+            batch,
+            out,
+            deadline: None,
+            piece: Vec::with_capacity(64),
+        }
+    }
+
+    /// Runs until the command channel closes or a shutdown completes.
+    pub fn run(mut self, rx: Receiver<Command>) {
+        loop {
+            let busy = self.busy();
+            if !busy {
+                if self.deadline.is_some() {
+                    return;
+                }
+                match rx.recv() {
+                    Ok(c) => self.handle(c),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(c) => self.handle(c),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    // The router is gone: nobody is left to read the results.
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+            if let Some(deadline) = self.deadline {
+                if Instant::now() >= deadline {
+                    self.cancel_all("the worker is shutting down");
+                    return;
+                }
+                if !self.busy() {
+                    return;
+                }
+            }
+            self.admit();
+            self.step();
+        }
+    }
+
+    fn busy(&self) -> bool {
+        !self.queue.is_empty() || self.slots.iter().any(Option::is_some)
+    }
+
+    fn send(&self, m: FromWorker) {
+        // A closed channel means the connection is gone; the loop notices on its next recv.
+        let _ = self.out.send(m);
+    }
+
+    fn error(&self, id: RequestId, kind: ErrorKind, message: String) {
+        self.send(FromWorker::Error { id: Some(id), kind, message });
+    }
+
+    fn handle(&mut self, c: Command) {
+        match c {
+            Command::BadFrame(message) => {
+                self.send(FromWorker::Error { id: None, kind: ErrorKind::BadFrame, message });
+                self.deadline = Some(Instant::now());
+            }
+            Command::Generate(req) => self.enqueue(req),
+            Command::Cancel(id) => self.cancel(id),
+            Command::Health => self.send(FromWorker::Health(HealthInfo {
+                slots_busy: self.slots.iter().filter(|s| s.is_some()).count() as u32,
+                queued: self.queue.len() as u32,
+                memory_bytes: rss_bytes(None).unwrap_or(0),
+            })),
+            Command::Shutdown { grace } => {
+                // Requests already received (running or queued) may finish; new ones are refused.
+                let d = Instant::now() + grace;
+                self.deadline = Some(self.deadline.map_or(d, |old| old.min(d)));
+            }
+        }
+    }
+
+    /// Validates and tokenizes a request, then queues it (or answers with an error).
+    fn enqueue(&mut self, req: Box<GenerateRequest>) {
+        let id = req.id;
+        if self.deadline.is_some() {
+            return self.error(id, ErrorKind::ShuttingDown, "the worker is shutting down".into());
+        }
+        if self.queue.len() >= self.cfg.max_queue {
+            return self.error(id, ErrorKind::Overloaded, format!("{} requests are already waiting", self.queue.len()));
+        }
+        if let Err(m) = sampler::validate(&req.sampling, self.model.n_vocab()) {
+            return self.error(id, ErrorKind::BadRequest, m);
+        }
+        let text = match &req.prompt {
+            Prompt::Text(t) => t.clone(),
+            Prompt::Chat(messages) => match &self.template {
+                None => {
+                    return self.error(
+                        id,
+                        ErrorKind::NoChatTemplate,
+                        "this model has no chat template; use completions, or give it one with chat_template".into(),
+                    )
+                }
+                Some(t) => match t.render(messages) {
+                    Ok(p) => p,
+                    Err(m) => return self.error(id, ErrorKind::BadRequest, m),
+                },
+            },
+        };
+        // As llama-server does: the model's own BOS when it wants one, special tokens parsed.
+        let tokens = self.model.vocab().tokenize(text.as_bytes(), true, true);
+        if tokens.is_empty() {
+            return self.error(id, ErrorKind::BadRequest, "the prompt is empty".into());
+        }
+        if tokens.len() >= self.cfg.n_ctx_slot as usize {
+            return self.error(
+                id,
+                ErrorKind::PromptTooLong,
+                format!(
+                    "the prompt is {} tokens but the context is {} tokens (it must leave room for at least one generated token)",
+                    tokens.len(),
+                    self.cfg.n_ctx_slot
+                ),
+            );
+        }
+        self.queue.push_back(Queued { req, tokens, enqueued: Instant::now() });
+    }
+
+    fn cancel(&mut self, id: RequestId) {
+        if let Some(pos) = self.queue.iter().position(|q| q.req.id == id) {
+            let q = self.queue.remove(pos).expect("position is valid");
+            let usage = Usage { prompt_tokens: q.tokens.len() as u32, completion_tokens: 0 };
+            self.send(FromWorker::Done(Box::new(DoneInfo {
+                id,
+                finish: FinishReason::Cancelled,
+                usage,
+                timings: Timings { queue_ms: ms(q.enqueued.elapsed()), ..Default::default() },
+            })));
+            return;
+        }
+        if let Some(i) = self.slots.iter().position(|s| s.as_ref().is_some_and(|a| a.id == id)) {
+            self.finish(i, FinishReason::Cancelled);
+        }
+    }
+
+    fn cancel_all(&mut self, why: &str) {
+        for q in std::mem::take(&mut self.queue) {
+            self.error(q.req.id, ErrorKind::ShuttingDown, why.into());
+        }
+        for i in 0..self.slots.len() {
+            if self.slots[i].is_some() {
+                self.finish(i, FinishReason::Cancelled);
+            }
+        }
+    }
+
+    /// Moves queued requests into free slots.
+    fn admit(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].is_none() {
+                let Some(q) = self.queue.pop_front() else { return };
+                let sampler = sampler::build(&q.req.sampling, self.model);
+                self.slots[i] = Some(Active::new(q, sampler, self.cfg.n_ctx_slot));
+            }
+        }
+    }
+
+    /// One decode step over every active slot.
+    fn step(&mut self) {
+        self.batch.clear();
+        let n_ctx = self.cfg.n_ctx_slot as i32;
+        // Generating sequences first: one token each, so they never wait behind a prompt.
+        for i in 0..self.slots.len() {
+            let Some(a) = self.slots[i].as_mut() else { continue };
+            let Some(tok) = a.last else { continue };
+            if a.n_past >= n_ctx {
+                if let Err(e) = shift(&mut self.ctx, i as i32, a) {
+                    let id = a.id;
+                    self.slots[i] = None;
+                    let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                    self.error(id, ErrorKind::Internal, format!("context shift failed: {e}"));
+                    continue;
+                }
+            }
+            let a = self.slots[i].as_mut().expect("still active");
+            a.logits_at = Some(self.batch.n_tokens());
+            self.batch.add(tok, a.n_past, &[i as i32], true).expect("one token per slot fits the batch");
+            a.n_past += 1;
+        }
+        // Then prompt chunks, as many as the batch holds.
+        for i in 0..self.slots.len() {
+            let room = self.cfg.n_batch as usize - self.batch.n_tokens() as usize;
+            if room == 0 {
+                break;
+            }
+            let Some(a) = self.slots[i].as_mut() else { continue };
+            if a.n_fed >= a.prompt.len() {
+                continue;
+            }
+            let end = (a.n_fed + room).min(a.prompt.len());
+            for (k, &tok) in a.prompt[a.n_fed..end].iter().enumerate() {
+                let pos = (a.n_fed + k) as i32;
+                let last = a.n_fed + k + 1 == a.prompt.len();
+                if last {
+                    a.logits_at = Some(self.batch.n_tokens());
+                }
+                self.batch.add(tok, pos, &[i as i32], last).expect("chunk sized to the batch");
+            }
+            a.n_fed = end;
+            a.n_past = end as i32;
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            tracing::error!(error = %e, "decode failed");
+            for i in 0..self.slots.len() {
+                if let Some(a) = self.slots[i].take() {
+                    let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                    self.error(a.id, ErrorKind::Internal, format!("llama.cpp decode failed: {e}"));
+                }
+            }
+            return;
+        }
+        for i in 0..self.slots.len() {
+            let Some(a) = self.slots[i].as_mut() else { continue };
+            let Some(at) = a.logits_at.take() else { continue };
+            let tok = a.sampler.sample(&self.ctx, at);
+            if a.first_token.is_none() {
+                a.first_token = Some(Instant::now());
+            }
+            if self.model.vocab().is_eog(tok) {
+                self.finish(i, FinishReason::Stop);
+                continue;
+            }
+            a.n_gen += 1;
+            self.piece.clear();
+            self.model.vocab().token_to_piece_into(tok, &mut self.piece, false, None);
+            let stopped = a.text.push(&self.piece, &mut a.unsent) == Pushed::Stop;
+            a.unsent_tokens += 1;
+            if stopped {
+                self.finish(i, FinishReason::Stop);
+                continue;
+            }
+            if a.max_tokens.is_some_and(|m| a.n_gen >= m) {
+                self.finish(i, FinishReason::Length);
+                continue;
+            }
+            a.last = Some(tok);
+            if a.stream && !a.unsent.is_empty() {
+                let text = std::mem::take(&mut a.unsent);
+                let n_tokens = std::mem::take(&mut a.unsent_tokens);
+                let id = a.id;
+                self.send(FromWorker::Tokens { id, text, n_tokens });
+            }
+        }
+    }
+
+    /// Ends the request in slot `i`: flushes its text, sends `Done`, frees its KV cells.
+    fn finish(&mut self, i: usize, finish: FinishReason) {
+        let Some(mut a) = self.slots[i].take() else { return };
+        let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+        a.text.finish(&mut a.unsent);
+        if !a.unsent.is_empty() || a.unsent_tokens > 0 {
+            self.send(FromWorker::Tokens { id: a.id, text: std::mem::take(&mut a.unsent), n_tokens: a.unsent_tokens });
+        }
+        let now = Instant::now();
+        let first = a.first_token.unwrap_or(now);
+        self.send(FromWorker::Done(Box::new(DoneInfo {
+            id: a.id,
+            finish,
+            usage: Usage { prompt_tokens: a.prompt.len() as u32, completion_tokens: a.n_gen },
+            timings: Timings {
+                queue_ms: ms(a.admitted - a.enqueued),
+                prompt_ms: ms(first - a.admitted),
+                decode_ms: ms(now - first),
+            },
+        })));
+    }
+}
+
+/// Makes room in slot `seq`'s context: keeps the first `n_keep` tokens, drops the oldest half
+/// of the rest and moves the remainder down.
+fn shift(ctx: &mut LlamaContext<'_>, seq: i32, a: &mut Active) -> Result<(), String> {
+    let n_left = a.n_past - a.n_keep;
+    let n_discard = n_left / 2;
+    if n_discard <= 0 {
+        return Err(format!("nothing to discard (kept {}, past {})", a.n_keep, a.n_past));
+    }
+    let (keep, cut, past) = (a.n_keep as u32, (a.n_keep + n_discard) as u32, a.n_past as u32);
+    ctx.kv_cache_seq_rm(seq, Some(keep), Some(cut)).map_err(|e| e.to_string())?;
+    ctx.kv_cache_seq_add(seq, Some(cut), Some(past), -n_discard).map_err(|e| e.to_string())?;
+    a.n_past -= n_discard;
+    a.shifts += 1;
+    tracing::debug!(seq, n_keep = a.n_keep, n_discard, "context shifted");
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

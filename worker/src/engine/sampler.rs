@@ -1,0 +1,75 @@
+//! A llama.cpp sampler chain for one request, in llama-server's order:
+//! logit bias → penalties → top-k → top-p → min-p → temperature → dist (or greedy).
+
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
+use llama_cpp_2::token::LlamaToken;
+use model_bucket_shared::protocol::SamplingParams;
+
+/// Checks what llama.cpp would otherwise assert on or silently misuse.
+pub fn validate(p: &SamplingParams, n_vocab: i32) -> Result<(), String> {
+    let finite =
+        |name: &str, v: f32| if v.is_finite() { Ok(()) } else { Err(format!("{name} must be a finite number")) };
+    finite("temperature", p.temperature)?;
+    finite("top_p", p.top_p)?;
+    finite("min_p", p.min_p)?;
+    finite("presence_penalty", p.presence_penalty)?;
+    finite("frequency_penalty", p.frequency_penalty)?;
+    finite("repeat_penalty", p.repeat_penalty)?;
+    if p.temperature < 0.0 {
+        return Err("temperature must be >= 0".into());
+    }
+    if !(0.0..=1.0).contains(&p.top_p) || !(0.0..=1.0).contains(&p.min_p) {
+        return Err("top_p and min_p must be between 0 and 1".into());
+    }
+    if p.repeat_penalty <= 0.0 {
+        return Err("repeat_penalty must be > 0".into());
+    }
+    for &(tok, bias) in &p.logit_bias {
+        if tok < 0 || tok >= n_vocab {
+            return Err(format!("logit_bias token {tok} is outside the vocabulary (0..{n_vocab})"));
+        }
+        if bias.is_nan() {
+            return Err(format!("logit_bias for token {tok} is not a number"));
+        }
+    }
+    Ok(())
+}
+
+/// Builds the chain. `p` must have passed [`validate`].
+pub fn build(p: &SamplingParams, model: &LlamaModel) -> LlamaSampler {
+    let n_vocab = model.n_vocab();
+    let mut chain = Vec::with_capacity(8);
+    if !p.logit_bias.is_empty() {
+        let biases: Vec<LlamaLogitBias> =
+            p.logit_bias.iter().map(|&(t, b)| LlamaLogitBias::new(LlamaToken(t), b)).collect();
+        chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
+    }
+    if p.repeat_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+        chain.push(LlamaSampler::penalties(
+            n_vocab,
+            p.repeat_last_n,
+            p.repeat_penalty,
+            p.frequency_penalty,
+            p.presence_penalty,
+        ));
+    }
+    if p.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        if p.top_k > 0 {
+            chain.push(LlamaSampler::top_k(p.top_k));
+        }
+        if p.top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(p.top_p, 1));
+        }
+        if p.min_p > 0.0 {
+            chain.push(LlamaSampler::min_p(p.min_p, 1));
+        }
+        chain.push(LlamaSampler::temp(p.temperature));
+        // llama.cpp picks a random seed for LLAMA_DEFAULT_SEED (u32::MAX).
+        chain.push(LlamaSampler::dist(p.seed.unwrap_or(u32::MAX)));
+    }
+    LlamaSampler::chain_simple(chain)
+}

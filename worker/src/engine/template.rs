@@ -1,0 +1,164 @@
+//! Chat prompts: the GGUF's own Jinja `tokenizer.chat_template`, rendered the way llama-server
+//! renders it by default (`--jinja`), or a named built-in template for models without one.
+
+use minijinja::{context, Environment, Error, ErrorKind};
+use model_bucket_shared::protocol::ChatMessage;
+
+/// Built-in templates for `--chat-template NAME`.
+const NAMED: &[(&str, &str)] = &[
+    (
+        "chatml",
+        "{% for m in messages %}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{% endfor %}\
+         {% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+    ),
+    (
+        "gemma",
+        "{{ bos_token }}{% for m in messages %}{% set role = 'model' if m.role == 'assistant' else 'user' %}\
+         {{ '<start_of_turn>' + role + '\n' + m.content | trim + '<end_of_turn>\n' }}{% endfor %}\
+         {% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}",
+    ),
+    (
+        "llama3",
+        "{{ bos_token }}{% for m in messages %}\
+         {{ '<|start_header_id|>' + m.role + '<|end_header_id|>\n\n' + m.content | trim + '<|eot_id|>' }}{% endfor %}\
+         {% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
+    ),
+];
+
+/// The source of a named built-in template.
+pub fn named(name: &str) -> Option<&'static str> {
+    NAMED.iter().find(|(n, _)| *n == name).map(|(_, src)| *src)
+}
+
+/// A compiled chat template with the model's special tokens.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos: String,
+    eos: String,
+    /// Whether the tokenizer adds BOS itself: then a BOS the template writes is dropped, as
+    /// llama-server does, so the prompt does not start with two.
+    strip_bos: bool,
+}
+
+impl ChatTemplate {
+    /// Compiles `source`. `bos`/`eos` are the text of the model's BOS and EOS tokens.
+    pub fn new(source: String, bos: String, eos: String, strip_bos: bool) -> Result<ChatTemplate, String> {
+        let mut env = Environment::new();
+        // Hugging Face renders chat templates with these two on; so does llama.cpp.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
+            Err(Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        env.add_function("strftime_now", |fmt: String| -> String {
+            // Templates use it to print today's date; a fixed clock keeps prompts reproducible
+            // within a day and needs no time-zone database.
+            let days = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() / 86_400)
+                .unwrap_or(0) as i64;
+            let (y, m, d) = civil_from_days(days);
+            const MONTHS: [&str; 12] = [
+                "January",
+                "February",
+                "March",
+                "April",
+                "May",
+                "June",
+                "July",
+                "August",
+                "September",
+                "October",
+                "November",
+                "December",
+            ];
+            fmt.replace("%Y", &y.to_string())
+                .replace("%m", &format!("{m:02}"))
+                .replace("%d", &format!("{d:02}"))
+                .replace("%B", MONTHS[(m - 1) as usize])
+                .replace("%b", &MONTHS[(m - 1) as usize][..3])
+        });
+        env.add_template_owned("chat", source).map_err(|e| format!("invalid chat template: {e}"))?;
+        Ok(ChatTemplate { env, bos, eos, strip_bos })
+    }
+
+    /// Renders `messages` with the assistant's generation prompt appended.
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, String> {
+        let msgs: Vec<_> = messages.iter().map(|m| context! { role => m.role, content => m.content }).collect();
+        let tmpl = self.env.get_template("chat").map_err(|e| e.to_string())?;
+        let out = tmpl
+            .render(context! {
+                messages => msgs,
+                add_generation_prompt => true,
+                bos_token => self.bos,
+                eos_token => self.eos,
+            })
+            .map_err(|e| format!("chat template failed: {e}"))?;
+        match out.strip_prefix(self.bos.as_str()) {
+            Some(rest) if self.strip_bos && !self.bos.is_empty() => Ok(rest.to_string()),
+            _ => Ok(out),
+        }
+    }
+}
+
+/// Days since 1970-01-01 → (year, month 1-12, day 1-31), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    fn user(text: &str) -> Vec<ChatMessage> {
+        vec![ChatMessage { role: "user".into(), content: text.into() }]
+    }
+
+    #[test]
+    fn smollm2_adds_its_default_system_prompt() {
+        let t = ChatTemplate::new(SMOLLM2.into(), "<|im_start|>".into(), "<|im_end|>".into(), false).unwrap();
+        assert_eq!(
+            t.render(&user("Hi")).unwrap(),
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+             <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn named_templates_render() {
+        let g = ChatTemplate::new(named("gemma").unwrap().into(), "<bos>".into(), "<eos>".into(), true).unwrap();
+        assert_eq!(g.render(&user(" Hi ")).unwrap(), "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n");
+        let c = ChatTemplate::new(named("chatml").unwrap().into(), "".into(), "".into(), false).unwrap();
+        assert_eq!(c.render(&user("Hi")).unwrap(), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        assert!(named("nope").is_none());
+    }
+
+    #[test]
+    fn template_errors_are_reported_not_panics() {
+        let t =
+            ChatTemplate::new("{{ raise_exception('no system role') }}".into(), "".into(), "".into(), false).unwrap();
+        assert!(t.render(&user("x")).unwrap_err().contains("no system role"));
+        assert!(ChatTemplate::new("{% for %}".into(), "".into(), "".into(), false).is_err());
+        let py =
+            ChatTemplate::new("{{ messages[0].content.strip().upper() }}".into(), "".into(), "".into(), false).unwrap();
+        assert_eq!(py.render(&user("  hi ")).unwrap(), "HI");
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_418), (2025, 11, 26));
+    }
+}

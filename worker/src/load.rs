@@ -1,0 +1,95 @@
+//! Loading the model and context from the arguments, then handing them to the engine.
+
+use anyhow::{bail, Context, Result};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use model_bucket_shared::mem::rss_bytes;
+use model_bucket_shared::protocol::{FromWorker, ReadyInfo};
+use std::num::NonZeroU32;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Instant;
+
+use crate::args::Args;
+use crate::engine::template::{self, ChatTemplate};
+use crate::engine::{Command, Engine, EngineConfig};
+
+/// Context per slot when neither the arguments nor the model say otherwise, in tokens.
+const DEFAULT_CTX: u32 = 4096;
+
+pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command>) -> Result<()> {
+    let started = Instant::now();
+    let mut backend = LlamaBackend::init().context("llama.cpp backend")?;
+    if std::env::var_os("EDEN_LLAMA_LOGS").is_some() {
+        llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+    } else {
+        backend.void_logs();
+    }
+    if !args.model.is_file() {
+        bail!("model file {} does not exist", args.model.display());
+    }
+    let params = LlamaModelParams::default().with_n_gpu_layers(args.gpu_layers);
+    let model = LlamaModel::load_from_file(&backend, &args.model, &params)
+        .with_context(|| format!("llama.cpp could not load {}", args.model.display()))?;
+
+    let template = chat_template(args, &model)?;
+    let n_ctx_train = model.n_ctx_train().max(1);
+    let n_ctx_slot = args.ctx.unwrap_or(DEFAULT_CTX.min(n_ctx_train)).max(16);
+    let threads = args.threads.unwrap_or_else(available_cores) as i32;
+    let slots = args.parallel;
+    let total = n_ctx_slot.checked_mul(slots).context("ctx × parallel overflows")?;
+    let ctx_params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(total))
+        .with_n_batch(args.batch)
+        .with_n_ubatch(args.batch.min(512))
+        .with_n_seq_max(slots)
+        .with_kv_unified(false)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let ctx = model.new_context(&backend, ctx_params).context("llama.cpp could not create the context")?;
+    // llama.cpp may round the context; each sequence gets an equal share.
+    let n_ctx_slot = ctx.n_ctx() / slots;
+    let has_chat_template = template.is_some();
+    let ready = ReadyInfo {
+        load_ms: started.elapsed().as_millis() as u64,
+        memory_bytes: rss_bytes(None).unwrap_or(0),
+        n_ctx: n_ctx_slot,
+        slots,
+        has_chat_template,
+    };
+    tracing::info!(model = %args.model.display(), load_ms = ready.load_ms, n_ctx_slot, slots, threads, has_chat_template, "ready");
+    let _ = out.send(FromWorker::Ready(ready));
+    // llama.cpp caps the batch at the context size.
+    let cfg = EngineConfig { n_ctx_slot, n_batch: ctx.n_batch(), max_queue: args.max_queue };
+    Engine::new(&model, ctx, template, slots, cfg, out).run(cmds);
+    Ok(())
+}
+
+/// The template from `--chat-template` (a name or a file), else the GGUF's own, else none.
+fn chat_template(args: &Args, model: &LlamaModel) -> Result<Option<ChatTemplate>> {
+    let source = match &args.chat_template {
+        Some(name) => match template::named(name) {
+            Some(src) => src.to_string(),
+            None => std::fs::read_to_string(name).with_context(|| {
+                format!(
+                    "--chat-template {name:?} is neither a built-in name (chatml, gemma, llama3) nor a readable file"
+                )
+            })?,
+        },
+        None => match model.chat_template(None) {
+            Ok(t) => t.to_string().context("the GGUF chat template is not UTF-8")?,
+            Err(_) => return Ok(None),
+        },
+    };
+    let vocab = model.vocab();
+    let piece = |tok| String::from_utf8_lossy(&vocab.token_to_piece(tok, true, None)).into_owned();
+    let t = ChatTemplate::new(source, piece(vocab.bos()), piece(vocab.eos()), vocab.should_add_bos())
+        .map_err(anyhow::Error::msg)?;
+    Ok(Some(t))
+}
+
+/// Cores this process may run on (its affinity mask), at least 1.
+fn available_cores() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+}

@@ -23,8 +23,47 @@ pub struct BucketArgs {
     pub config: Option<PathBuf>,
 }
 
+/// `serve` settings. Every flag has an `EDEN_*` environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Loopback by default: nothing outside this machine can connect.
+    #[arg(long, env = "EDEN_HOST", default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Port to listen on.
+    #[arg(long, env = "EDEN_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Concurrent requests per model (slots of each worker), unless the config says otherwise.
+    #[arg(long, env = "EDEN_PARALLEL", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+    /// Context per request in tokens (default: the model's, at most 4096).
+    #[arg(long, env = "EDEN_CTX", value_parser = clap::value_parser!(u32).range(16..))]
+    pub ctx: Option<u32>,
+    /// Threads per worker (default: every core).
+    #[arg(long, env = "EDEN_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "EDEN_BODY_LIMIT", default_value_t = 8 << 20)]
+    pub body_limit: usize,
+    /// Longest a worker may take to load a model, in seconds.
+    #[arg(long, env = "EDEN_LOAD_TIMEOUT", default_value_t = 300)]
+    pub load_timeout: u64,
+    /// Longest a request waits for its model to load before a 503 with Retry-After, in seconds.
+    #[arg(long, env = "EDEN_LOAD_WAIT", default_value_t = 120)]
+    pub load_wait: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "EDEN_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace: u64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve every model in the folder through the OpenAI-compatible API.
+    Serve {
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[command(flatten)]
+        bucket: BucketArgs,
+    },
     /// List the models in the folder.
     List {
         /// Print a JSON array of model objects (with `--all`: `{"models": [...], "skipped": [...]}`).

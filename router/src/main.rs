@@ -4,6 +4,9 @@ mod bucket;
 mod catalog_cmd;
 mod cli;
 mod generate_cmd;
+mod http;
+mod registry;
+mod serve;
 mod worker;
 
 use clap::Parser;
@@ -14,10 +17,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EDEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_level())),
         )
         .init();
     match Cli::parse().command {
+        Command::Serve { serve, bucket } => serve::run(&bucket, serve),
         Command::List { json, all, bucket } => catalog_cmd::list(&bucket, json, all),
         Command::Info { id, json, bucket } => catalog_cmd::info(&bucket, &id, json),
         Command::Generate { id, prompt, max_tokens, temperature, seed, raw, ctx, threads, stats, bucket } => {
@@ -27,5 +31,13 @@ fn main() -> anyhow::Result<()> {
             )
         }
         Command::Add { path, custom_id, json, bucket } => catalog_cmd::add(&bucket, &path, custom_id.as_deref(), json),
+    }
+}
+
+/// `serve` reports what it does; the one-shot commands only warn.
+fn default_log_level() -> &'static str {
+    match std::env::args().nth(1).as_deref() {
+        Some("serve") => "info",
+        _ => "warn",
     }
 }

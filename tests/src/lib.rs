@@ -6,7 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod server;
 pub mod worker;
+
+pub use server::Server;
 
 pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA_FILE: &str = "gemma-3-270m-q4_k_m.gguf";

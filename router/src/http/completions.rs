@@ -1,0 +1,247 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`, streamed or not.
+
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use model_bucket_shared::protocol::{DoneInfo, FinishReason, GenerateRequest, Prompt, RequestId};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::error::ApiError;
+use super::json::Json;
+use super::openai::{self, ChatRequest, CommonParams, CompletionRequest};
+use crate::registry::{Live, Registry};
+use crate::worker::client::WorkerClient;
+use crate::worker::Event;
+
+/// Which endpoint a response is shaped for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+pub async fn chat(State(r): State<Arc<Registry>>, Json(req): Json<ChatRequest>) -> Result<Response, ApiError> {
+    let messages = openai::chat_messages(&req.messages)?;
+    serve(r, Kind::Chat, Prompt::Chat(messages), &req.common).await
+}
+
+pub async fn completions(
+    State(r): State<Arc<Registry>>,
+    Json(req): Json<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    let prompt = openai::completion_prompt(&req.prompt)?;
+    serve(r, Kind::Text, Prompt::Text(prompt), &req.common).await
+}
+
+async fn serve(r: Arc<Registry>, kind: Kind, prompt: Prompt, c: &CommonParams) -> Result<Response, ApiError> {
+    let cat = r.catalog();
+    let m = cat.resolve(&c.model).ok_or_else(|| ApiError::model_not_found(&c.model))?;
+    if kind == Kind::Chat && !r.can_chat(m) {
+        return Err(ApiError::bad_param(
+            "messages",
+            format!(
+                "model {} has no chat template, so it cannot take chat messages; use /v1/completions, or give it a chat_template in the config",
+                m.id
+            ),
+        ));
+    }
+    // Validate before starting a worker: a bad request never costs a model load.
+    let probe = openai::to_generate(RequestId(0), prompt, c)?;
+    let live = r.worker(m).await?;
+    let req = GenerateRequest { id: live.client.next_id(), ..probe };
+    let include_usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let meta = Meta { id: response_id(kind, req.id), created: unix_now(), model: m.id.clone(), kind };
+    let stream = req.stream;
+    let mut call = Call::start(&live, req);
+    // The first event decides the status: a request the worker refuses is an HTTP error, not a
+    // 200 stream that fails.
+    let first = call.next().await;
+    if let Event::Error { kind, message } = first {
+        call.finished = true;
+        return Err(ApiError::from_worker(kind, message));
+    }
+    if stream {
+        Ok(sse(meta, call, first, include_usage).into_response())
+    } else {
+        collect(meta, call, first).await
+    }
+}
+
+/// Response fields fixed for the whole request.
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+    kind: Kind,
+}
+
+fn response_id(kind: Kind, id: RequestId) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    match kind {
+        Kind::Chat => format!("chatcmpl-{:x}{:x}", nanos, id.0),
+        Kind::Text => format!("cmpl-{:x}{:x}", nanos, id.0),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// One request in flight on a worker. Dropping it before the end (the client went away)
+/// cancels the generation so the slot is freed at once.
+struct Call {
+    client: WorkerClient,
+    id: RequestId,
+    events: UnboundedReceiver<Event>,
+    finished: bool,
+}
+
+impl Call {
+    fn start(live: &Live, req: GenerateRequest) -> Call {
+        let id = req.id;
+        let events = live.client.generate(req);
+        Call { client: live.client.clone(), id, events, finished: false }
+    }
+
+    async fn next(&mut self) -> Event {
+        let e = self.events.recv().await.unwrap_or(Event::Error {
+            kind: model_bucket_shared::protocol::ErrorKind::Internal,
+            message: "the worker connection closed".into(),
+        });
+        if matches!(e, Event::Done(_) | Event::Error { .. }) {
+            self.finished = true;
+        }
+        e
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.client.cancel(self.id);
+        }
+    }
+}
+
+fn finish_reason(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Length => "length",
+        FinishReason::Stop | FinishReason::Cancelled => "stop",
+    }
+}
+
+fn usage(d: &DoneInfo) -> Value {
+    json!({
+        "prompt_tokens": d.usage.prompt_tokens,
+        "completion_tokens": d.usage.completion_tokens,
+        "total_tokens": d.usage.prompt_tokens + d.usage.completion_tokens,
+    })
+}
+
+async fn collect(meta: Meta, mut call: Call, first: Event) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    let mut event = first;
+    let done = loop {
+        match event {
+            Event::Tokens { text: t } => text.push_str(&t),
+            Event::Done(d) => break d,
+            Event::Error { kind, message } => return Err(ApiError::from_worker(kind, message)),
+        }
+        event = call.next().await;
+    };
+    let choice = match meta.kind {
+        Kind::Chat => json!({
+            "index": 0,
+            "message": { "role": "assistant", "content": text },
+            "logprobs": null,
+            "finish_reason": finish_reason(done.finish),
+        }),
+        Kind::Text => {
+            json!({ "index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason(done.finish) })
+        }
+    };
+    let object = if meta.kind == Kind::Chat { "chat.completion" } else { "text_completion" };
+    Ok(axum::Json(json!({
+        "id": meta.id,
+        "object": object,
+        "created": meta.created,
+        "model": meta.model,
+        "choices": [choice],
+        "usage": usage(&done),
+        "timings": { "queue_ms": done.timings.queue_ms, "prompt_ms": done.timings.prompt_ms, "decode_ms": done.timings.decode_ms },
+    }))
+    .into_response())
+}
+
+impl Meta {
+    /// One chunk: `delta` is the text (or role) for chat, `text` for completions.
+    fn chunk(&self, content: Option<&str>, role: bool, finish: Option<&str>) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => {
+                let mut delta = serde_json::Map::new();
+                if role {
+                    delta.insert("role".into(), json!("assistant"));
+                }
+                if let Some(c) = content {
+                    delta.insert("content".into(), json!(c));
+                }
+                json!({ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish })
+            }
+            Kind::Text => {
+                json!({ "index": 0, "text": content.unwrap_or(""), "logprobs": null, "finish_reason": finish })
+            }
+        };
+        let object = if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+        json!({ "id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [choice] })
+    }
+
+    fn usage_chunk(&self, d: &DoneInfo) -> Value {
+        let object = if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+        json!({ "id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [], "usage": usage(d) })
+    }
+}
+
+fn data(v: &Value) -> Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().data(v.to_string()))
+}
+
+/// The SSE stream: a role chunk, text chunks as they arrive, a finish chunk, the usage chunk
+/// when asked for, then `[DONE]`. A failure midway is one error event, then `[DONE]`.
+fn sse(
+    meta: Meta,
+    mut call: Call,
+    first: Event,
+    include_usage: bool,
+) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
+    let stream = async_stream::stream! {
+        if meta.kind == Kind::Chat {
+            yield data(&meta.chunk(Some(""), true, None));
+        }
+        let mut event = first;
+        loop {
+            match event {
+                Event::Tokens { text } => yield data(&meta.chunk(Some(&text), false, None)),
+                Event::Done(d) => {
+                    let finish = finish_reason(d.finish);
+                    let last = if meta.kind == Kind::Chat { meta.chunk(None, false, Some(finish)) } else { meta.chunk(Some(""), false, Some(finish)) };
+                    yield data(&last);
+                    if include_usage {
+                        yield data(&meta.usage_chunk(&d));
+                    }
+                    break;
+                }
+                Event::Error { kind, message } => {
+                    yield data(&ApiError::from_worker(kind, message).body());
+                    break;
+                }
+            }
+            event = call.next().await;
+        }
+        yield Ok(SseEvent::default().data("[DONE]"));
+    };
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

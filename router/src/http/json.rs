@@ -1,0 +1,28 @@
+//! A JSON body extractor whose failures are OpenAI-style errors: 413 over the body limit,
+//! 400 for malformed JSON or wrong types. No `Content-Type` is required (curl users forget it).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large(format!("request body too large: {}", e.body_text()))
+            } else {
+                ApiError::bad_request(format!("cannot read the request body: {}", e.body_text()))
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(Json).map_err(|e| {
+            let what = if e.is_data() { "invalid request" } else { "malformed JSON" };
+            ApiError::bad_request(format!("{what}: {e}"))
+        })
+    }
+}

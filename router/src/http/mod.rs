@@ -1,0 +1,30 @@
+//! The OpenAI-compatible HTTP API.
+
+pub mod completions;
+pub mod error;
+pub mod json;
+pub mod models;
+pub mod openai;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::registry::Registry;
+use error::ApiError;
+
+/// The whole API. `body_limit` is the largest request body accepted, in bytes.
+pub fn app(registry: Arc<Registry>, body_limit: usize) -> Router {
+    Router::new()
+        .route("/health", get(models::health))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{id}", get(models::retrieve))
+        .route("/v1/chat/completions", post(completions::chat))
+        .route("/v1/completions", post(completions::completions))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .with_state(registry)
+}

@@ -1,0 +1,62 @@
+//! `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use model_bucket_shared::ModelInfo;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+use super::error::ApiError;
+use crate::registry::Registry;
+
+fn model_object(r: &Registry, m: &ModelInfo) -> Value {
+    let state = r.state(&m.id);
+    let mut caps = m.capabilities.clone();
+    if r.can_chat(m) && !caps.contains(&model_bucket_shared::Capability::Chat) {
+        caps.insert(0, model_bucket_shared::Capability::Chat);
+    }
+    let mut v = json!({
+        "id": m.id,
+        "object": "model",
+        "created": r.created,
+        "owned_by": "model-bucket",
+        "aliases": m.aliases,
+        "capabilities": caps,
+        "context_length": m.context_length,
+        "architecture": m.architecture,
+        "parameters": m.parameters,
+        "quantization": m.quantization,
+        "size_bytes": m.size_bytes,
+        "state": state.name(),
+    });
+    match &state {
+        crate::registry::State::Failed(reason) => v["error"] = json!(reason),
+        crate::registry::State::Ready(live) => {
+            v["worker"] = json!({
+                "pid": live.pid,
+                "context_per_request": live.ready.n_ctx,
+                "slots": live.ready.slots,
+                "load_ms": live.ready.load_ms,
+                "memory_bytes": live.ready.memory_bytes,
+            })
+        }
+        _ => {}
+    }
+    v
+}
+
+pub async fn list(State(r): State<Arc<Registry>>) -> Json<Value> {
+    let cat = r.catalog();
+    let data: Vec<Value> = cat.models.iter().map(|m| model_object(&r, m)).collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+pub async fn retrieve(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let cat = r.catalog();
+    let m = cat.resolve(&id).ok_or_else(|| ApiError::model_not_found(&id))?;
+    Ok(Json(model_object(&r, m)))
+}
+
+pub async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}

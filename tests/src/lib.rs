@@ -36,8 +36,9 @@ pub fn model(file: &str) -> PathBuf {
 /// profile as the running test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let path = exe.parent().and_then(Path::parent).expect("target dir").join(name);
+    // Tests run from target/<profile>/deps/, the bench binaries from target/<profile>/.
+    let dir = exe.parent().expect("target dir");
+    let path = if dir.ends_with("deps") { dir.parent().expect("profile dir").join(name) } else { dir.join(name) };
     assert!(path.is_file(), "{} is not built: run `cargo build --release --workspace --bins`", path.display());
     path
 }

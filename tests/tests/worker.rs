@@ -22,8 +22,8 @@ fn answers_paris_with_the_ggufs_chat_template() {
     assert!(ready.memory_bytes > 50 << 20, "{ready:?}");
     let (text, done) = w.generate(greedy(1, user("What is the capital of France? Answer in one word."), 16));
     assert!(text.contains("Paris"), "{text:?}");
-    // llama-server's default Jinja rendering of this message (default system prompt included).
-    assert_eq!(done.usage.prompt_tokens, 49, "{done:?}");
+    // llama-server b11434 counts 42 prompt tokens for this message (default system prompt included).
+    assert_eq!(done.usage.prompt_tokens, 42, "{done:?}");
     assert!(done.usage.completion_tokens >= 1 && done.usage.completion_tokens <= 16);
 }
 

@@ -1,6 +1,7 @@
 //! `model-bucket serve`: scan the folder, then answer HTTP until SIGTERM/SIGINT.
 
 use anyhow::{Context, Result};
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -36,7 +37,13 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?
+            // Tokens go out as soon as they are written, not when Nagle's algorithm allows.
+            .tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
         tracing::info!(%addr, models = registry.catalog().models.len(), dir = %dir.display(), "listening");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {

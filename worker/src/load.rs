@@ -47,6 +47,8 @@ pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command
         .with_kv_unified(false)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
+    // One sampled position per slot per step, as llama-server sizes it.
+    let ctx_params = with_n_outputs_max(ctx_params, slots);
     let ctx = model.new_context(&backend, ctx_params).context("llama.cpp could not create the context")?;
     // llama.cpp may round the context; each sequence gets an equal share.
     let n_ctx_slot = ctx.n_ctx() / slots;
@@ -87,6 +89,23 @@ fn chat_template(args: &Args, model: &LlamaModel) -> Result<Option<ChatTemplate>
     let t = ChatTemplate::new(source, piece(vocab.bos()), piece(vocab.eos()), vocab.should_add_bos())
         .map_err(anyhow::Error::msg)?;
     Ok(Some(t))
+}
+
+/// Sets `n_outputs_max`, which `llama-cpp-2` 0.1.160 has no setter for. Left at llama.cpp's
+/// default (`n_batch`), the logits buffer is sized for 2048 outputs (384 MiB for a 49k-token
+/// vocabulary) although a step never asks for more than one output per slot.
+fn with_n_outputs_max(params: LlamaContextParams, n: u32) -> LlamaContextParams {
+    use llama_cpp_sys_2::llama_context_params as Raw;
+    // `LlamaContextParams` has exactly one field, the raw struct: equal size and alignment mean
+    // that field spans the whole value, so the two are interchangeable.
+    const _: () = assert!(std::mem::size_of::<LlamaContextParams>() == std::mem::size_of::<Raw>());
+    const _: () = assert!(std::mem::align_of::<LlamaContextParams>() == std::mem::align_of::<Raw>());
+    // SAFETY: same size and alignment, single field (see above); no pointers are changed.
+    let mut raw: Raw = unsafe { std::mem::transmute::<LlamaContextParams, Raw>(params) };
+    raw.n_outputs_max = n;
+    raw.n_outputs_max_per_seq = 1;
+    // SAFETY: as above, in the other direction.
+    unsafe { std::mem::transmute::<Raw, LlamaContextParams>(raw) }
 }
 
 /// Cores this process may run on (its affinity mask), at least 1.

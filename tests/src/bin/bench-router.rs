@@ -92,7 +92,7 @@ fn main() {
             let hs: Vec<_> = (0..256)
                 .map(|i| {
                     let m = if i % 2 == 0 { model.clone() } else { gemma.clone() };
-                    sc.spawn(move || std::panic::catch_unwind(|| router_stream(server.port, &m, 16)).is_err())
+                    sc.spawn(move || std::panic::catch_unwind(|| router_stream(server.port, &m, 4)).is_err())
                 })
                 .collect();
             let failed = hs.into_iter().map(|h| h.join().unwrap_or(true)).filter(|f| *f).count();

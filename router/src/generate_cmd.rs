@@ -99,7 +99,7 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
                 }
                 Some(Event::Done(d)) => break Ok(d),
                 Some(Event::Error { kind, message }) => break Err(format!("{kind:?}: {message}")),
-                None => break Err("the worker connection closed".into()),
+                Some(Event::Gone) | None => break Err("the worker exited".into()),
             }
         };
         writeln!(out)?;

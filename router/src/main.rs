@@ -7,6 +7,7 @@ mod generate_cmd;
 mod http;
 mod registry;
 mod serve;
+mod supervisor;
 mod worker;
 
 use clap::Parser;

@@ -1,9 +1,10 @@
 //! The served models: the catalog, and for each model its worker's state. The first request
 //! for a model starts its worker; requests that arrive while it loads wait for the same load.
 //!
-//! States: `unloaded` → `loading` → `ready`; a worker that exits returns its model to
-//! `unloaded` (the next request starts a new one); a worker that cannot start leaves its model
-//! `failed` with the reason.
+//! What happens when is decided by [`Lifecycle`]: a worker that cannot start leaves its model
+//! `failed` with the reason; one that crashes is restarted after a backoff (its model shows
+//! `loading` meanwhile) until it crashes too often, which marks the model `failed`. Failed
+//! models answer 503 until the server restarts.
 
 use model_bucket_shared::protocol::ReadyInfo;
 use model_bucket_shared::{Catalog, Config, ModelConfig, ModelInfo};
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::http::error::ApiError;
+use crate::supervisor::lifecycle::{Effect, Event, Lifecycle, Policy};
 use crate::worker::client::WorkerClient;
 use crate::worker::{self, WorkerSpec};
 
@@ -56,11 +58,26 @@ pub struct Live {
     pub pid: u32,
 }
 
+/// One model's supervision: what clients see, and the lifecycle that decides.
+struct Slot {
+    view: watch::Sender<State>,
+    life: Lifecycle,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot { view: watch::channel(State::Unloaded).0, life: Lifecycle::default() }
+    }
+}
+
 pub struct Registry {
     catalog: RwLock<Arc<Catalog>>,
     config: Config,
     defaults: Defaults,
-    states: Mutex<HashMap<String, watch::Sender<State>>>,
+    policy: Policy,
+    states: Mutex<HashMap<String, Slot>>,
+    /// Set at shutdown: workers that exit now were asked to.
+    stopping: std::sync::atomic::AtomicBool,
     /// Unix time the catalog was scanned, for the `created` field.
     pub created: u64,
 }
@@ -73,7 +90,9 @@ impl Registry {
             catalog: RwLock::new(Arc::new(catalog)),
             config,
             defaults,
+            policy: Policy::default(),
             states: Mutex::new(HashMap::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             created,
         })
     }
@@ -99,29 +118,29 @@ impl Registry {
     }
 
     pub fn state(&self, id: &str) -> State {
-        self.states.lock().expect("states lock").get(id).map(|s| s.borrow().clone()).unwrap_or(State::Unloaded)
+        self.states.lock().expect("states lock").get(id).map(|s| s.view.borrow().clone()).unwrap_or(State::Unloaded)
     }
 
     /// The ready worker of `m`, starting it if needed and waiting (bounded) for it to load.
     pub async fn worker(self: &Arc<Self>, m: &ModelInfo) -> Result<Arc<Live>, ApiError> {
         let mut rx = {
             let mut states = self.states.lock().expect("states lock");
-            let tx = states.entry(m.id.clone()).or_insert_with(|| watch::channel(State::Unloaded).0);
-            let current = tx.borrow().clone();
+            let slot = states.entry(m.id.clone()).or_default();
+            let current = slot.view.borrow().clone();
             match current {
                 State::Ready(live) => return Ok(live),
                 State::Failed(reason) => {
-                    return Err(ApiError::unavailable(format!("model {} failed to start: {reason}", m.id), 30))
+                    return Err(ApiError::unavailable(format!("model {} failed: {reason}", m.id), 30))
                 }
-                State::Loading => {}
-                State::Unloaded => {
-                    tx.send_replace(State::Loading);
-                    let this = self.clone();
-                    let m = m.clone();
-                    tokio::spawn(async move { this.load(m).await });
-                }
+                State::Loading | State::Unloaded => {}
             }
-            tx.subscribe()
+            if slot.life.step(Event::Demand, std::time::Instant::now(), &self.policy) == Some(Effect::Spawn) {
+                slot.view.send_replace(State::Loading);
+                let this = self.clone();
+                let m = m.clone();
+                tokio::spawn(async move { this.supervise(m).await });
+            }
+            slot.view.subscribe()
         };
         let wait = async {
             loop {
@@ -129,7 +148,7 @@ impl Registry {
                 match s {
                     State::Ready(live) => return Ok(live),
                     State::Failed(reason) => {
-                        return Err(ApiError::bad_gateway(format!("model {} failed to start: {reason}", m.id)))
+                        return Err(ApiError::bad_gateway(format!("model {} failed: {reason}", m.id)))
                     }
                     State::Loading | State::Unloaded => {}
                 }
@@ -144,17 +163,33 @@ impl Registry {
         }
     }
 
-    fn set(&self, id: &str, s: State) {
-        if let Some(tx) = self.states.lock().expect("states lock").get(id) {
-            tx.send_replace(s);
+    /// A request found `live`'s connection gone: stop handing it out, so the next caller waits
+    /// for the restart the supervisor is about to decide on.
+    pub fn mark_gone(&self, id: &str, live: &Arc<Live>) {
+        if let Some(slot) = self.states.lock().expect("states lock").get(id) {
+            if matches!(&*slot.view.borrow(), State::Ready(l) if Arc::ptr_eq(l, live)) {
+                slot.view.send_replace(State::Loading);
+            }
         }
     }
 
-    /// Starts the worker of `m`, publishes it, and watches it until it exits.
-    async fn load(self: Arc<Self>, m: ModelInfo) {
-        let mc = self.model_config(&m);
+    /// Feeds `ev` to `id`'s lifecycle and publishes `view` (when given) under the same lock.
+    fn step(&self, id: &str, ev: Event, view: Option<State>) -> Option<Effect> {
+        let mut states = self.states.lock().expect("states lock");
+        let slot = states.entry(id.to_string()).or_default();
+        let effect = slot.life.step(ev, std::time::Instant::now(), &self.policy);
+        if let crate::supervisor::lifecycle::Phase::Failed(reason) = &slot.life.phase {
+            slot.view.send_replace(State::Failed(reason.clone()));
+        } else if let Some(v) = view {
+            slot.view.send_replace(v);
+        }
+        effect
+    }
+
+    fn spec(&self, m: &ModelInfo) -> WorkerSpec {
+        let mc = self.model_config(m);
         let d = &self.defaults;
-        let spec = WorkerSpec {
+        WorkerSpec {
             model_id: m.id.clone(),
             model_path: m.path.clone(),
             worker_bin: d.worker_bin.clone(),
@@ -166,35 +201,57 @@ impl Registry {
             gpu_layers: mc.gpu_layers.unwrap_or(0),
             chat_template: mc.chat_template.clone(),
             load_timeout: d.load_timeout,
-        };
-        let mut w = match worker::spawn(&spec).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(model = %m.id, error = %e, "worker failed to start");
-                self.set(&m.id, State::Failed(e.to_string()));
-                return;
-            }
-        };
-        let live = Arc::new(Live { client: w.client.clone(), ready: w.ready.clone(), pid: w.pid });
-        self.set(&m.id, State::Ready(live));
-        // Worker-level messages (no request ID) are logged; the exit returns the model to unloaded.
+        }
+    }
+
+    /// Owns `m`'s worker: starts it, publishes it, watches it, and restarts it after a crash for
+    /// as long as the lifecycle says so.
+    async fn supervise(self: Arc<Self>, m: ModelInfo) {
+        let spec = self.spec(&m);
         loop {
-            tokio::select! {
-                Some(msg) = w.unsolicited.recv() => tracing::warn!(model = %m.id, ?msg, "worker message"),
-                status = w.child.wait() => {
-                    let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                    tracing::error!(model = %m.id, pid = w.pid, %status, tail = %w.stderr_tail.last(3), "worker exited");
-                    self.set(&m.id, State::Unloaded);
+            let mut w = match worker::spawn(&spec).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(model = %m.id, error = %e, "worker failed to start");
+                    self.step(&m.id, Event::StartFailed(e.to_string()), None);
                     return;
                 }
+            };
+            let live = Arc::new(Live { client: w.client.clone(), ready: w.ready.clone(), pid: w.pid });
+            self.step(&m.id, Event::Ready, Some(State::Ready(live)));
+            let status = loop {
+                tokio::select! {
+                    Some(msg) = w.unsolicited.recv() => tracing::warn!(model = %m.id, ?msg, "worker message"),
+                    status = w.child.wait() => break status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+                }
+            };
+            if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                tracing::info!(model = %m.id, pid = w.pid, %status, "worker stopped");
+                self.step(&m.id, Event::Stopped, Some(State::Unloaded));
+                return;
+            }
+            // Let the log follower catch the last lines before they go into the reason.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let reason = format!("worker exited ({status}); last log: {}", w.stderr_tail.last(3));
+            tracing::error!(model = %m.id, pid = w.pid, %reason, "worker crashed");
+            match self.step(&m.id, Event::Crashed(reason), Some(State::Loading)) {
+                Some(Effect::RetryAfter(delay)) => {
+                    tracing::info!(model = %m.id, delay_ms = delay.as_millis() as u64, "restarting after backoff");
+                    tokio::time::sleep(delay).await;
+                    if self.step(&m.id, Event::RetryDue, None) != Some(Effect::Spawn) {
+                        return;
+                    }
+                }
+                _ => return,
             }
         }
     }
 
     /// Asks every worker to finish its requests within `grace` and exit.
     pub fn shutdown_all(&self, grace: Duration) {
-        for tx in self.states.lock().expect("states lock").values() {
-            if let State::Ready(live) = &*tx.borrow() {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        for slot in self.states.lock().expect("states lock").values() {
+            if let State::Ready(live) = &*slot.view.borrow() {
                 live.client
                     .send(model_bucket_shared::protocol::ToWorker::Shutdown { grace_ms: grace.as_millis() as u64 });
             }

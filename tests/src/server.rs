@@ -15,13 +15,20 @@ pub struct Server {
 impl Server {
     /// Starts a server on `models_dir` with extra flags and waits until `/health` answers.
     pub fn start(models_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(models_dir, extra, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables for the server (and its workers).
+    pub fn start_with_env(models_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let log = tempfile::NamedTempFile::new().expect("log file");
         let child = Command::new(crate::bin("model-bucket"))
             .args(["serve", "--port", &port.to_string(), "--models-dir"])
             .arg(models_dir)
             .args(extra)
+            .args(crate::worker::one_thread_unless_asked(extra))
             .env("EDEN_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.reopen().expect("log"))
             .stderr(log.reopen().expect("log"))
@@ -50,6 +57,35 @@ impl Server {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
+    /// The pid of `model`'s worker, if it is loaded.
+    pub fn worker_pid(&self, model: &str) -> Option<u32> {
+        let (_, body) = self.get("/v1/models").ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"].as_array()?.iter().find(|m| m["id"] == model)?["worker"]["pid"].as_u64().map(|p| p as u32)
+    }
+
+    /// A plain HTTP/1.1 POST of a JSON body: (status, headers and body as one string).
+    pub fn post(&self, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+        let mut c = TcpStream::connect(("127.0.0.1", self.port))?;
+        write!(
+            c,
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut resp = String::new();
+        c.read_to_string(&mut resp)?;
+        let status = resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        Ok((status, resp))
+    }
+
+    /// The `state` (and `error`, if any) `/v1/models` shows for `model`.
+    pub fn model_state(&self, model: &str) -> (String, String) {
+        let (_, body) = self.get("/v1/models").expect("GET /v1/models");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let m = v["data"].as_array().expect("data").iter().find(|m| m["id"] == model).expect("model listed").clone();
+        (m["state"].as_str().unwrap_or("").to_string(), m["error"].as_str().unwrap_or("").to_string())
+    }
+
     /// A plain HTTP/1.1 GET: (status, body).
     pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
         let mut c = TcpStream::connect(("127.0.0.1", self.port))?;
@@ -60,6 +96,50 @@ impl Server {
         let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
         Ok((status, body))
     }
+}
+
+/// Streams `POST path` with a JSON `body` and returns the SSE `data:` payloads as they arrive
+/// (a read that waits over `timeout` ends the stream).
+pub fn sse_lines(port: u16, path: &str, body: &str, timeout: Duration) -> impl Iterator<Item = String> {
+    use std::io::BufRead;
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(timeout)).expect("timeout");
+    write!(
+        c,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    std::io::BufReader::new(c)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| l.strip_prefix("data: ").map(str::to_string))
+}
+
+/// Whether process `pid` is alive (a zombie counts as dead).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(s) => !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Sends `signal` (e.g. "TERM", "KILL") to `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("kill").success();
+    assert!(ok, "kill -{signal} {pid} failed");
+}
+
+/// Waits up to `limit` for `cond`.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
 }
 
 impl Drop for Server {

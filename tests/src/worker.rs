@@ -55,6 +55,7 @@ pub fn spawn_connected(model: &Path, extra: &[&str]) -> (Child, Stream, tempfile
         .arg("--socket")
         .arg(&socket)
         .args(extra)
+        .args(one_thread_unless_asked(extra))
         .stdin(Stdio::null())
         .stderr(if std::env::var_os("EDEN_TEST_WORKER_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
         .spawn()
@@ -75,6 +76,17 @@ pub fn spawn_connected(model: &Path, extra: &[&str]) -> (Child, Stream, tempfile
             }
             Err(e) => panic!("accept: {e}"),
         }
+    }
+}
+
+/// Tests run several workers at once on few cores; llama.cpp's threads spin while they wait
+/// for each other, so more threads than cores slows everything to a crawl. Tests get one thread
+/// per worker unless they ask otherwise (the benchmarks do).
+pub fn one_thread_unless_asked(extra: &[&str]) -> &'static [&'static str] {
+    if extra.contains(&"--threads") {
+        &[]
+    } else {
+        &["--threads", "1"]
     }
 }
 

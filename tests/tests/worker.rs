@@ -173,7 +173,7 @@ fn shutdown_lets_running_requests_finish_then_exits_zero() {
     let mut r = greedy(1, user("Count to fifty."), 30);
     r.sampling.logit_bias = vec![(2, f32::NEG_INFINITY)];
     w.send(&ToWorker::Generate(Box::new(r)));
-    w.send(&ToWorker::Shutdown { grace_ms: 30_000 });
+    w.send(&ToWorker::Shutdown { grace_ms: 300_000 });
     let mut n = 0;
     loop {
         match w.recv() {

@@ -51,19 +51,28 @@ async fn serve(r: Arc<Registry>, kind: Kind, prompt: Prompt, c: &CommonParams) -
     }
     // Validate before starting a worker: a bad request never costs a model load.
     let probe = openai::to_generate(RequestId(0), prompt, c)?;
-    let live = r.worker(m).await?;
-    let req = GenerateRequest { id: live.client.next_id(), ..probe };
     let include_usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    let meta = Meta { id: response_id(kind, req.id), created: unix_now(), model: m.id.clone(), kind };
-    let stream = req.stream;
-    let mut call = Call::start(&live, req);
-    // The first event decides the status: a request the worker refuses is an HTTP error, not a
-    // 200 stream that fails.
-    let first = call.next().await;
-    if let Event::Error { kind, message } = first {
-        call.finished = true;
-        return Err(ApiError::from_worker(kind, message));
-    }
+    let stream = probe.stream;
+    // A worker that is gone before it produced anything costs nothing yet: try once more on
+    // the restarted one.
+    let mut retried = false;
+    let (meta, call, first) = loop {
+        let live = r.worker(m).await?;
+        let req = GenerateRequest { id: live.client.next_id(), ..probe.clone() };
+        let meta = Meta { id: response_id(kind, req.id), created: unix_now(), model: m.id.clone(), kind };
+        let mut call = Call::start(&live, req);
+        // The first event decides the status: a request the worker refuses is an HTTP error,
+        // not a 200 stream that fails.
+        match call.next().await {
+            Event::Error { kind, message } => return Err(ApiError::from_worker(kind, message)),
+            Event::Gone if !retried => {
+                retried = true;
+                r.mark_gone(&m.id, &live);
+            }
+            Event::Gone => return Err(gone()),
+            first => break (meta, call, first),
+        }
+    };
     if stream {
         Ok(sse(meta, call, first, include_usage).into_response())
     } else {
@@ -108,11 +117,8 @@ impl Call {
     }
 
     async fn next(&mut self) -> Event {
-        let e = self.events.recv().await.unwrap_or(Event::Error {
-            kind: model_bucket_shared::protocol::ErrorKind::Internal,
-            message: "the worker connection closed".into(),
-        });
-        if matches!(e, Event::Done(_) | Event::Error { .. }) {
+        let e = self.events.recv().await.unwrap_or(Event::Gone);
+        if matches!(e, Event::Done(_) | Event::Error { .. } | Event::Gone) {
             self.finished = true;
         }
         e
@@ -125,6 +131,11 @@ impl Drop for Call {
             self.client.cancel(self.id);
         }
     }
+}
+
+/// A worker that died under a request.
+fn gone() -> ApiError {
+    ApiError::bad_gateway("the worker exited while serving this request; it is being restarted")
 }
 
 fn finish_reason(f: FinishReason) -> &'static str {
@@ -150,6 +161,7 @@ async fn collect(meta: Meta, mut call: Call, first: Event) -> Result<Response, A
             Event::Tokens { text: t } => text.push_str(&t),
             Event::Done(d) => break d,
             Event::Error { kind, message } => return Err(ApiError::from_worker(kind, message)),
+            Event::Gone => return Err(gone()),
         }
         event = call.next().await;
     };
@@ -236,6 +248,10 @@ fn sse(
                 }
                 Event::Error { kind, message } => {
                     yield data(&ApiError::from_worker(kind, message).body());
+                    break;
+                }
+                Event::Gone => {
+                    yield data(&gone().body());
                     break;
                 }
             }

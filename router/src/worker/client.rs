@@ -12,16 +12,25 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-/// What a request receives, in order: any number of `Tokens`, then exactly one `Done` or
-/// `Error`.
+/// What a request receives, in order: any number of `Tokens`, then exactly one `Done`,
+/// `Error` or `Gone`.
 #[derive(Debug)]
 pub enum Event {
-    Tokens { text: String },
+    Tokens {
+        text: String,
+    },
     Done(Box<DoneInfo>),
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+    /// The connection to the worker is lost (it exited or crashed).
+    Gone,
 }
 
-type Pending = Arc<Mutex<HashMap<RequestId, mpsc::UnboundedSender<Event>>>>;
+/// Requests waiting for replies; `None` once the connection is gone, so that a request sent
+/// after that is answered `Gone` at once instead of waiting forever.
+type Pending = Arc<Mutex<Option<HashMap<RequestId, mpsc::UnboundedSender<Event>>>>>;
 
 /// A cheap handle to a worker connection; clone it freely.
 #[derive(Clone)]
@@ -40,7 +49,7 @@ impl WorkerClient {
         unsolicited: mpsc::UnboundedSender<FromWorker>,
     ) -> WorkerClient {
         let (tx, rx) = mpsc::unbounded_channel();
-        let pending: Pending = Arc::default();
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         tokio::spawn(write_loop(writer, rx));
         tokio::spawn(read_loop(reader, pending.clone(), unsolicited));
         WorkerClient { tx, pending, next_id: Arc::new(AtomicU64::new(1)) }
@@ -52,14 +61,22 @@ impl WorkerClient {
     }
 
     /// Sends a request; its events arrive on the returned channel. When the worker is gone the
-    /// channel yields one `Error` at once.
+    /// channel yields `Gone` at once.
     pub fn generate(&self, req: GenerateRequest) -> mpsc::UnboundedReceiver<Event> {
         let (etx, erx) = mpsc::unbounded_channel();
         let id = req.id;
-        self.pending.lock().expect("pending lock").insert(id, etx);
+        match self.pending.lock().expect("pending lock").as_mut() {
+            Some(map) => {
+                map.insert(id, etx);
+            }
+            None => {
+                let _ = etx.send(Event::Gone);
+                return erx;
+            }
+        }
         if self.tx.send(ToWorker::Generate(Box::new(req))).is_err() {
-            if let Some(etx) = self.pending.lock().expect("pending lock").remove(&id) {
-                let _ = etx.send(gone());
+            if let Some(etx) = self.pending.lock().expect("pending lock").as_mut().and_then(|m| m.remove(&id)) {
+                let _ = etx.send(Event::Gone);
             }
         }
         erx
@@ -73,10 +90,6 @@ impl WorkerClient {
     pub fn send(&self, m: ToWorker) -> bool {
         self.tx.send(m).is_ok()
     }
-}
-
-fn gone() -> Event {
-    Event::Error { kind: ErrorKind::Internal, message: "the worker exited".into() }
 }
 
 async fn write_loop(
@@ -121,14 +134,15 @@ async fn read_loop(
                 continue;
             }
         };
-        let mut map = pending.lock().expect("pending lock");
+        let mut guard = pending.lock().expect("pending lock");
+        let Some(map) = guard.as_mut() else { break };
         let delivered = map.get(&id).is_some_and(|tx| tx.send(event).is_ok());
         if last || !delivered {
             map.remove(&id);
         }
     }
-    // The worker is gone: every request still waiting ends with an error.
-    for (_, tx) in pending.lock().expect("pending lock").drain() {
-        let _ = tx.send(gone());
+    // The worker is gone: every request still waiting, and every later one, gets `Gone`.
+    for (_, tx) in pending.lock().expect("pending lock").take().into_iter().flatten() {
+        let _ = tx.send(Event::Gone);
     }
 }

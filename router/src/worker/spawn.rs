@@ -141,7 +141,15 @@ pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, SpawnError> {
             _ = tokio::time::sleep_until(deadline) => return Err(timeout()),
         };
         match msg {
-            Some(Ok(FromWorker::HelloAck { .. })) => acked = true,
+            Some(Ok(FromWorker::HelloAck { version, .. })) if version == PROTOCOL_VERSION => acked = true,
+            Some(Ok(FromWorker::HelloAck { version, .. })) => {
+                return Err(SpawnError::Refused {
+                    model: spec.model_id.clone(),
+                    message: format!(
+                        "protocol mismatch: the worker speaks version {version}, this router {PROTOCOL_VERSION} (is model-bucket-worker from another build?)"
+                    ),
+                })
+            }
             Some(Ok(FromWorker::Ready(r))) if acked => break r,
             Some(Ok(FromWorker::Error { message, .. })) => {
                 return Err(SpawnError::Refused { model: spec.model_id.clone(), message })

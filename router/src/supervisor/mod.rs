@@ -1,0 +1,3 @@
+//! Worker supervision: the lifecycle decisions, as pure functions.
+
+pub mod lifecycle;

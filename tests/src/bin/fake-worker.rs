@@ -1,0 +1,85 @@
+//! A stand-in for `model-bucket-worker` that misbehaves on purpose, for the supervision tests.
+//! It takes the worker's arguments (only `--socket` is used) and reads its behaviour from
+//! `EDEN_FAKE_MODE`:
+//!
+//! - `ok`: loads instantly and streams `max_tokens` words per request;
+//! - `crash-on-load`: exits 1 after the handshake, before `Ready`;
+//! - `crash-after:N`: streams N words of the first request, then aborts;
+//! - `slow-load:MS`: waits MS milliseconds before `Ready`;
+//! - `wrong-version`: answers the handshake with another protocol version.
+//!
+//! With `EDEN_FAKE_LOG=FILE` each start appends a line to FILE.
+
+use interprocess::local_socket::{prelude::*, GenericFilePath, Stream};
+use model_bucket_shared::protocol::frame::{read_frame, write_frame};
+use model_bucket_shared::protocol::*;
+use std::io::{BufReader, Write};
+use std::time::Duration;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let socket = args.iter().position(|a| a == "--socket").map(|i| args[i + 1].clone()).expect("--socket");
+    let mode = std::env::var("EDEN_FAKE_MODE").unwrap_or_else(|_| "ok".into());
+    if let Some(log) = std::env::var_os("EDEN_FAKE_LOG") {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("fake log");
+        writeln!(f, "start {}", std::process::id()).expect("write fake log");
+    }
+    let stream = Stream::connect(socket.to_fs_name::<GenericFilePath>().expect("name")).expect("connect");
+    let mut r = BufReader::new(&stream);
+    let mut w = &stream;
+    let (mut buf, mut scratch) = (Vec::new(), Vec::new());
+    let mut send = |w: &mut &Stream, m: FromWorker| {
+        write_frame(w, &m, &mut scratch).expect("write");
+        w.flush().expect("flush");
+    };
+    match read_frame::<ToWorker>(&mut r, &mut buf) {
+        Ok(Some(ToWorker::Hello { .. })) => {}
+        other => panic!("expected Hello, got {other:?}"),
+    }
+    let version = if mode == "wrong-version" { PROTOCOL_VERSION + 1 } else { PROTOCOL_VERSION };
+    send(&mut w, FromWorker::HelloAck { version, pid: std::process::id() });
+    if mode == "crash-on-load" {
+        eprintln!("fake worker: failing to load on purpose");
+        std::process::exit(1);
+    }
+    if let Some(ms) = mode.strip_prefix("slow-load:") {
+        std::thread::sleep(Duration::from_millis(ms.parse().expect("ms")));
+    }
+    send(
+        &mut w,
+        FromWorker::Ready(ReadyInfo {
+            load_ms: 1,
+            memory_bytes: 1 << 20,
+            n_ctx: 4096,
+            slots: 4,
+            has_chat_template: true,
+        }),
+    );
+    let crash_after: Option<u32> = mode.strip_prefix("crash-after:").map(|n| n.parse().expect("N"));
+    while let Ok(Some(msg)) = read_frame::<ToWorker>(&mut r, &mut buf) {
+        match msg {
+            ToWorker::Generate(req) => {
+                let n = req.max_tokens.unwrap_or(8);
+                for i in 0..n {
+                    if crash_after == Some(i) {
+                        eprintln!("fake worker: crashing on purpose after {i} tokens");
+                        std::process::abort();
+                    }
+                    send(&mut w, FromWorker::Tokens { id: req.id, text: "word ".into(), n_tokens: 1 });
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                send(
+                    &mut w,
+                    FromWorker::Done(Box::new(DoneInfo {
+                        id: req.id,
+                        finish: FinishReason::Length,
+                        usage: Usage { prompt_tokens: 1, completion_tokens: n },
+                        timings: Timings::default(),
+                    })),
+                );
+            }
+            ToWorker::Shutdown { .. } => return,
+            _ => {}
+        }
+    }
+}

@@ -1,31 +1,16 @@
 //! A blocking protocol client that drives a real `model-bucket-worker` process, for tests.
 
 use interprocess::local_socket::{prelude::*, GenericFilePath, ListenerNonblockingMode, ListenerOptions, Stream};
-use model_bucket_shared::protocol::frame::{read_frame, write_frame, FrameError};
+use model_bucket_shared::protocol::frame::{read_frame, write_frame, FrameError, SharedStream};
 use model_bucket_shared::protocol::*;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// One end of the socket, shareable between a reader and a writer.
-pub struct Half(Arc<Stream>);
-
-impl Read for Half {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        (&*self.0).read(buf)
-    }
-}
-
-impl Write for Half {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        (&*self.0).write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        (&*self.0).flush()
-    }
-}
+/// One end of the socket, shared by the test's reads and writes.
+pub type Half = SharedStream<Stream>;
 
 /// A worker process and the router end of its socket.
 pub struct TestWorker {
@@ -99,8 +84,8 @@ impl TestWorker {
         let pid = child.id();
         let mut w = TestWorker {
             child,
-            reader: BufReader::new(Half(stream.clone())),
-            writer: Half(stream),
+            reader: BufReader::new(SharedStream(stream.clone())),
+            writer: SharedStream(stream),
             pid,
             socket,
             buf: Vec::new(),

@@ -2,33 +2,17 @@
 //! engine commands, and a writer thread that sends results, coalescing token deltas.
 
 use interprocess::local_socket::Stream;
-use model_bucket_shared::protocol::frame::{read_frame, write_frame, FrameError};
+use model_bucket_shared::protocol::frame::{read_frame, write_frame, FrameError, SharedStream};
 use model_bucket_shared::protocol::{ErrorKind, FromWorker, ToWorker, PROTOCOL_VERSION};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::Command;
 
-/// One end of the socket; reading and writing go through `&Stream` from two threads.
-pub struct Half(Arc<Stream>);
-
-impl Read for Half {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        (&*self.0).read(buf)
-    }
-}
-
-impl Write for Half {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        (&*self.0).write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        (&*self.0).flush()
-    }
-}
+/// One end of the socket, shared by the reader and the writer thread.
+pub type Half = SharedStream<Stream>;
 
 /// Why the handshake failed.
 #[derive(Debug)]
@@ -41,8 +25,8 @@ pub enum HandshakeError {
 /// Reads the router's Hello and answers HelloAck, or an error naming both versions.
 pub fn handshake(stream: Stream) -> Result<(BufReader<Half>, BufWriter<Half>), HandshakeError> {
     let stream = Arc::new(stream);
-    let mut reader = BufReader::new(Half(stream.clone()));
-    let mut writer = BufWriter::new(Half(stream));
+    let mut reader = BufReader::new(SharedStream(stream.clone()));
+    let mut writer = BufWriter::new(SharedStream(stream));
     let mut buf = Vec::new();
     let reply = |w: &mut BufWriter<Half>, m: FromWorker| {
         let mut scratch = Vec::new();

@@ -97,6 +97,38 @@ pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read, buf: &mut Vec<u8>) -> 
     decode_payload(buf).map(Some)
 }
 
+/// One stream shared by a reader thread and a writer thread: the I/O goes through `&S`, which
+/// local sockets (like `TcpStream`) implement.
+pub struct SharedStream<S>(pub std::sync::Arc<S>);
+
+impl<S> Clone for SharedStream<S> {
+    fn clone(&self) -> Self {
+        SharedStream(self.0.clone())
+    }
+}
+
+impl<S> Read for SharedStream<S>
+where
+    for<'a> &'a S: Read,
+{
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl<S> Write for SharedStream<S>
+where
+    for<'a> &'a S: Write,
+{
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
 /// A `tokio-util` codec for the same frames, for async peers.
 pub struct FrameCodec<In, Out> {
     _marker: std::marker::PhantomData<fn(Out) -> In>,

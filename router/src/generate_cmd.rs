@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use model_bucket_shared::protocol::{ChatMessage, FinishReason, GenerateRequest, Prompt, SamplingParams, ToWorker};
+use model_bucket_shared::ModelConfig;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +10,8 @@ use std::time::Duration;
 use crate::bucket;
 use crate::catalog_cmd::resolve;
 use crate::cli::BucketArgs;
-use crate::worker::{self, Event, WorkerSpec};
+use crate::registry::{worker_spec, Defaults};
+use crate::worker::{self, Event};
 
 /// What `generate` was asked for.
 pub struct GenerateArgs {
@@ -37,31 +39,25 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
     let (config, dir) = bucket::open(b)?;
     let cat = bucket::scan(&dir, &config)?;
     let m = resolve(&cat, &a.id)?;
-    let mc = config
-        .models
-        .iter()
-        .find(|(k, _)| cat.resolve(k).is_some_and(|x| x.id == m.id))
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
+    let mc = cat.model_config(&config, &m.id);
     let chat_possible = m.has_chat_template || mc.chat_template.is_some();
     let prompt = if a.raw || !chat_possible {
         Prompt::Text(a.prompt.clone())
     } else {
         Prompt::Chat(vec![ChatMessage { role: "user".into(), content: a.prompt.clone() }])
     };
-    let spec = WorkerSpec {
-        model_id: m.id.clone(),
-        model_path: m.path.clone(),
+    // One request, one slot; flags given here win over the config.
+    let defaults = Defaults {
         worker_bin: worker_bin()?,
-        ctx: a.ctx.or(mc.ctx),
-        threads: a.threads.or(mc.threads),
         parallel: 1,
-        cpus: mc.cpus.clone(),
-        gpus: mc.gpus.clone(),
-        gpu_layers: mc.gpu_layers.unwrap_or(0),
-        chat_template: mc.chat_template.clone(),
+        ctx: None,
+        threads: None,
         load_timeout: Duration::from_secs(300),
+        load_wait: Duration::from_secs(300),
     };
+    let mut spec = worker_spec(m, &ModelConfig { parallel: None, ..mc }, &defaults);
+    spec.ctx = a.ctx.or(spec.ctx);
+    spec.threads = a.threads.or(spec.threads);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let mut w = worker::spawn(&spec).await?;

@@ -31,6 +31,23 @@ pub struct Defaults {
     pub load_wait: Duration,
 }
 
+/// How `m`'s worker is started: its config settings first, then the defaults.
+pub fn worker_spec(m: &ModelInfo, mc: &ModelConfig, d: &Defaults) -> WorkerSpec {
+    WorkerSpec {
+        model_id: m.id.clone(),
+        model_path: m.path.clone(),
+        worker_bin: d.worker_bin.clone(),
+        ctx: mc.ctx.or(d.ctx),
+        threads: mc.threads.or(d.threads),
+        parallel: mc.parallel.unwrap_or(d.parallel),
+        cpus: mc.cpus.clone(),
+        gpus: mc.gpus.clone(),
+        gpu_layers: mc.gpu_layers.unwrap_or(0),
+        chat_template: mc.chat_template.clone(),
+        load_timeout: d.load_timeout,
+    }
+}
+
 /// A model's worker state, as `/v1/models` shows it.
 #[derive(Clone)]
 pub enum State {
@@ -103,13 +120,7 @@ impl Registry {
 
     /// The per-model settings the config gives `m`, if any.
     pub fn model_config(&self, m: &ModelInfo) -> ModelConfig {
-        let cat = self.catalog();
-        self.config
-            .models
-            .iter()
-            .find(|(k, _)| cat.resolve(k).is_some_and(|x| x.id == m.id))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
+        self.catalog().model_config(&self.config, &m.id)
     }
 
     /// Whether chat requests can be served for `m`.
@@ -186,28 +197,10 @@ impl Registry {
         effect
     }
 
-    fn spec(&self, m: &ModelInfo) -> WorkerSpec {
-        let mc = self.model_config(m);
-        let d = &self.defaults;
-        WorkerSpec {
-            model_id: m.id.clone(),
-            model_path: m.path.clone(),
-            worker_bin: d.worker_bin.clone(),
-            ctx: mc.ctx.or(d.ctx),
-            threads: mc.threads.or(d.threads),
-            parallel: mc.parallel.unwrap_or(d.parallel),
-            cpus: mc.cpus.clone(),
-            gpus: mc.gpus.clone(),
-            gpu_layers: mc.gpu_layers.unwrap_or(0),
-            chat_template: mc.chat_template.clone(),
-            load_timeout: d.load_timeout,
-        }
-    }
-
     /// Owns `m`'s worker: starts it, publishes it, watches it, and restarts it after a crash for
     /// as long as the lifecycle says so.
     async fn supervise(self: Arc<Self>, m: ModelInfo) {
-        let spec = self.spec(&m);
+        let spec = worker_spec(&m, &self.model_config(&m), &self.defaults);
         loop {
             let mut w = match worker::spawn(&spec).await {
                 Ok(w) => w,

@@ -167,6 +167,17 @@ impl Catalog {
         }
     }
 
+    /// The settings `config` gives the model `id` (under any name that resolves to it), or the
+    /// defaults when it names none.
+    pub fn model_config(&self, config: &Config, id: &str) -> crate::ModelConfig {
+        config
+            .models
+            .iter()
+            .find(|(k, _)| self.resolve(k).is_some_and(|m| m.id == id))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
     /// Finds a model by full ID, alias or custom ID (exact first, then case-insensitive), or by
     /// file name when only one model has it.
     pub fn resolve(&self, name: &str) -> Option<&ModelInfo> {

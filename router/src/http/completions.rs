@@ -217,6 +217,32 @@ impl Meta {
     }
 }
 
+/// The text chunk of one stream, rendered once around a marker so that each token only
+/// escapes its text between a fixed head and tail (no JSON tree per token).
+struct TokenChunk {
+    head: String,
+    tail: String,
+}
+
+impl TokenChunk {
+    fn new(meta: &Meta) -> TokenChunk {
+        const MARK: &str = "\u{0}token\u{0}";
+        let full = meta.chunk(Some(MARK), false, None).to_string();
+        let encoded = serde_json::to_string(MARK).expect("a string encodes");
+        let (head, tail) = full.split_once(&encoded).expect("the marker is in the chunk");
+        TokenChunk { head: head.to_string(), tail: tail.to_string() }
+    }
+
+    /// The chunk for `text`, written into `buf` (reused between tokens).
+    fn render<'b>(&self, text: &str, buf: &'b mut Vec<u8>) -> &'b str {
+        buf.clear();
+        buf.extend_from_slice(self.head.as_bytes());
+        serde_json::to_writer(&mut *buf, text).expect("writing to a Vec cannot fail");
+        buf.extend_from_slice(self.tail.as_bytes());
+        std::str::from_utf8(buf).expect("JSON is UTF-8")
+    }
+}
+
 fn data(v: &Value) -> Result<SseEvent, Infallible> {
     Ok(SseEvent::default().data(v.to_string()))
 }
@@ -230,13 +256,15 @@ fn sse(
     include_usage: bool,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
     let stream = async_stream::stream! {
+        let tokens = TokenChunk::new(&meta);
+        let mut buf = Vec::with_capacity(256);
         if meta.kind == Kind::Chat {
             yield data(&meta.chunk(Some(""), true, None));
         }
         let mut event = first;
         loop {
             match event {
-                Event::Tokens { text } => yield data(&meta.chunk(Some(&text), false, None)),
+                Event::Tokens { text } => yield Ok(SseEvent::default().data(tokens.render(&text, &mut buf))),
                 Event::Done(d) => {
                     let finish = finish_reason(d.finish);
                     let last = if meta.kind == Kind::Chat { meta.chunk(None, false, Some(finish)) } else { meta.chunk(Some(""), false, Some(finish)) };
@@ -260,4 +288,21 @@ fn sse(
         yield Ok(SseEvent::default().data("[DONE]"));
     };
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_chunks_match_the_full_rendering() {
+        for kind in [Kind::Chat, Kind::Text] {
+            let meta = Meta { id: "x-1".into(), created: 7, model: "eden_m_1b_abcdef".into(), kind };
+            let chunk = TokenChunk::new(&meta);
+            let mut buf = Vec::new();
+            for text in ["", "Paris", "quote \" and \\ newline\n", "é✓🦀", "\u{0}"] {
+                assert_eq!(chunk.render(text, &mut buf), meta.chunk(Some(text), false, None).to_string());
+            }
+        }
+    }
 }

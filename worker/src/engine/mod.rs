@@ -172,8 +172,9 @@ impl<'m> Engine<'m> {
         if let Err(m) = sampler::validate(&req.sampling, self.model.n_vocab()) {
             return self.error(id, ErrorKind::BadRequest, m);
         }
+        let rendered;
         let text = match &req.prompt {
-            Prompt::Text(t) => t.clone(),
+            Prompt::Text(t) => t.as_str(),
             Prompt::Chat(messages) => match &self.template {
                 None => {
                     return self.error(
@@ -183,7 +184,10 @@ impl<'m> Engine<'m> {
                     )
                 }
                 Some(t) => match t.render(messages) {
-                    Ok(p) => p,
+                    Ok(p) => {
+                        rendered = p;
+                        rendered.as_str()
+                    }
                     Err(m) => return self.error(id, ErrorKind::BadRequest, m),
                 },
             },
@@ -372,7 +376,6 @@ fn shift(ctx: &mut LlamaContext<'_>, seq: i32, a: &mut Active) -> Result<(), Str
     ctx.kv_cache_seq_rm(seq, Some(keep), Some(cut)).map_err(|e| e.to_string())?;
     ctx.kv_cache_seq_add(seq, Some(cut), Some(past), -n_discard).map_err(|e| e.to_string())?;
     a.n_past -= n_discard;
-    a.shifts += 1;
     tracing::debug!(seq, n_keep = a.n_keep, n_discard, "context shifted");
     Ok(())
 }

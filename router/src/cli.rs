@@ -50,9 +50,32 @@ pub struct ServeArgs {
     /// Longest a request waits for its model to load before a 503 with Retry-After, in seconds.
     #[arg(long, env = "EDEN_LOAD_WAIT", default_value_t = 120)]
     pub load_wait: u64,
-    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT, or when their worker is
+    /// unloaded or restarted.
     #[arg(long, env = "EDEN_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// The most memory all workers together may use: bytes or a size such as `512MiB`, `8GiB`
+    /// (default: three quarters of the machine's memory, or of the cgroup limit). Idle workers
+    /// are evicted, least recently used first, to make room.
+    #[arg(long, env = "EDEN_RAM_BUDGET")]
+    pub ram_budget: Option<String>,
+    /// Unload a worker after this many idle seconds (0: never); a model's `ttl_secs` wins.
+    #[arg(long, env = "EDEN_IDLE_TTL", default_value_t = 0)]
+    pub idle_ttl: u64,
+    /// Longest a request waits for serving workers to free memory before a 503, in seconds.
+    #[arg(long, env = "EDEN_EVICT_WAIT", default_value_t = 30)]
+    pub evict_wait: u64,
+    /// Do not watch the models folder (SIGHUP or `POST /admin/rescan` still rescan).
+    #[arg(long, env = "EDEN_NO_WATCH")]
+    pub no_watch: bool,
+}
+
+/// Where a running server is, for `ps`, `load` and `unload`.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// The server's base URL.
+    #[arg(long, env = "EDEN_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +139,28 @@ pub enum Command {
         stats: bool,
         #[command(flatten)]
         bucket: BucketArgs,
+    },
+    /// Show the workers of a running server: state, pid, cores, memory, slots, restarts.
+    Ps {
+        /// Print the server's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Load a model on a running server and wait until it is ready.
+    Load {
+        /// Full ID, alias, custom ID or file name.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Unload a model on a running server (its in-flight requests finish first).
+    Unload {
+        /// Full ID, alias, custom ID or file name.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Put a GGUF file into the models folder (hard link when on the same filesystem, else a
     /// copy) and show the model it becomes.

@@ -3,11 +3,14 @@
 mod bucket;
 mod catalog_cmd;
 mod cli;
+mod ctl_cmd;
 mod generate_cmd;
 mod http;
+mod metrics;
 mod registry;
 mod serve;
 mod supervisor;
+mod watch;
 mod worker;
 
 use clap::Parser;
@@ -31,6 +34,9 @@ fn main() -> anyhow::Result<()> {
                 generate_cmd::GenerateArgs { id, prompt, max_tokens, temperature, seed, raw, ctx, threads, stats },
             )
         }
+        Command::Ps { json, server } => ctl_cmd::ps(&server, json),
+        Command::Load { id, server } => ctl_cmd::load(&server, &id),
+        Command::Unload { id, server } => ctl_cmd::unload(&server, &id),
         Command::Add { path, custom_id, json, bucket } => catalog_cmd::add(&bucket, &path, custom_id.as_deref(), json),
     }
 }

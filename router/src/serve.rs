@@ -1,14 +1,21 @@
 //! `model-bucket serve`: scan the folder, then answer HTTP until SIGTERM/SIGINT.
+//!
+//! Signals: SIGHUP reloads the config and rescans; SIGUSR1 restarts every worker, one at a
+//! time; SIGTERM/SIGINT stop accepting, let in-flight requests finish within the grace, stop the
+//! workers and exit 0.
 
 use anyhow::{Context, Result};
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::bucket;
 use crate::cli::{BucketArgs, ServeArgs};
 use crate::generate_cmd::worker_bin;
-use crate::registry::{Defaults, Registry};
+use crate::registry::{Defaults, Limits, Registry};
+use crate::supervisor::budget;
 
 pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
     let (config, dir) = bucket::open(b)?;
@@ -30,10 +37,21 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         load_timeout: Duration::from_secs(s.load_timeout),
         load_wait: Duration::from_secs(s.load_wait),
     };
-    let registry = Registry::new(catalog, config, defaults);
+    let ram_budget = match &s.ram_budget {
+        Some(text) => budget::parse_size(text).map_err(anyhow::Error::msg).context("--ram-budget")?,
+        None => budget::default_budget(model_bucket_shared::mem::total_memory().unwrap_or(8 << 30)),
+    };
+    let grace = Duration::from_secs(s.shutdown_grace);
+    let limits = Limits {
+        ram_budget,
+        idle_ttl: (s.idle_ttl > 0).then(|| Duration::from_secs(s.idle_ttl)),
+        evict_wait: Duration::from_secs(s.evict_wait),
+        drain_grace: grace,
+    };
+    tracing::info!(ram_budget = %budget::human(ram_budget), idle_ttl_secs = s.idle_ttl, "limits");
+    let registry = Registry::new(catalog, config, b.config.clone(), defaults, limits);
     let app = crate::http::app(registry.clone(), s.body_limit);
     let addr = SocketAddr::new(s.host, s.port);
-    let grace = Duration::from_secs(s.shutdown_grace);
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -45,6 +63,19 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
                 let _ = tcp.set_nodelay(true);
             });
         tracing::info!(%addr, models = registry.catalog().models.len(), dir = %dir.display(), "listening");
+        tokio::spawn(registry.clone().housekeeping());
+        let _watcher = if s.no_watch {
+            None
+        } else {
+            match crate::watch::start(&dir, registry.clone()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the models folder; POST /admin/rescan or SIGHUP pick up changes");
+                    None
+                }
+            }
+        };
+        tokio::spawn(ops_signals(registry.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown_signal().await;
@@ -54,7 +85,7 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         let serving = tokio::spawn(async move { server.await });
         let _ = stopped.wait_for(|s| *s).await;
         tracing::info!(grace_secs = grace.as_secs(), "stopping: finishing in-flight requests");
-        registry.shutdown_all(grace);
+        registry.shutdown_all();
         match tokio::time::timeout(grace + Duration::from_secs(1), serving).await {
             Ok(r) => r.context("server task")?.context("server")?,
             Err(_) => tracing::warn!("in-flight requests did not finish in time"),
@@ -65,10 +96,31 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
 }
 
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// SIGHUP: reload the config and rescan. SIGUSR1: rolling restart of the workers.
+async fn ops_signals(registry: Arc<Registry>) {
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading config and rescanning");
+                match registry.reload().await {
+                    Ok(r) => tracing::info!(models = r.models, added = ?r.added, removed = ?r.removed, "reloaded"),
+                    Err(e) => tracing::error!(error = %e, "reload failed"),
+                }
+            }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: restarting workers one at a time");
+                let r = registry.clone();
+                tokio::spawn(async move { r.restart_all().await });
+            }
+        }
     }
 }

@@ -40,6 +40,8 @@ pub struct Catalog {
     pub models: Vec<ModelInfo>,
     /// Files that are not served, with the reason.
     pub skipped: Vec<Skipped>,
+    /// Files changed too recently to be read (still being written); a later scan takes them.
+    pub pending: Vec<PathBuf>,
 }
 
 /// How a scan reports a file it is hashing: `(file, bytes done, bytes total)`.
@@ -70,7 +72,18 @@ pub fn add_custom_id(dir: &Path, sha256: &str, id: &str) -> std::io::Result<()> 
 
 impl Catalog {
     /// Scans `dir`. Only a folder that cannot be listed is an error; every bad file is skipped.
-    pub fn scan(dir: &Path, config: &Config, mut progress: Option<HashProgress<'_>>) -> Result<Catalog, CatalogError> {
+    pub fn scan(dir: &Path, config: &Config, progress: Option<HashProgress<'_>>) -> Result<Catalog, CatalogError> {
+        Catalog::scan_settled(dir, config, progress, std::time::Duration::ZERO)
+    }
+
+    /// Like [`Catalog::scan`], but a file modified less than `settle` ago is left in
+    /// `pending` instead of being read: a copy in progress is never hashed half-written.
+    pub fn scan_settled(
+        dir: &Path,
+        config: &Config,
+        mut progress: Option<HashProgress<'_>>,
+        settle: std::time::Duration,
+    ) -> Result<Catalog, CatalogError> {
         let entries = fs::read_dir(dir).map_err(|source| CatalogError::Dir { path: dir.into(), source })?;
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
@@ -84,6 +97,10 @@ impl Catalog {
         let mut cat = Catalog { dir: dir.to_path_buf(), ..Default::default() };
         let mut by_hash: HashMap<String, PathBuf> = HashMap::new();
         for path in paths {
+            if !settle.is_zero() && changed_within(&path, settle) {
+                cat.pending.push(path);
+                continue;
+            }
             match read_one(&path, &mut index, &mut progress) {
                 Ok(info) => {
                     if let Some(first) = by_hash.get(&info.sha256) {
@@ -183,6 +200,11 @@ impl Catalog {
     pub fn resolve(&self, name: &str) -> Option<&ModelInfo> {
         self.position(name).map(|i| &self.models[i])
     }
+}
+
+/// Whether `path` was modified less than `d` ago (a file that cannot be stat'ed was not).
+fn changed_within(path: &Path, d: std::time::Duration) -> bool {
+    fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().map_or(true, |age| age < d))
 }
 
 /// Reads one file into a [`ModelInfo`], or says why it cannot be served.

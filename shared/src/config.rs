@@ -95,4 +95,10 @@ mod tests {
         assert!(Config::parse("[models.x]\nctxx = 1\n").unwrap_err().contains("ctxx"));
         assert!(Config::parse("[models.x]\nids = [\"has space\"]\n").is_err());
     }
+
+    #[test]
+    fn the_example_config_parses() {
+        let c = Config::parse(include_str!("../../deploy/model-bucket.example.toml")).unwrap();
+        assert_eq!(c.models["eden_smollm2_135m"].ttl_secs, Some(600));
+    }
 }

@@ -13,6 +13,15 @@ pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Memory this machine (or this process's cgroup, when it is limited) has, in bytes.
+pub fn total_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let total = line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024;
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    Some(cgroup.map_or(total, |c| c.min(total)))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -20,5 +29,6 @@ mod tests {
         let rss = super::rss_bytes(None).expect("linux /proc");
         assert!(rss > 1 << 20);
         assert!(super::rss_bytes(Some(u32::MAX)).is_none());
+        assert!(super::total_memory().expect("linux /proc") > rss);
     }
 }

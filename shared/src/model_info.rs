@@ -47,6 +47,13 @@ pub struct ModelInfo {
     pub context_length: Option<u64>,
     pub has_chat_template: bool,
     pub capabilities: Vec<Capability>,
+    /// KV cache per token of context at f16, in bytes (all layers, keys and values); `None`
+    /// when the header lacks the attention shape.
+    #[serde(default)]
+    pub kv_bytes_per_token: Option<u64>,
+    /// Vocabulary size (tokens in `tokenizer.ggml.tokens`).
+    #[serde(default)]
+    pub n_vocab: Option<u64>,
 }
 
 /// Names of llama.cpp's `llama_ftype` values (`general.file_type`).
@@ -87,6 +94,18 @@ pub fn file_type_name(ft: u64) -> Option<&'static str> {
         38 => "MXFP4_MOE",
         _ => return None,
     })
+}
+
+/// KV bytes per token at f16: layers × (key + value width) × 2, where each width is the KV
+/// heads times the head size (`attention.key_length`, else embedding length / heads).
+fn kv_bytes_per_token(h: &GgufHeader, arch: &str) -> Option<u64> {
+    let get = |k: &str| h.u64(&format!("{arch}.{k}"));
+    let layers = get("block_count")?;
+    let heads = get("attention.head_count")?.max(1);
+    let kv_heads = get("attention.head_count_kv").unwrap_or(heads);
+    let head_k = get("attention.key_length").or_else(|| Some(get("embedding_length")? / heads))?;
+    let head_v = get("attention.value_length").unwrap_or(head_k);
+    Some(layers * kv_heads * (head_k + head_v) * 2)
 }
 
 /// Architectures that embed rather than generate.
@@ -147,6 +166,12 @@ impl ModelInfo {
             capabilities.push(Capability::Embedding);
         }
 
+        let kv_bytes_per_token = kv_bytes_per_token(h, &architecture);
+        let n_vocab = match h.kv.get("tokenizer.ggml.tokens") {
+            Some(Value::Array { len, .. }) => Some(*len),
+            Some(Value::StrArray(v)) => Some(v.len() as u64),
+            _ => None,
+        };
         ModelInfo {
             id: parts.id(&sha256),
             aliases: Vec::new(),
@@ -160,6 +185,8 @@ impl ModelInfo {
             context_length,
             has_chat_template,
             capabilities,
+            kv_bytes_per_token,
+            n_vocab,
         }
     }
 
@@ -204,6 +231,23 @@ mod tests {
             assert!(m.has(c), "{c:?}");
         }
         assert!(!m.has(Capability::Embedding));
+        assert_eq!(m.kv_bytes_per_token, None);
+    }
+
+    #[test]
+    fn kv_size_from_the_attention_shape() {
+        // SmolLM2-135M: 30 layers, 9 heads of 64 over 576, 3 KV heads.
+        let h = header(&[
+            ("general.architecture", s("llama")),
+            ("llama.block_count", Value::U64(30)),
+            ("llama.embedding_length", Value::U64(576)),
+            ("llama.attention.head_count", Value::U64(9)),
+            ("llama.attention.head_count_kv", Value::U64(3)),
+            ("tokenizer.ggml.tokens", Value::Array { elem_type: 8, len: 49152 }),
+        ]);
+        let m = ModelInfo::from_header(&h, "/m/s.gguf".into(), 10, "00ff00aa".into());
+        assert_eq!(m.kv_bytes_per_token, Some(30 * 3 * 128 * 2));
+        assert_eq!(m.n_vocab, Some(49152));
     }
 
     #[test]

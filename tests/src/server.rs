@@ -86,6 +86,24 @@ impl Server {
         (m["state"].as_str().unwrap_or("").to_string(), m["error"].as_str().unwrap_or("").to_string())
     }
 
+    /// `GET path` parsed as JSON; panics on anything but a 200 with JSON.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path).expect("GET");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// The models `/admin/workers` lists, in order.
+    pub fn worker_models(&self) -> Vec<String> {
+        let v = self.get_json("/admin/workers");
+        v["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .map(|w| w["model"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
     /// A plain HTTP/1.1 GET: (status, body).
     pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
         let mut c = TcpStream::connect(("127.0.0.1", self.port))?;

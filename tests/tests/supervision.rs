@@ -112,3 +112,34 @@ fn a_crash_mid_stream_restarts_the_worker_for_the_next_request() {
     // The restart happens without waiting for a request.
     assert!(server::eventually(Duration::from_secs(10), || f.starts() == 2));
 }
+
+#[test]
+fn sighup_gives_a_failed_model_another_chance() {
+    let f = fake("crash-on-load", &[]);
+    let (status, _) = f.server.post("/v1/completions", &completion(4)).unwrap();
+    assert_eq!(status, 502);
+    assert_eq!(f.server.model_state(&id()).0, "failed");
+    server::signal(f.server.child.id(), "HUP");
+    assert!(server::eventually(Duration::from_secs(10), || f.server.model_state(&id()).0 == "unloaded"));
+    let (status, body) = f.server.post("/v1/completions", &completion(4)).unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(f.starts(), 2, "the reset model was tried again");
+}
+
+#[test]
+fn a_worker_that_ignores_the_drain_is_killed_after_the_grace() {
+    let f = fake("ignore-shutdown", &["--shutdown-grace", "1"]);
+    let (status, body) = f.server.post("/v1/completions", &completion(4)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let pid = f.server.worker_pid(&id()).expect("loaded");
+    let (status, body) = f.server.post(&format!("/admin/models/{}/unload", id()), "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("draining"), "{body}");
+    assert!(server::eventually(Duration::from_secs(15), || !server::alive(pid)), "worker still alive");
+    assert!(server::eventually(Duration::from_secs(5), || f.server.model_state(&id()).0 == "unloaded"));
+    assert!(f.server.log().contains("killing it"), "{}", f.server.log());
+    // It loads again on demand.
+    let (status, _) = f.server.post("/v1/completions", &completion(4)).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(f.starts(), 2);
+}

@@ -3,10 +3,16 @@
 use clap::Parser;
 use std::path::PathBuf;
 
+/// `--version` names the GPU backend compiled in: `0.1.0 (backend cuda)` or `(backend cpu)`.
+#[cfg(feature = "cuda")]
+const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (backend cuda)");
+#[cfg(not(feature = "cuda"))]
+const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (backend cpu)");
+
 /// Model Bucket worker: serves one GGUF model over a local socket, with continuous batching.
 /// Normally started by `model-bucket`; logs go to stderr as JSON lines.
 #[derive(Debug, Parser)]
-#[command(name = "model-bucket-worker", version)]
+#[command(name = "model-bucket-worker", version, long_version = LONG_VERSION)]
 pub struct Args {
     /// The GGUF model file.
     #[arg(long)]

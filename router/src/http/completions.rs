@@ -13,9 +13,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::error::ApiError;
 use super::json::Json;
 use super::openai::{self, ChatRequest, CommonParams, CompletionRequest};
-use crate::registry::{Live, Registry};
-use crate::worker::client::WorkerClient;
+use crate::metrics::{ModelLabel, RequestLabel};
+use crate::registry::{Lease, Registry};
 use crate::worker::Event;
+use std::time::Instant;
 
 /// Which endpoint a response is shaped for.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -25,19 +26,46 @@ enum Kind {
 }
 
 pub async fn chat(State(r): State<Arc<Registry>>, Json(req): Json<ChatRequest>) -> Result<Response, ApiError> {
-    let messages = openai::chat_messages(&req.messages)?;
-    serve(r, Kind::Chat, Prompt::Chat(messages), &req.common).await
+    let started = Instant::now();
+    let result = match openai::chat_messages(&req.messages) {
+        Ok(messages) => serve(r.clone(), Kind::Chat, Prompt::Chat(messages), &req.common, started).await,
+        Err(e) => Err(e),
+    };
+    count(&r, Kind::Chat, &req.common.model, &result);
+    result
 }
 
 pub async fn completions(
     State(r): State<Arc<Registry>>,
     Json(req): Json<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let prompt = openai::completion_prompt(&req.prompt)?;
-    serve(r, Kind::Text, Prompt::Text(prompt), &req.common).await
+    let started = Instant::now();
+    let result = match openai::completion_prompt(&req.prompt) {
+        Ok(prompt) => serve(r.clone(), Kind::Text, Prompt::Text(prompt), &req.common, started).await,
+        Err(e) => Err(e),
+    };
+    count(&r, Kind::Text, &req.common.model, &result);
+    result
 }
 
-async fn serve(r: Arc<Registry>, kind: Kind, prompt: Prompt, c: &CommonParams) -> Result<Response, ApiError> {
+/// Counts a request by model (its ID when the name resolves), endpoint and status.
+fn count(r: &Registry, kind: Kind, model: &str, result: &Result<Response, ApiError>) {
+    let status = match result {
+        Ok(resp) => resp.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    };
+    let model = r.catalog().resolve(model).map(|m| m.id.clone()).unwrap_or_else(|| "unknown".to_string());
+    let endpoint = if kind == Kind::Chat { "chat" } else { "completions" };
+    r.metrics.requests.get_or_create(&RequestLabel { model, endpoint, status }).inc();
+}
+
+async fn serve(
+    r: Arc<Registry>,
+    kind: Kind,
+    prompt: Prompt,
+    c: &CommonParams,
+    started: Instant,
+) -> Result<Response, ApiError> {
     let cat = r.catalog();
     let m = cat.resolve(&c.model).ok_or_else(|| ApiError::model_not_found(&c.model))?;
     if kind == Kind::Chat && !r.can_chat(m) {
@@ -57,10 +85,11 @@ async fn serve(r: Arc<Registry>, kind: Kind, prompt: Prompt, c: &CommonParams) -
     // the restarted one.
     let mut retried = false;
     let (meta, call, first) = loop {
-        let live = r.worker(m).await?;
+        let lease = r.lease(m).await?;
+        let live = lease.live.clone();
         let req = GenerateRequest { id: live.client.next_id(), ..probe.clone() };
         let meta = Meta { id: response_id(kind, req.id), created: unix_now(), model: m.id.clone(), kind };
-        let mut call = Call::start(&live, req);
+        let mut call = Call::start(lease, req, Tally::new(r.clone(), &m.id, started));
         // The first event decides the status: a request the worker refuses is an HTTP error,
         // not a 200 stream that fails.
         match call.next().await {
@@ -100,26 +129,33 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// One request in flight on a worker. Dropping it before the end (the client went away)
-/// cancels the generation so the slot is freed at once.
+/// One request in flight on a worker. It holds the worker's lease until it ends; dropping it
+/// before the end (the client went away) cancels the generation so the slot is freed at once.
 struct Call {
-    client: WorkerClient,
+    lease: Lease,
     id: RequestId,
     events: UnboundedReceiver<Event>,
     finished: bool,
+    tally: Tally,
 }
 
 impl Call {
-    fn start(live: &Live, req: GenerateRequest) -> Call {
+    fn start(lease: Lease, req: GenerateRequest, tally: Tally) -> Call {
         let id = req.id;
-        let events = live.client.generate(req);
-        Call { client: live.client.clone(), id, events, finished: false }
+        let events = lease.live.client.generate(req);
+        Call { lease, id, events, finished: false, tally }
     }
 
     async fn next(&mut self) -> Event {
         let e = self.events.recv().await.unwrap_or(Event::Gone);
-        if matches!(e, Event::Done(_) | Event::Error { .. } | Event::Gone) {
-            self.finished = true;
+        match &e {
+            Event::Tokens { .. } => self.tally.first_token(),
+            Event::Done(d) => {
+                self.tally.first_token();
+                self.tally.done(d);
+                self.finished = true;
+            }
+            Event::Error { .. } | Event::Gone => self.finished = true,
         }
         e
     }
@@ -128,7 +164,38 @@ impl Call {
 impl Drop for Call {
     fn drop(&mut self) {
         if !self.finished {
-            self.client.cancel(self.id);
+            self.lease.live.client.cancel(self.id);
+        }
+    }
+}
+
+/// A request's contribution to the metrics: time to first token, then tokens and time per token.
+struct Tally {
+    registry: Arc<Registry>,
+    label: ModelLabel,
+    started: Instant,
+    seen_first: bool,
+}
+
+impl Tally {
+    fn new(registry: Arc<Registry>, model: &str, started: Instant) -> Tally {
+        Tally { registry, label: ModelLabel::new(model), started, seen_first: false }
+    }
+
+    fn first_token(&mut self) {
+        if !self.seen_first {
+            self.seen_first = true;
+            self.registry.metrics.ttft.get_or_create(&self.label).observe(self.started.elapsed().as_secs_f64());
+        }
+    }
+
+    fn done(&self, d: &DoneInfo) {
+        let m = &self.registry.metrics;
+        m.prompt_tokens.get_or_create(&self.label).inc_by(d.usage.prompt_tokens as u64);
+        m.completion_tokens.get_or_create(&self.label).inc_by(d.usage.completion_tokens as u64);
+        if d.usage.completion_tokens > 1 {
+            let per_token = d.timings.decode_ms / 1000.0 / (d.usage.completion_tokens - 1) as f64;
+            m.token_latency.get_or_create(&self.label).observe(per_token);
         }
     }
 }

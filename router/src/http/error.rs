@@ -64,6 +64,15 @@ impl ApiError {
         }
     }
 
+    /// 507 `insufficient_memory`: the model cannot fit the RAM budget even with every other
+    /// worker unloaded; retrying will not help.
+    pub fn insufficient_memory(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: Some("insufficient_memory"),
+            ..ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "server_error", message)
+        }
+    }
+
     /// 502: the worker failed.
     pub fn bad_gateway(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_GATEWAY, "server_error", message)

@@ -1,5 +1,6 @@
 //! The OpenAI-compatible HTTP API.
 
+pub mod admin;
 pub mod completions;
 pub mod error;
 pub mod json;
@@ -23,6 +24,12 @@ pub fn app(registry: Arc<Registry>, body_limit: usize) -> Router {
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completions))
+        .route("/admin/workers", get(admin::workers))
+        .route("/admin/models/{id}/load", post(admin::load))
+        .route("/admin/models/{id}/unload", post(admin::unload))
+        .route("/admin/rescan", post(admin::rescan))
+        .route("/admin/restart", post(admin::restart))
+        .route("/metrics", get(admin::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(error::panic_response))

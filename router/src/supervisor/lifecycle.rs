@@ -2,14 +2,17 @@
 //! returns what to do, so every transition is tested without processes.
 //!
 //! ```text
-//! Stopped --Demand--> Starting --Ready--> Ready --Crashed--> Backoff --RetryDue--> Starting
-//!                        |                  |                   (n crashes in the window)
-//!                        +--StartFailed--> Failed <-------------------+
-//!                                   (until the server restarts)   Ready --Stopped--> Stopped
+//! Stopped --Demand--> Starting --Ready--> Ready --Exited--> Backoff --RetryDue--> Starting
+//!    ^                   |                  |   (a crash)     | (n crashes in the window)
+//!    |                   +--StartFailed--+  +--Stop/Restart--> Draining --Exited--> Stopped
+//!    +--Reset-- Failed <-----------------+------------------------+        (or Starting after
+//!                                                                            a Restart)
 //! ```
 //! A crash while loading fails the model at once (it would fail the same way again); a crash
 //! of a ready worker is retried after an exponential backoff, until `max_crashes` crashes fall
-//! within `window`, which fails the model with the last reason.
+//! within `window`, which fails the model with the last reason. A failed model stays failed
+//! until a `Reset` (SIGHUP, rescan, or an explicit load). A worker that exits while draining
+//! was asked to: that is never a crash.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -41,25 +44,47 @@ pub enum Phase {
     Stopped,
     Starting,
     Ready,
+    /// Asked to finish its requests and exit; `restart`: start again once it has.
+    Draining {
+        restart: bool,
+    },
     /// Waiting to restart after a crash.
     Backoff,
     Failed(String),
 }
 
+impl Phase {
+    /// The name `/admin/workers` shows.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Stopped => "stopped",
+            Phase::Starting => "loading",
+            Phase::Ready => "ready",
+            Phase::Draining { .. } => "draining",
+            Phase::Backoff => "backoff",
+            Phase::Failed(_) => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A request wants the model.
+    /// A request (or an explicit load) wants the model, and the memory for it is reserved.
     Demand,
     /// The worker loaded its model.
     Ready,
     /// The worker could not start or load.
     StartFailed(String),
-    /// A ready worker died without being asked to.
-    Crashed(String),
+    /// The worker process ended, for the given reason.
+    Exited(String),
     /// The backoff delay has passed.
     RetryDue,
-    /// The worker was stopped on purpose (unload, eviction, shutdown).
-    Stopped,
+    /// Unload: eviction, idle timeout, removal from the folder, an explicit unload, shutdown.
+    Stop,
+    /// Drain and start again (SIGUSR1).
+    Restart,
+    /// Forget a failure and crash history (SIGHUP, rescan, explicit load).
+    Reset,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +92,8 @@ pub enum Effect {
     Spawn,
     /// Send `RetryDue` after this long.
     RetryAfter(Duration),
+    /// Ask the worker to finish its requests and exit.
+    Drain,
 }
 
 #[derive(Debug, Clone)]
@@ -74,11 +101,15 @@ pub struct Lifecycle {
     pub phase: Phase,
     /// When recent crashes happened, oldest first, pruned to the window.
     crashes: VecDeque<Instant>,
+    /// Restarts after crashes, over the server's life.
+    pub restarts: u32,
+    /// Why the last worker process ended.
+    pub last_exit: Option<String>,
 }
 
 impl Default for Lifecycle {
     fn default() -> Self {
-        Lifecycle { phase: Phase::Stopped, crashes: VecDeque::new() }
+        Lifecycle { phase: Phase::Stopped, crashes: VecDeque::new(), restarts: 0, last_exit: None }
     }
 }
 
@@ -95,11 +126,15 @@ impl Lifecycle {
                 self.phase = Ready;
                 None
             }
-            (Starting, Event::StartFailed(reason)) => {
-                self.phase = Failed(reason);
+            // Stopped while loading: drain as soon as it is up.
+            (Draining { .. }, Event::Ready) => Some(Effect::Drain),
+            (Starting | Draining { .. }, Event::StartFailed(reason)) => {
+                self.last_exit = Some(reason.clone());
+                self.phase = if matches!(self.phase, Starting) { Failed(reason) } else { Stopped };
                 None
             }
-            (Ready, Event::Crashed(reason)) => {
+            (Ready, Event::Exited(reason)) => {
+                self.last_exit = Some(reason.clone());
                 while self.crashes.front().is_some_and(|t| now.duration_since(*t) > p.window) {
                     self.crashes.pop_front();
                 }
@@ -113,16 +148,52 @@ impl Lifecycle {
                 let delay = p.backoff_base.saturating_mul(1 << (n - 1).min(16)).min(p.backoff_max);
                 Some(Effect::RetryAfter(delay))
             }
+            (Draining { restart }, Event::Exited(reason)) => {
+                self.last_exit = Some(reason);
+                if *restart {
+                    self.phase = Starting;
+                    Some(Effect::Spawn)
+                } else {
+                    self.phase = Stopped;
+                    None
+                }
+            }
             (Backoff, Event::RetryDue) => {
+                self.restarts += 1;
                 self.phase = Starting;
                 Some(Effect::Spawn)
             }
-            (Ready | Starting | Backoff, Event::Stopped) => {
+            (Ready, Event::Stop) => {
+                self.phase = Draining { restart: false };
+                Some(Effect::Drain)
+            }
+            (Starting, Event::Stop) => {
+                self.phase = Draining { restart: false };
+                None
+            }
+            (Draining { .. }, Event::Stop) => {
+                self.phase = Draining { restart: false };
+                None
+            }
+            (Backoff | Failed(_), Event::Stop) => {
                 self.phase = Stopped;
                 None
             }
-            // Everything else changes nothing: demand while starting, ready or failed; a
-            // late retry after a stop; a crash report for a worker already replaced.
+            (Ready, Event::Restart) => {
+                self.phase = Draining { restart: true };
+                Some(Effect::Drain)
+            }
+            (Failed(_), Event::Reset) => {
+                self.crashes.clear();
+                self.phase = Stopped;
+                None
+            }
+            (_, Event::Reset) => {
+                self.crashes.clear();
+                None
+            }
+            // Everything else changes nothing: demand while starting, ready, draining or
+            // failed; a late retry after a stop; a restart of a worker that is not running.
             _ => None,
         }
     }
@@ -168,7 +239,7 @@ mod tests {
         let mut delays = vec![];
         for i in 0..2 {
             let now = t + Duration::from_secs(i);
-            match l.step(Event::Crashed("signal 9".into()), now, &p()) {
+            match l.step(Event::Exited("signal 9".into()), now, &p()) {
                 Some(Effect::RetryAfter(d)) => delays.push(d),
                 other => panic!("{other:?}"),
             }
@@ -177,7 +248,7 @@ mod tests {
             l.step(Event::Ready, now, &p());
         }
         assert_eq!(delays, vec![Duration::from_secs(1), Duration::from_secs(2)]);
-        assert_eq!(l.step(Event::Crashed("signal 9".into()), t + Duration::from_secs(3), &p()), None);
+        assert_eq!(l.step(Event::Exited("signal 9".into()), t + Duration::from_secs(3), &p()), None);
         match &l.phase {
             Phase::Failed(r) => assert!(r.contains("crashed 3 times") && r.contains("signal 9"), "{r}"),
             other => panic!("{other:?}"),
@@ -191,7 +262,7 @@ mod tests {
         l.step(Event::Ready, t, &p());
         for i in 0..10u64 {
             let now = t + Duration::from_secs(100 * i);
-            assert_eq!(l.step(Event::Crashed("x".into()), now, &p()), Some(Effect::RetryAfter(Duration::from_secs(1))));
+            assert_eq!(l.step(Event::Exited("x".into()), now, &p()), Some(Effect::RetryAfter(Duration::from_secs(1))));
             l.step(Event::RetryDue, now, &p());
             l.step(Event::Ready, now, &p());
         }
@@ -206,7 +277,7 @@ mod tests {
         l.step(Event::Ready, t, &pol);
         let mut last = Duration::ZERO;
         for _ in 0..20 {
-            if let Some(Effect::RetryAfter(d)) = l.step(Event::Crashed("x".into()), t, &pol) {
+            if let Some(Effect::RetryAfter(d)) = l.step(Event::Exited("x".into()), t, &pol) {
                 last = d;
             }
             l.step(Event::RetryDue, t, &pol);
@@ -220,10 +291,66 @@ mod tests {
         let (mut l, t) = (Lifecycle::default(), Instant::now());
         l.step(Event::Demand, t, &p());
         l.step(Event::Ready, t, &p());
-        assert_eq!(l.step(Event::Stopped, t, &p()), None);
+        assert_eq!(l.step(Event::Stop, t, &p()), Some(Effect::Drain));
+        assert_eq!(l.phase, Phase::Draining { restart: false });
+        assert_eq!(l.step(Event::Demand, t, &p()), None, "demand waits for the drain");
+        assert_eq!(l.step(Event::Exited("exit status: 0".into()), t, &p()), None, "an asked-for exit is no crash");
         assert_eq!(l.phase, Phase::Stopped);
+        assert_eq!(l.restarts, 0);
         assert_eq!(l.step(Event::RetryDue, t, &p()), None, "a retry after a stop does nothing");
-        assert_eq!(l.step(Event::Crashed("late".into()), t, &p()), None);
+        assert_eq!(l.step(Event::Exited("late".into()), t, &p()), None);
         assert_eq!(l.phase, Phase::Stopped);
+        assert_eq!(l.step(Event::Demand, t, &p()), Some(Effect::Spawn), "and it loads again on demand");
+    }
+
+    #[test]
+    fn restart_drains_then_spawns() {
+        let (mut l, t) = (Lifecycle::default(), Instant::now());
+        assert_eq!(l.step(Event::Restart, t, &p()), None, "nothing to restart");
+        l.step(Event::Demand, t, &p());
+        l.step(Event::Ready, t, &p());
+        assert_eq!(l.step(Event::Restart, t, &p()), Some(Effect::Drain));
+        assert_eq!(l.step(Event::Exited("exit status: 0".into()), t, &p()), Some(Effect::Spawn));
+        assert_eq!(l.phase, Phase::Starting);
+        assert_eq!(l.step(Event::Ready, t, &p()), None);
+        assert_eq!(l.phase, Phase::Ready);
+    }
+
+    #[test]
+    fn stop_while_loading_drains_once_up() {
+        let (mut l, t) = (Lifecycle::default(), Instant::now());
+        l.step(Event::Demand, t, &p());
+        assert_eq!(l.step(Event::Stop, t, &p()), None);
+        assert_eq!(l.step(Event::Ready, t, &p()), Some(Effect::Drain));
+        assert_eq!(l.step(Event::Exited("exit status: 0".into()), t, &p()), None);
+        assert_eq!(l.phase, Phase::Stopped);
+        // A load that fails after it was stopped is not a failure of the model.
+        l.step(Event::Demand, t, &p());
+        l.step(Event::Stop, t, &p());
+        l.step(Event::StartFailed("killed".into()), t, &p());
+        assert_eq!(l.phase, Phase::Stopped);
+    }
+
+    #[test]
+    fn reset_is_the_way_out_of_failed() {
+        let (mut l, t) = (Lifecycle::default(), Instant::now());
+        l.step(Event::Demand, t, &p());
+        l.step(Event::StartFailed("bad".into()), t, &p());
+        assert_eq!(l.step(Event::Demand, t, &p()), None);
+        l.step(Event::Reset, t, &p());
+        assert_eq!(l.phase, Phase::Stopped);
+        assert_eq!(l.step(Event::Demand, t, &p()), Some(Effect::Spawn));
+        assert_eq!(l.last_exit.as_deref(), Some("bad"));
+    }
+
+    #[test]
+    fn crash_restarts_are_counted() {
+        let (mut l, t) = (Lifecycle::default(), Instant::now());
+        l.step(Event::Demand, t, &p());
+        l.step(Event::Ready, t, &p());
+        l.step(Event::Exited("signal: 9 (SIGKILL)".into()), t, &p());
+        l.step(Event::RetryDue, t, &p());
+        assert_eq!(l.restarts, 1);
+        assert_eq!(l.last_exit.as_deref(), Some("signal: 9 (SIGKILL)"));
     }
 }

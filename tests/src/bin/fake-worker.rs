@@ -6,7 +6,8 @@
 //! - `crash-on-load`: exits 1 after the handshake, before `Ready`;
 //! - `crash-after:N`: streams N words of the first request, then aborts;
 //! - `slow-load:MS`: waits MS milliseconds before `Ready`;
-//! - `wrong-version`: answers the handshake with another protocol version.
+//! - `wrong-version`: answers the handshake with another protocol version;
+//! - `ignore-shutdown`: like `ok`, but ignores `Shutdown` (it must be killed).
 //!
 //! With `EDEN_FAKE_LOG=FILE` each start appends a line to FILE.
 
@@ -78,6 +79,7 @@ fn main() {
                     })),
                 );
             }
+            ToWorker::Shutdown { .. } if mode == "ignore-shutdown" => eprintln!("fake worker: ignoring shutdown"),
             ToWorker::Shutdown { .. } => return,
             _ => {}
         }

@@ -1,0 +1,93 @@
+//! `ps`, `load`, `unload`: talking to a running server's `/admin` endpoints.
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::cli::ServerArgs;
+use crate::supervisor::budget::human;
+
+/// The JSON a call returns; an error envelope becomes the error message.
+fn call(method: &str, server: &ServerArgs, path: &str) -> Result<Value> {
+    let url = format!("{}{path}", server.url.trim_end_matches('/'));
+    let req = ureq::request(method, &url).timeout(std::time::Duration::from_secs(600));
+    let resp = match if method == "POST" { req.send_string("") } else { req.call() } {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, r)) => {
+            let body: Value = r.into_json().unwrap_or(Value::Null);
+            let msg = body["error"]["message"].as_str().unwrap_or("no message").to_string();
+            bail!("{code}: {msg}");
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot reach the server at {} (is it running?)", server.url)),
+    };
+    resp.into_json().context("the server's answer is not JSON")
+}
+
+pub fn ps(server: &ServerArgs, json: bool) -> Result<()> {
+    let v = call("GET", server, "/admin/workers")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let bytes = |v: &Value| v.as_u64().map(human).unwrap_or_else(|| "-".into());
+    println!(
+        "{:<32} {:<9} {:>8} {:<8} {:>9} {:>6} {:>6} {:>8}",
+        "MODEL", "STATE", "PID", "CORES", "MEMORY", "SLOTS", "QUEUE", "RESTARTS"
+    );
+    for w in v["workers"].as_array().into_iter().flatten() {
+        let cores = match w["cores"].as_array() {
+            Some(c) => {
+                let c: Vec<usize> = c.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect();
+                crate::supervisor::cores::format_list(&c)
+            }
+            None => "all".into(),
+        };
+        let slots = match w["slots"].as_u64() {
+            Some(n) => format!("{}/{n}", w["slots_busy"]),
+            None => "-".into(),
+        };
+        println!(
+            "{:<32} {:<9} {:>8} {:<8} {:>9} {:>6} {:>6} {:>8}",
+            w["model"].as_str().unwrap_or("?"),
+            w["state"].as_str().unwrap_or("?"),
+            w["pid"].as_u64().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            cores,
+            bytes(&w["memory_bytes"]),
+            slots,
+            w["queued"],
+            w["restarts"],
+        );
+        if let Some(e) = w["error"].as_str() {
+            println!("    error: {e}");
+        }
+    }
+    println!("RAM: {} of {} budget", bytes(&v["ram_used_bytes"]), bytes(&v["ram_budget_bytes"]));
+    Ok(())
+}
+
+/// `id` as one URL path segment.
+fn segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn load(server: &ServerArgs, id: &str) -> Result<()> {
+    let v = call("POST", server, &format!("/admin/models/{}/load", segment(id)))?;
+    println!(
+        "{} {} (pid {}, {})",
+        v["model"].as_str().unwrap_or(id),
+        v["state"].as_str().unwrap_or("?"),
+        v["pid"],
+        v["memory_bytes"].as_u64().map(human).unwrap_or_else(|| "-".into())
+    );
+    Ok(())
+}
+
+pub fn unload(server: &ServerArgs, id: &str) -> Result<()> {
+    let v = call("POST", server, &format!("/admin/models/{}/unload", segment(id)))?;
+    println!("{} {}", v["model"].as_str().unwrap_or(id), v["state"].as_str().unwrap_or("?"));
+    Ok(())
+}

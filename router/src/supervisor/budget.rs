@@ -1,0 +1,198 @@
+//! The RAM budget: how much a worker will need, and which idle workers to evict so that a new
+//! one fits. Pure functions; the registry carries out what they decide.
+
+use std::time::Instant;
+
+/// Fixed cost of a worker beyond weights, KV cache and logits: the process, llama.cpp's
+/// runtime and the smallest compute buffers, in bytes (measured: 16–20 MiB on CPU).
+const WORKER_BASE_BYTES: u64 = 16 << 20;
+/// Compute buffers grow with the vocabulary (the output projection of a batch), in bytes per
+/// vocabulary entry (measured on SmolLM2 and Gemma 3: 190–250).
+const BYTES_PER_VOCAB_ENTRY: u64 = 256;
+
+/// Parses a size such as `512MiB`, `8GiB`, `1.5G`, `300MB` or plain bytes. Binary and decimal
+/// units are both accepted (`K`/`KB` decimal, `KiB` binary, and so on); case does not matter.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("bad size {s:?}: expected a number with an optional unit"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("bad size {s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB)")),
+    };
+    let bytes = n * mult;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(format!("bad size {s:?}"));
+    }
+    Ok(bytes as u64)
+}
+
+/// The default budget: three quarters of `total` (the machine's memory, or a cgroup limit),
+/// leaving room for the router, the page cache and everything else on the machine.
+pub fn default_budget(total: u64) -> u64 {
+    total / 4 * 3
+}
+
+/// What one worker is expected to take, in bytes: the weights (mapped from the file), the KV
+/// cache for every slot's context (f16), and compute buffers.
+///
+/// `kv_bytes_per_token` and `n_vocab` come from the GGUF header; when unknown the KV cache is
+/// guessed at a tenth of the file per 4096 tokens.
+pub fn estimate(file_bytes: u64, kv_bytes_per_token: Option<u64>, n_vocab: Option<u64>, ctx_tokens: u64) -> u64 {
+    let kv = match kv_bytes_per_token {
+        Some(b) => b.saturating_mul(ctx_tokens),
+        None => file_bytes / 10 * ctx_tokens.div_ceil(4096),
+    };
+    let compute = WORKER_BASE_BYTES + n_vocab.unwrap_or(128_000) * BYTES_PER_VOCAB_ENTRY;
+    file_bytes.saturating_add(kv).saturating_add(compute)
+}
+
+/// A worker as the planner sees it.
+#[derive(Debug, Clone)]
+pub struct Resident {
+    pub id: String,
+    /// What it counts against the budget, in bytes.
+    pub bytes: u64,
+    /// Serving (or holding queued requests) right now: never evicted.
+    pub busy: bool,
+    /// Idle workers that could be evicted; loading or draining ones are neither.
+    pub evictable: bool,
+    pub last_used: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// It fits now.
+    Fits,
+    /// It fits once these workers (least recently used first) are gone.
+    Evict(Vec<String>),
+    /// It does not fit even after evicting every idle worker; busy ones hold `busy_bytes`.
+    NoRoom { busy_bytes: u64 },
+    /// It is larger than the whole budget.
+    TooLarge,
+}
+
+/// Decides how `need` bytes fit under `budget` next to `resident`.
+pub fn plan(need: u64, budget: u64, resident: &[Resident]) -> Plan {
+    if need > budget {
+        return Plan::TooLarge;
+    }
+    let used: u64 = resident.iter().map(|r| r.bytes).sum();
+    if used + need <= budget {
+        return Plan::Fits;
+    }
+    let mut idle: Vec<&Resident> = resident.iter().filter(|r| r.evictable && !r.busy).collect();
+    idle.sort_by_key(|r| r.last_used);
+    let mut freed = 0;
+    let mut victims = Vec::new();
+    for r in idle {
+        if used - freed + need <= budget {
+            break;
+        }
+        freed += r.bytes;
+        victims.push(r.id.clone());
+    }
+    if used - freed + need <= budget {
+        Plan::Evict(victims)
+    } else {
+        Plan::NoRoom { busy_bytes: resident.iter().filter(|r| r.busy).map(|r| r.bytes).sum() }
+    }
+}
+
+/// Renders bytes for messages: `1.2 GiB`, `340 MiB`.
+pub fn human(bytes: u64) -> String {
+    const GIB: f64 = (1u64 << 30) as f64;
+    const MIB: f64 = (1u64 << 20) as f64;
+    let b = bytes as f64;
+    if b >= GIB {
+        format!("{:.1} GiB", b / GIB)
+    } else {
+        format!("{:.0} MiB", b / MIB)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn r(id: &str, mib: u64, busy: bool, age_s: u64, now: Instant) -> Resident {
+        Resident { id: id.into(), bytes: mib << 20, busy, evictable: true, last_used: now - Duration::from_secs(age_s) }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("8GiB").unwrap(), 8 << 30);
+        assert_eq!(parse_size("8gib").unwrap(), 8 << 30);
+        assert_eq!(parse_size("1.5G").unwrap(), 1_500_000_000);
+        assert_eq!(parse_size("300MB").unwrap(), 300_000_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size(" 2 GiB ").unwrap(), 2 << 30);
+        for bad in ["", "GiB", "12XB", "-1", "0", "1..2G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn estimate_matches_measured_workers() {
+        // SmolLM2-135M Q4_1 and Gemma 3 270M Q4_K_M with 2 slots of 512 tokens measured
+        // 148 MB and 334 MB of RSS right after load.
+        let smol = estimate(98_362_432, Some(23_040), Some(49_152), 1024);
+        let gemma = estimate(253_113_024, Some(18_432), Some(262_144), 1024);
+        assert!((140_000_000..190_000_000).contains(&smol), "{smol}");
+        assert!((330_000_000..390_000_000).contains(&gemma), "{gemma}");
+        assert!(estimate(1 << 30, None, None, 8192) > (1 << 30) + (200 << 20));
+    }
+
+    #[test]
+    fn fits_without_evicting() {
+        let now = Instant::now();
+        assert_eq!(plan(100 << 20, 1 << 30, &[r("a", 500, false, 10, now)]), Plan::Fits);
+    }
+
+    #[test]
+    fn evicts_least_recently_used_idle_first() {
+        let now = Instant::now();
+        let res = [
+            r("recent", 300, false, 1, now),
+            r("old", 300, false, 100, now),
+            r("busy", 300, true, 1000, now),
+            r("older", 300, false, 50, now),
+        ];
+        // 1200 used of 1400: 500 more needs 300 freed: just the oldest idle one.
+        assert_eq!(plan(500 << 20, 1400 << 20, &res), Plan::Evict(vec!["old".into()]));
+        // 800 more needs two.
+        assert_eq!(plan(800 << 20, 1400 << 20, &res), Plan::Evict(vec!["old".into(), "older".into()]));
+    }
+
+    #[test]
+    fn busy_workers_are_never_evicted() {
+        let now = Instant::now();
+        let res = [r("busy", 600, true, 1000, now), r("idle", 100, false, 1, now)];
+        assert_eq!(plan(500 << 20, 1000 << 20, &res), Plan::NoRoom { busy_bytes: 600 << 20 });
+        let loading = Resident { evictable: false, ..r("loading", 600, false, 1000, now) };
+        assert_eq!(plan(500 << 20, 1000 << 20, &[loading]), Plan::NoRoom { busy_bytes: 0 });
+    }
+
+    #[test]
+    fn larger_than_the_budget() {
+        assert_eq!(plan(2 << 30, 1 << 30, &[]), Plan::TooLarge);
+    }
+
+    #[test]
+    fn over_budget_with_nothing_new_evicts_until_under() {
+        let now = Instant::now();
+        let res = [r("a", 600, false, 5, now), r("b", 600, false, 10, now)];
+        assert_eq!(plan(0, 1000 << 20, &res), Plan::Evict(vec!["b".into()]));
+    }
+}

@@ -1,0 +1,76 @@
+//! The models-folder watcher: inotify events on `*.gguf` files trigger a rescan once the folder
+//! has been quiet for a moment; files still being written are picked up by a later scan.
+
+use notify::{RecursiveMode, Watcher};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use crate::registry::Registry;
+
+/// Quiet time after the last event before rescanning.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Watches `dir` for the life of the returned watcher (drop it to stop).
+pub fn start(dir: &Path, registry: Arc<Registry>) -> notify::Result<notify::RecommendedWatcher> {
+    let (tx, rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) if ev.paths.iter().any(|p| is_model_file(p)) && !ev.kind.is_access() => {
+            let _ = tx.send(());
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "folder watch error"),
+    })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    tokio::spawn(rescan_loop(rx, registry));
+    Ok(watcher)
+}
+
+/// Whether an event on `p` can change the catalog (our own index and temp files cannot).
+fn is_model_file(p: &Path) -> bool {
+    p.extension().is_some_and(|x| x == "gguf")
+}
+
+async fn rescan_loop(mut rx: mpsc::UnboundedReceiver<()>, registry: Arc<Registry>) {
+    let mut retry: Option<Duration> = None;
+    loop {
+        // Wait for an event, or for the retry of files that were still being written.
+        match retry {
+            Some(d) => {
+                if let Ok(None) = tokio::time::timeout(d, rx.recv()).await {
+                    return;
+                }
+            }
+            None => {
+                if rx.recv().await.is_none() {
+                    return;
+                }
+            }
+        }
+        // Debounce: rescan once the events stop.
+        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+        match registry.rescan(false).await {
+            Ok(report) => {
+                if !report.added.is_empty() || !report.removed.is_empty() {
+                    tracing::info!(added = ?report.added, removed = ?report.removed, "models folder changed");
+                }
+                retry = (!report.pending.is_empty()).then_some(crate::registry::SETTLE);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rescan failed");
+                retry = Some(crate::registry::SETTLE);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_gguf_events_matter() {
+        assert!(super::is_model_file(std::path::Path::new("/m/a.gguf")));
+        assert!(!super::is_model_file(std::path::Path::new("/m/.model-bucket-index.json")));
+        assert!(!super::is_model_file(std::path::Path::new("/m/a.gguf.part")));
+    }
+}

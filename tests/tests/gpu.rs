@@ -1,0 +1,46 @@
+//! The `cuda` build on a GPU, where there is one: a worker with every layer offloaded to GPU 0
+//! answers correctly and runs on the device. Elsewhere the test says it was skipped and why.
+//!
+//! Build the worker with `cargo build --release -p model-bucket-worker --features cuda`.
+
+use model_bucket_tests::*;
+use std::process::Command;
+
+/// Why the GPU test cannot run here, if it cannot.
+fn skip_reason() -> Option<String> {
+    let gpus = Command::new("nvidia-smi").arg("-L").output();
+    match gpus {
+        Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("GPU 0") => {}
+        _ => return Some("no CUDA device (nvidia-smi -L lists none)".into()),
+    }
+    let v = Command::new(bin("model-bucket-worker")).arg("--version").output().expect("worker --version");
+    let v = String::from_utf8_lossy(&v.stdout).to_string();
+    if !v.contains("backend cuda") {
+        return Some(format!("the worker is not a cuda build ({})", v.trim()));
+    }
+    None
+}
+
+#[test]
+fn cuda_worker_offloads_to_the_gpu_where_one_is_present() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("SKIPPED cuda_worker_offloads_to_the_gpu_where_one_is_present: {reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
+    let config = dir.path().join("gpu.toml");
+    std::fs::write(&config, "[models.eden_smollm2_135m]\ngpu_layers = 99\ngpus = [0]\n").unwrap();
+    let s = Server::start(dir.path(), &["--config", config.to_str().unwrap(), "--threads", "2"]);
+    let id = format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6]);
+    let body = format!(
+        r#"{{"model":"{id}","messages":[{{"role":"user","content":"What is the capital of France?"}}],"max_tokens":16,"temperature":0}}"#
+    );
+    let (status, resp) = s.post("/v1/chat/completions", &body).unwrap();
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.contains("Paris"), "{resp}");
+    let pid = s.worker_pid(&id).expect("loaded");
+    let apps = Command::new("nvidia-smi").args(["--query-compute-apps=pid", "--format=csv,noheader"]).output().unwrap();
+    let apps = String::from_utf8_lossy(&apps.stdout);
+    assert!(apps.lines().any(|l| l.trim() == pid.to_string()), "worker {pid} is not on the GPU: {apps}");
+}

@@ -147,7 +147,7 @@ pub fn resolve<'a>(cat: &'a Catalog, id: &str) -> Result<&'a ModelInfo> {
     })
 }
 
-fn print_info(m: &ModelInfo, json: bool) -> Result<()> {
+pub fn print_info(m: &ModelInfo, json: bool) -> Result<()> {
     let mut out = io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(m)?)?;

@@ -162,6 +162,29 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Download a GGUF model from the Hugging Face hub into the models folder (resumable,
+    /// checked against the hub's SHA-256). `NAME` is `owner/repo` or a name from `recommend`.
+    /// `HF_TOKEN` authorizes gated repos; `EDEN_HF_ENDPOINT` points at a mirror.
+    Pull {
+        /// `owner/repo`, or a recommended model's name (e.g. `mistral-7b`).
+        name: String,
+        /// The file in the repo (default: asked on a terminal, else the preferred quantization).
+        file: Option<String>,
+        /// Branch, tag or commit.
+        #[arg(long, default_value = "main")]
+        revision: String,
+        /// Take the default file without asking.
+        #[arg(long, short)]
+        yes: bool,
+        /// Print the new model as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        bucket: BucketArgs,
+    },
+    /// List the recommended models `pull NAME` knows, with sizes and whether each fits this
+    /// machine's memory.
+    Recommend,
     /// Put a GGUF file into the models folder (hard link when on the same filesystem, else a
     /// copy) and show the model it becomes.
     Add {

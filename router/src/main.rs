@@ -7,6 +7,8 @@ mod ctl_cmd;
 mod generate_cmd;
 mod http;
 mod metrics;
+mod pull;
+mod pull_cmd;
 mod registry;
 mod serve;
 mod supervisor;
@@ -37,6 +39,10 @@ fn main() -> anyhow::Result<()> {
         Command::Ps { json, server } => ctl_cmd::ps(&server, json),
         Command::Load { id, server } => ctl_cmd::load(&server, &id),
         Command::Unload { id, server } => ctl_cmd::unload(&server, &id),
+        Command::Pull { name, file, revision, yes, json, bucket } => {
+            pull_cmd::pull(&bucket, &name, file.as_deref(), &revision, yes, json)
+        }
+        Command::Recommend => pull_cmd::recommend(),
         Command::Add { path, custom_id, json, bucket } => catalog_cmd::add(&bucket, &path, custom_id.as_deref(), json),
     }
 }

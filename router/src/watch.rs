@@ -50,7 +50,7 @@ async fn rescan_loop(mut rx: mpsc::UnboundedReceiver<()>, registry: Arc<Registry
         }
         // Debounce: rescan once the events stop.
         while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-        match registry.rescan(false).await {
+        match registry.rescan(false, crate::registry::SETTLE).await {
             Ok(report) => {
                 if !report.added.is_empty() || !report.removed.is_empty() {
                     tracing::info!(added = ?report.added, removed = ?report.removed, "models folder changed");

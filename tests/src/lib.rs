@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod hub;
 pub mod server;
 pub mod worker;
 
@@ -53,6 +54,17 @@ pub fn run_ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// `model-bucket` with `args` and extra environment variables: (exit success, stdout, stderr).
+pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out =
+        Command::new(bin("model-bucket")).args(args).envs(env.iter().copied()).output().expect("spawn model-bucket");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Puts `file` from the default models into `dir` (hard link, else copy) under `as_name`.

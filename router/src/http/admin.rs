@@ -41,7 +41,10 @@ pub async fn unload(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> R
 }
 
 pub async fn rescan(State(r): State<Arc<Registry>>) -> Result<Json<Value>, ApiError> {
-    let report = r.rescan(true).await.map_err(|e| ApiError::internal(format!("rescan failed: {e:#}")))?;
+    let report = r
+        .rescan(true, crate::registry::SETTLE)
+        .await
+        .map_err(|e| ApiError::internal(format!("rescan failed: {e:#}")))?;
     Ok(Json(json!(report)))
 }
 

@@ -6,6 +6,7 @@ pub mod error;
 pub mod json;
 pub mod models;
 pub mod openai;
+pub mod pull;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -29,6 +30,7 @@ pub fn app(registry: Arc<Registry>, body_limit: usize) -> Router {
         .route("/admin/models/{id}/unload", post(admin::unload))
         .route("/admin/rescan", post(admin::rescan))
         .route("/admin/restart", post(admin::restart))
+        .route("/admin/pull", post(pull::pull))
         .route("/metrics", get(admin::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))

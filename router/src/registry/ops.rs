@@ -95,10 +95,11 @@ impl Registry {
     }
 
     /// Scans the folder again: new files become models, removed ones are drained and dropped.
-    /// `reset_failed`: failed models get another chance.
-    pub async fn rescan(self: &Arc<Self>, reset_failed: bool) -> anyhow::Result<RescanReport> {
+    /// `reset_failed`: failed models get another chance. Files changed less than `settle` ago
+    /// are left for a later scan.
+    pub async fn rescan(self: &Arc<Self>, reset_failed: bool, settle: Duration) -> anyhow::Result<RescanReport> {
         let (dir, config) = (self.dir.clone(), self.config());
-        let cat = tokio::task::spawn_blocking(move || Catalog::scan_settled(&dir, &config, None, SETTLE)).await??;
+        let cat = tokio::task::spawn_blocking(move || Catalog::scan_settled(&dir, &config, None, settle)).await??;
         Ok(self.install(cat, reset_failed))
     }
 
@@ -142,7 +143,7 @@ impl Registry {
                 Err(e) => tracing::error!(error = %e, "config not reloaded: keeping the old one"),
             }
         }
-        self.rescan(true).await
+        self.rescan(true, SETTLE).await
     }
 
     /// Every model that has (or had) a worker and is not simply stopped.

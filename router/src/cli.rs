@@ -65,6 +65,18 @@ pub struct ServeArgs {
     /// Longest a request waits for serving workers to free memory before a 503, in seconds.
     #[arg(long, env = "EDEN_EVICT_WAIT", default_value_t = 30)]
     pub evict_wait: u64,
+    /// Require this API key (`Authorization: Bearer KEY`) on every endpoint but `/health`.
+    #[arg(long, env = "EDEN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Read the API key from this file (its first line).
+    #[arg(long, env = "EDEN_API_KEY_FILE", conflicts_with = "api_key")]
+    pub api_key_file: Option<std::path::PathBuf>,
+    /// Allow browser pages from this origin (repeatable; `*` for any) to call the API.
+    #[arg(long = "cors-origin", env = "EDEN_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Listen on a non-loopback address without an API key (refused otherwise).
+    #[arg(long, env = "EDEN_INSECURE_NO_KEY")]
+    pub insecure_no_key: bool,
     /// Do not watch the models folder (SIGHUP or `POST /admin/rescan` still rescan).
     #[arg(long, env = "EDEN_NO_WATCH")]
     pub no_watch: bool,
@@ -76,6 +88,9 @@ pub struct ServerArgs {
     /// The server's base URL.
     #[arg(long, env = "EDEN_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// The server's API key, if it needs one.
+    #[arg(long, env = "EDEN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,7 +9,10 @@ use crate::supervisor::budget::human;
 /// The JSON a call returns; an error envelope becomes the error message.
 fn call(method: &str, server: &ServerArgs, path: &str) -> Result<Value> {
     let url = format!("{}{path}", server.url.trim_end_matches('/'));
-    let req = ureq::request(method, &url).timeout(std::time::Duration::from_secs(600));
+    let mut req = ureq::request(method, &url).timeout(std::time::Duration::from_secs(600));
+    if let Some(key) = server.api_key.as_deref().filter(|k| !k.is_empty()) {
+        req = req.set("Authorization", &format!("Bearer {key}"));
+    }
     let resp = match if method == "POST" { req.send_string("") } else { req.call() } {
         Ok(r) => r,
         Err(ureq::Error::Status(code, r)) => {

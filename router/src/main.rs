@@ -10,6 +10,7 @@ mod metrics;
 mod pull;
 mod pull_cmd;
 mod registry;
+mod routing;
 mod serve;
 mod supervisor;
 mod watch;

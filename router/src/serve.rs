@@ -49,8 +49,16 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         drain_grace: grace,
     };
     tracing::info!(ram_budget = %budget::human(ram_budget), idle_ttl_secs = s.idle_ttl, "limits");
+    let api_key = api_key(&s)?;
+    if !s.host.is_loopback() && api_key.is_none() && !s.insecure_no_key {
+        anyhow::bail!(
+            "refusing to listen on {} without an API key: anyone who can reach this machine could use it. Set --api-key (or EDEN_API_KEY / --api-key-file), or pass --insecure-no-key",
+            s.host
+        );
+    }
+    let access = crate::http::access::Access { api_key: api_key.map(Into::into) };
     let registry = Registry::new(catalog, config, b.config.clone(), defaults, limits);
-    let app = crate::http::app(registry.clone(), s.body_limit);
+    let app = crate::http::app(registry.clone(), s.body_limit, access, &s.cors_origins);
     let addr = SocketAddr::new(s.host, s.port);
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -76,6 +84,8 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
             }
         };
         tokio::spawn(ops_signals(registry.clone()));
+        // Under systemd (`Type=notify`): the socket is bound, requests are served from now on.
+        notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown_signal().await;
@@ -85,6 +95,7 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         let serving = tokio::spawn(async move { server.await });
         let _ = stopped.wait_for(|s| *s).await;
         tracing::info!(grace_secs = grace.as_secs(), "stopping: finishing in-flight requests");
+        notify(&[sd_notify::NotifyState::Stopping]);
         registry.shutdown_all();
         match tokio::time::timeout(grace + Duration::from_secs(1), serving).await {
             Ok(r) => r.context("server task")?.context("server")?,
@@ -93,6 +104,27 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Tells systemd about a state change; does nothing when not started by systemd.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// The API key from `--api-key` or the first line of `--api-key-file`; an empty key is none.
+fn api_key(s: &ServeArgs) -> Result<Option<String>> {
+    let key = match (&s.api_key, &s.api_key_file) {
+        (Some(k), _) => Some(k.trim().to_string()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the API key file {}", path.display()))?;
+            Some(text.lines().next().unwrap_or("").trim().to_string())
+        }
+        (None, None) => None,
+    };
+    Ok(key.filter(|k| !k.is_empty()))
 }
 
 async fn shutdown_signal() {
@@ -111,10 +143,12 @@ async fn ops_signals(registry: Arc<Registry>) {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading config and rescanning");
+                notify(&[sd_notify::NotifyState::Reloading]);
                 match registry.reload().await {
                     Ok(r) => tracing::info!(models = r.models, added = ?r.added, removed = ?r.removed, "reloaded"),
                     Err(e) => tracing::error!(error = %e, "reload failed"),
                 }
+                notify(&[sd_notify::NotifyState::Ready]);
             }
             _ = usr1.recv() => {
                 tracing::info!("SIGUSR1: restarting workers one at a time");

@@ -13,6 +13,13 @@
 //! gpu_layers = 99
 //! ttl_secs = 600                   # unload after this long idle
 //! chat_template = "chatml"         # a template name or file, for models without one
+//!
+//! [tasks]                          # `model: "task:thinking"` (or just `"thinking"`) picks the
+//! thinking = ["eden_llama3_8b", "eden_smollm2_135m", "upstream:gpt-4o-mini"]  # first that can serve
+//!
+//! [upstream]                       # opt-in remote fallback for `upstream:` chain entries
+//! url = "https://api.example.com/v1"
+//! api_key_env = "UPSTREAM_API_KEY"
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -36,7 +43,26 @@ pub struct Config {
     /// Per-model settings, keyed by full ID, alias, custom ID or file name.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
+    /// Task name → models to try in order (a name, or `upstream:MODEL` for the remote fallback).
+    #[serde(default)]
+    pub tasks: BTreeMap<String, Vec<String>>,
+    /// A remote OpenAI-compatible server for `upstream:` entries; nothing is sent anywhere
+    /// unless this is set and a task names it.
+    pub upstream: Option<Upstream>,
 }
+
+/// The remote fallback.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Base URL of an OpenAI-compatible API, with its `/v1`.
+    pub url: String,
+    /// The environment variable holding its API key, if it needs one.
+    pub api_key_env: Option<String>,
+}
+
+/// The prefix of task chain entries that go to the upstream.
+pub const UPSTREAM_PREFIX: &str = "upstream:";
 
 /// Settings for one model. Every field is optional; absent means the server's default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -78,6 +104,22 @@ impl Config {
                 }
             }
         }
+        for (task, chain) in &config.tasks {
+            if !crate::catalog::valid_custom_id(task) {
+                return Err(format!("tasks.{task}: a task name must be 1-128 characters of [A-Za-z0-9._:-]"));
+            }
+            if chain.is_empty() {
+                return Err(format!("tasks.{task}: the chain is empty"));
+            }
+            if chain.iter().any(|m| m.starts_with(UPSTREAM_PREFIX)) && config.upstream.is_none() {
+                return Err(format!("tasks.{task} names an upstream model but there is no [upstream] section"));
+            }
+        }
+        if let Some(u) = &config.upstream {
+            if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
+                return Err(format!("upstream.url {:?} must start with http:// or https://", u.url));
+            }
+        }
         Ok(config)
     }
 }
@@ -94,6 +136,19 @@ mod tests {
         assert_eq!(m.ctx, Some(2048));
         assert!(Config::parse("[models.x]\nctxx = 1\n").unwrap_err().contains("ctxx"));
         assert!(Config::parse("[models.x]\nids = [\"has space\"]\n").is_err());
+    }
+
+    #[test]
+    fn tasks_and_upstream() {
+        let c = Config::parse(
+            "[tasks]\nthinking = [\"a\", \"upstream:big\"]\n[upstream]\nurl = \"http://x/v1\"\napi_key_env = \"K\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.tasks["thinking"], vec!["a", "upstream:big"]);
+        assert_eq!(c.upstream.unwrap().api_key_env.as_deref(), Some("K"));
+        assert!(Config::parse("[tasks]\nthinking = [\"upstream:big\"]\n").unwrap_err().contains("no [upstream]"));
+        assert!(Config::parse("[tasks]\nthinking = []\n").unwrap_err().contains("empty"));
+        assert!(Config::parse("[upstream]\nurl = \"ftp://x\"\n").is_err());
     }
 
     #[test]

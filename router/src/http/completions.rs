@@ -11,11 +11,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::error::ApiError;
-use super::json::Json;
+use super::json::JsonRaw;
 use super::openai::{self, ChatRequest, CommonParams, CompletionRequest};
+use super::upstream;
 use crate::metrics::{ModelLabel, RequestLabel};
 use crate::registry::{Lease, Registry};
+use crate::routing;
 use crate::worker::Event;
+use model_bucket_shared::ModelInfo;
 use std::time::Instant;
 
 /// Which endpoint a response is shaped for.
@@ -25,10 +28,13 @@ enum Kind {
     Text,
 }
 
-pub async fn chat(State(r): State<Arc<Registry>>, Json(req): Json<ChatRequest>) -> Result<Response, ApiError> {
+pub async fn chat(
+    State(r): State<Arc<Registry>>,
+    JsonRaw(req, raw): JsonRaw<ChatRequest>,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let result = match openai::chat_messages(&req.messages) {
-        Ok(messages) => serve(r.clone(), Kind::Chat, Prompt::Chat(messages), &req.common, started).await,
+        Ok(messages) => route(r.clone(), Kind::Chat, Prompt::Chat(messages), &req.common, &raw, started).await,
         Err(e) => Err(e),
     };
     count(&r, Kind::Chat, &req.common.model, &result);
@@ -37,11 +43,11 @@ pub async fn chat(State(r): State<Arc<Registry>>, Json(req): Json<ChatRequest>) 
 
 pub async fn completions(
     State(r): State<Arc<Registry>>,
-    Json(req): Json<CompletionRequest>,
+    JsonRaw(req, raw): JsonRaw<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let result = match openai::completion_prompt(&req.prompt) {
-        Ok(prompt) => serve(r.clone(), Kind::Text, Prompt::Text(prompt), &req.common, started).await,
+        Ok(prompt) => route(r.clone(), Kind::Text, Prompt::Text(prompt), &req.common, &raw, started).await,
         Err(e) => Err(e),
     };
     count(&r, Kind::Text, &req.common.model, &result);
@@ -54,9 +60,77 @@ fn count(r: &Registry, kind: Kind, model: &str, result: &Result<Response, ApiErr
         Ok(resp) => resp.status().as_u16(),
         Err(e) => e.status.as_u16(),
     };
-    let model = r.catalog().resolve(model).map(|m| m.id.clone()).unwrap_or_else(|| "unknown".to_string());
+    let model = r.catalog().resolve(model).map(|m| m.id.clone()).unwrap_or_else(|| {
+        if routing::task(model, &r.config().tasks, false).is_some() {
+            model.to_string()
+        } else {
+            "unknown".to_string()
+        }
+    });
     let endpoint = if kind == Kind::Chat { "chat" } else { "completions" };
     r.metrics.requests.get_or_create(&RequestLabel { model, endpoint, status }).inc();
+}
+
+/// Serves the request on the model it names, or on the first candidate of its task's chain that
+/// can serve it: a candidate that fails with a server-side error (not loadable, no memory,
+/// crashed) passes the request to the next.
+async fn route(
+    r: Arc<Registry>,
+    kind: Kind,
+    prompt: Prompt,
+    c: &CommonParams,
+    raw: &axum::body::Bytes,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    let cat = r.catalog();
+    let config = r.config();
+    let chain = match routing::task(&c.model, &config.tasks, cat.resolve(&c.model).is_some()) {
+        Some(task) => {
+            let found = routing::candidates(&config.tasks[task], |name| {
+                cat.resolve(name).map(|m| routing::LocalModel {
+                    id: m.id.clone(),
+                    unusable: matches!(r.state(&m.id), crate::registry::State::Failed(_))
+                        || (kind == Kind::Chat && !r.can_chat(m)),
+                })
+            });
+            if found.is_empty() {
+                return Err(ApiError::unavailable(
+                    format!(
+                        "no model of task {task} can serve this request: {:?} are missing, failed, or cannot chat",
+                        config.tasks[task]
+                    ),
+                    30,
+                ));
+            }
+            found
+        }
+        None => vec![routing::Candidate::Local(
+            cat.resolve(&c.model).ok_or_else(|| ApiError::model_not_found(&c.model))?.id.clone(),
+        )],
+    };
+    let mut result = Err(ApiError::internal("empty chain"));
+    for (i, candidate) in chain.iter().enumerate() {
+        result = match candidate {
+            routing::Candidate::Local(id) => match cat.models.iter().find(|m| &m.id == id) {
+                Some(m) => serve(r.clone(), kind, prompt.clone(), c, m, started).await,
+                None => Err(ApiError::model_not_found(id)),
+            },
+            routing::Candidate::Upstream(model) => match &config.upstream {
+                Some(up) => {
+                    let endpoint = if kind == Kind::Chat { "chat/completions" } else { "completions" };
+                    upstream::forward(up, endpoint, raw, model).await
+                }
+                None => Err(ApiError::internal("no [upstream] configured")),
+            },
+        };
+        match &result {
+            Err(e) if e.status.is_server_error() && i + 1 < chain.len() => {
+                tracing::warn!(model = %c.model, candidate = ?candidate, error = %e.message, "trying the next model of the task");
+            }
+            _ => break,
+        }
+    }
+    result
 }
 
 async fn serve(
@@ -64,10 +138,9 @@ async fn serve(
     kind: Kind,
     prompt: Prompt,
     c: &CommonParams,
+    m: &ModelInfo,
     started: Instant,
 ) -> Result<Response, ApiError> {
-    let cat = r.catalog();
-    let m = cat.resolve(&c.model).ok_or_else(|| ApiError::model_not_found(&c.model))?;
     if kind == Kind::Chat && !r.can_chat(m) {
         return Err(ApiError::bad_param(
             "messages",

@@ -51,6 +51,14 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found_error", message)
     }
 
+    /// 401 `invalid_api_key`.
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: Some("invalid_api_key"),
+            ..ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
+        }
+    }
+
     /// 413: the body is over the configured limit.
     pub fn too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", message)

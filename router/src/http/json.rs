@@ -9,20 +9,36 @@ use super::error::ApiError;
 
 pub struct Json<T>(pub T);
 
+/// Like [`Json`], keeping the body as sent too (to forward it unchanged).
+pub struct JsonRaw<T>(pub T, pub Bytes);
+
+async fn read<S: Send + Sync, T: DeserializeOwned>(req: Request, state: &S) -> Result<(T, Bytes), ApiError> {
+    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!("request body too large: {}", e.body_text()))
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {}", e.body_text()))
+        }
+    })?;
+    let value = serde_json::from_slice(&bytes).map_err(|e| {
+        let what = if e.is_data() { "invalid request" } else { "malformed JSON" };
+        ApiError::bad_request(format!("{what}: {e}"))
+    })?;
+    Ok((value, bytes))
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(format!("request body too large: {}", e.body_text()))
-            } else {
-                ApiError::bad_request(format!("cannot read the request body: {}", e.body_text()))
-            }
-        })?;
-        serde_json::from_slice(&bytes).map(Json).map_err(|e| {
-            let what = if e.is_data() { "invalid request" } else { "malformed JSON" };
-            ApiError::bad_request(format!("{what}: {e}"))
-        })
+        read(req, state).await.map(|(v, _)| Json(v))
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonRaw<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        read(req, state).await.map(|(v, b)| JsonRaw(v, b))
     }
 }

@@ -1,5 +1,6 @@
 //! The OpenAI-compatible HTTP API.
 
+pub mod access;
 pub mod admin;
 pub mod completions;
 pub mod error;
@@ -7,6 +8,7 @@ pub mod json;
 pub mod models;
 pub mod openai;
 pub mod pull;
+pub mod upstream;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -17,9 +19,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::registry::Registry;
 use error::ApiError;
 
-/// The whole API. `body_limit` is the largest request body accepted, in bytes.
-pub fn app(registry: Arc<Registry>, body_limit: usize) -> Router {
-    Router::new()
+/// The whole API. `body_limit` is the largest request body accepted, in bytes; `access` says
+/// which key requests need and which origins CORS allows.
+pub fn app(registry: Arc<Registry>, body_limit: usize, access: access::Access, cors_origins: &[String]) -> Router {
+    let router = Router::new()
         .route("/health", get(models::health))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
@@ -34,6 +37,11 @@ pub fn app(registry: Arc<Registry>, body_limit: usize) -> Router {
         .route("/metrics", get(admin::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(access, access::require_key))
         .layer(CatchPanicLayer::custom(error::panic_response))
-        .with_state(registry)
+        .with_state(registry);
+    match access::cors(cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use crate::registry::Registry;
+use crate::routing;
 
 fn model_object(r: &Registry, m: &ModelInfo) -> Value {
     let state = r.state(&m.id);
@@ -45,16 +46,47 @@ fn model_object(r: &Registry, m: &ModelInfo) -> Value {
     v
 }
 
+/// A task as a model entry: `task:NAME`, its chain, and the model it would use now.
+fn task_object(r: &Registry, name: &str, chain: &[String]) -> Value {
+    let cat = r.catalog();
+    let now = routing::candidates(chain, |n| {
+        cat.resolve(n).map(|m| routing::LocalModel {
+            id: m.id.clone(),
+            unusable: matches!(r.state(&m.id), crate::registry::State::Failed(_)),
+        })
+    });
+    let serving = now.first().map(|c| match c {
+        routing::Candidate::Local(id) => id.clone(),
+        routing::Candidate::Upstream(m) => format!("{}{m}", model_bucket_shared::config::UPSTREAM_PREFIX),
+    });
+    json!({
+        "id": format!("{}{name}", routing::TASK_PREFIX),
+        "object": "model",
+        "created": r.created,
+        "owned_by": "model-bucket",
+        "task": { "name": name, "chain": chain, "serving": serving },
+    })
+}
+
 pub async fn list(State(r): State<Arc<Registry>>) -> Json<Value> {
     let cat = r.catalog();
-    let data: Vec<Value> = cat.models.iter().map(|m| model_object(&r, m)).collect();
+    let mut data: Vec<Value> = cat.models.iter().map(|m| model_object(&r, m)).collect();
+    for (name, chain) in &r.config().tasks {
+        data.push(task_object(&r, name, chain));
+    }
     Json(json!({ "object": "list", "data": data }))
 }
 
 pub async fn retrieve(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let cat = r.catalog();
-    let m = cat.resolve(&id).ok_or_else(|| ApiError::model_not_found(&id))?;
-    Ok(Json(model_object(&r, m)))
+    if let Some(m) = cat.resolve(&id) {
+        return Ok(Json(model_object(&r, m)));
+    }
+    let config = r.config();
+    match routing::task(&id, &config.tasks, false) {
+        Some(task) => Ok(Json(task_object(&r, task, &config.tasks[task]))),
+        None => Err(ApiError::model_not_found(&id)),
+    }
 }
 
 pub async fn health() -> Json<Value> {

@@ -252,7 +252,7 @@ impl Registry {
         self.catalog.read().expect("catalog lock").clone()
     }
 
-    fn config(&self) -> Arc<Config> {
+    pub fn config(&self) -> Arc<Config> {
         self.config.read().expect("config lock").clone()
     }
 

@@ -94,6 +94,8 @@ pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, SpawnError> {
         let list: Vec<String> = g.iter().map(u32::to_string).collect();
         cmd.env("CUDA_VISIBLE_DEVICES", list.join(","));
     }
+    // Only the router talks to systemd.
+    cmd.env_remove("NOTIFY_SOCKET");
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|source| SpawnError::Exec { bin: spec.worker_bin.clone(), source })?;
     let pid = child.id().unwrap_or(0);

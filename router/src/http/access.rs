@@ -1,0 +1,89 @@
+//! Access control: the optional API key and CORS.
+//!
+//! With a key set, every endpoint but `/health` wants `Authorization: Bearer KEY` (what OpenAI
+//! clients send) or `x-api-key: KEY`; the comparison takes the same time whatever the key
+//! guessed. CORS preflights are answered before the key is checked.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+use super::error::ApiError;
+
+/// The key requests must carry, if any.
+#[derive(Clone, Default)]
+pub struct Access {
+    pub api_key: Option<Arc<str>>,
+}
+
+/// The key a request carries, from `Authorization: Bearer` or `x-api-key`.
+fn presented(h: &HeaderMap) -> Option<&[u8]> {
+    if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
+            return Some(v[7..].trim().as_bytes());
+        }
+    }
+    h.get("x-api-key").map(|v| v.as_bytes())
+}
+
+/// Whether `given` is `key`, in time independent of where they differ.
+pub fn key_matches(given: &[u8], key: &[u8]) -> bool {
+    given.ct_eq(key).into()
+}
+
+pub async fn require_key(State(access): State<Access>, req: Request, next: Next) -> Response {
+    let Some(key) = &access.api_key else { return next.run(req).await };
+    if req.uri().path() == "/health" || req.method() == Method::OPTIONS {
+        return next.run(req).await;
+    }
+    match presented(req.headers()) {
+        Some(given) if key_matches(given, key.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::unauthorized("Incorrect API key provided.").into_response(),
+        None => ApiError::unauthorized(
+            "Missing API key: send it as `Authorization: Bearer KEY` (the api_key of OpenAI clients).",
+        )
+        .into_response(),
+    }
+}
+
+/// CORS for `origins` (`*` allows any); `None` when none are configured.
+pub fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new().allow_methods([Method::GET, Method::POST, Method::OPTIONS]).allow_headers([
+        header::AUTHORIZATION,
+        header::CONTENT_TYPE,
+        "x-api-key".parse().expect("header name"),
+    ]);
+    Some(if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(Any)
+    } else {
+        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+        layer.allow_origin(AllowOrigin::list(list))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_from_either_header() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer  sk-local ".parse().unwrap());
+        assert_eq!(presented(&h), Some(&b"sk-local"[..]));
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "k2".parse().unwrap());
+        assert_eq!(presented(&h), Some(&b"k2"[..]));
+        assert!(key_matches(b"abc", b"abc"));
+        assert!(!key_matches(b"abd", b"abc"));
+        assert!(!key_matches(b"ab", b"abc"));
+    }
+}

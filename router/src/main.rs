@@ -1,23 +1,8 @@
 //! `model-bucket`: the catalog commands and (with the router) the OpenAI-compatible server.
 
-mod bucket;
-mod catalog_cmd;
-mod cli;
-mod ctl_cmd;
-mod generate_cmd;
-mod http;
-mod metrics;
-mod pull;
-mod pull_cmd;
-mod registry;
-mod routing;
-mod serve;
-mod supervisor;
-mod watch;
-mod worker;
-
 use clap::Parser;
-use cli::{Cli, Command};
+use model_bucket::cli::{Cli, Command};
+use model_bucket::{catalog_cmd, ctl_cmd, generate_cmd, pull_cmd, serve};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

@@ -59,6 +59,12 @@ pub struct Metrics {
     pub used_bytes: Gauge,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let mut prom = Prom::with_prefix("model_bucket");

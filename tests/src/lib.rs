@@ -8,6 +8,7 @@ use std::process::Command;
 
 pub mod hub;
 pub mod server;
+pub mod stress;
 pub mod worker;
 
 pub use server::Server;

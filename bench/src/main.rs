@@ -1,0 +1,67 @@
+//! `model-bucket-bench`: Model Bucket side by side with llama.cpp's own llama-server b11434 on
+//! the default models, same threads, slots and context, same run, alternating; writes
+//! `docs/BENCHMARKS.md` and its plots.
+//!
+//! ```sh
+//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs]
+//! ```
+//! Without `--llama-server` (or `$LLAMA_SERVER`) it builds llama-server once into
+//! `~/.cache/model-bucket`. Run `scripts/setup` first (binaries and models).
+
+mod client;
+mod llama;
+mod plot;
+mod report;
+mod workloads;
+
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub llama_server: Option<PathBuf>,
+    pub threads: u32,
+    pub slots: u32,
+    /// Context per slot, in tokens (room for the ~1,000-token prompt).
+    pub ctx: u32,
+    pub rounds: usize,
+    pub out: PathBuf,
+}
+
+fn main() -> Result<()> {
+    let mut o = Opts {
+        llama_server: None,
+        threads: 2,
+        slots: 16,
+        ctx: 2048,
+        rounds: 3,
+        out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or_else(|| anyhow::anyhow!("{a} needs a value"));
+        match a.as_str() {
+            "--llama-server" => o.llama_server = Some(val()?.into()),
+            "--threads" => o.threads = val()?.parse()?,
+            "--slots" => o.slots = val()?.parse()?,
+            "--rounds" => o.rounds = val()?.parse()?,
+            "--out" => o.out = val()?.into(),
+            "-h" | "--help" => {
+                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR]");
+                return Ok(());
+            }
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    let ls = llama::find_or_build(o.llama_server.clone())?;
+    let results = workloads::run(&o, &ls)?;
+    std::fs::create_dir_all(&o.out)?;
+    plot::throughput(&results, &o.out.join("throughput.png"))?;
+    plot::latency(&results, &o.out.join("latency.png"))?;
+    let md = report::markdown(&o, &ls, &results);
+    std::fs::write(o.out.join("BENCHMARKS.md"), &md)?;
+    println!("{md}");
+    eprintln!("bench: wrote {}", o.out.join("BENCHMARKS.md").display());
+    Ok(())
+}

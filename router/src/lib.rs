@@ -1,0 +1,18 @@
+//! Model Bucket's router and command-line tools as a library: the `model-bucket` binary is a
+//! thin `main` over it, and the fuzz targets reach the request validation through it.
+
+pub mod bucket;
+pub mod catalog_cmd;
+pub mod cli;
+pub mod ctl_cmd;
+pub mod generate_cmd;
+pub mod http;
+pub mod metrics;
+pub mod pull;
+pub mod pull_cmd;
+pub mod registry;
+pub mod routing;
+pub mod serve;
+pub mod supervisor;
+pub mod watch;
+pub mod worker;

@@ -65,6 +65,12 @@ pub struct ServeArgs {
     /// Longest a request waits for serving workers to free memory before a 503, in seconds.
     #[arg(long, env = "EDEN_EVICT_WAIT", default_value_t = 30)]
     pub evict_wait: u64,
+    /// Crashes within `--crash-window` seconds that mark a model failed (until a reload).
+    #[arg(long, env = "EDEN_CRASH_LIMIT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub crash_limit: u32,
+    /// The window, in seconds, in which `--crash-limit` crashes fail a model.
+    #[arg(long, env = "EDEN_CRASH_WINDOW", default_value_t = 120)]
+    pub crash_window: u64,
     /// Require this API key (`Authorization: Bearer KEY`) on every endpoint but `/health`.
     #[arg(long, env = "EDEN_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

@@ -47,6 +47,11 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         idle_ttl: (s.idle_ttl > 0).then(|| Duration::from_secs(s.idle_ttl)),
         evict_wait: Duration::from_secs(s.evict_wait),
         drain_grace: grace,
+        policy: crate::supervisor::lifecycle::Policy {
+            max_crashes: s.crash_limit as usize,
+            window: Duration::from_secs(s.crash_window),
+            ..Default::default()
+        },
     };
     tracing::info!(ram_budget = %budget::human(ram_budget), idle_ttl_secs = s.idle_ttl, "limits");
     let api_key = api_key(&s)?;

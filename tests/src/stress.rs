@@ -181,6 +181,15 @@ pub fn workers(port: u16) -> Option<serde_json::Value> {
     serde_json::from_str(s.split_once("\r\n\r\n")?.1).ok()
 }
 
+/// The pids of the server's workers.
+pub fn worker_pids(port: u16) -> Vec<u32> {
+    workers(port)
+        .map(|v| {
+            v["workers"].as_array().into_iter().flatten().filter_map(|w| w["pid"].as_u64()).map(|p| p as u32).collect()
+        })
+        .unwrap_or_default()
+}
+
 /// What a run does.
 pub struct Plan {
     pub port: u16,
@@ -211,7 +220,8 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Report {
                     let (o, detail) = send(plan.port, &s, plan.hang_after);
                     report.lock().unwrap().add(o, &detail);
                     i += 1;
-                    if o == Outcome::Refused {
+                    // Back off after a refusal or an error, as a client honouring Retry-After would.
+                    if matches!(o, Outcome::Refused | Outcome::FailedClear) {
                         std::thread::sleep(Duration::from_millis(100));
                     }
                 }
@@ -236,12 +246,9 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Report {
                 let mut n = 0u64;
                 while Instant::now() + every < deadline && !stop3.load(Ordering::SeqCst) {
                     std::thread::sleep(every);
-                    let pids: Vec<u64> = workers(plan.port)
-                        .map(|v| {
-                            v["workers"].as_array().into_iter().flatten().filter_map(|w| w["pid"].as_u64()).collect()
-                        })
-                        .unwrap_or_default();
+                    let pids = worker_pids(plan.port);
                     if let Some(pid) = pids.get((n as usize) % pids.len().max(1)) {
+                        // The worker may be gone already (a restart in between): not an error.
                         let _ = std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
                         kills.fetch_add(1, Ordering::Relaxed);
                     }
@@ -301,10 +308,16 @@ pub fn soak(duration: Duration, clients: u64) -> (Report, u64) {
     (r, evictions)
 }
 
-/// Mixed load on both default models while a worker is SIGKILLed every `kill_every`.
+/// Mixed load on both default models while a worker is SIGKILLed every `kill_every`. The
+/// crash-loop limit is lifted: these crashes are the point, not a model to give up on.
 pub fn faults(duration: Duration, clients: u64, kill_every: Duration) -> Report {
     let dir = bucket(true);
-    let s = crate::Server::start(dir.path(), &["--ctx", "512", "--parallel", "2"]);
+    // Restarts back off up to 30 s while the kills go on; a request waits at most 20 s for one
+    // (then a clear 503), well inside the 60 s after which a client counts it as hung.
+    let s = crate::Server::start(
+        dir.path(),
+        &["--ctx", "512", "--parallel", "2", "--crash-limit", "1000", "--load-wait", "20"],
+    );
     let plan = Plan {
         port: s.port,
         models: default_models(),
@@ -330,11 +343,7 @@ pub fn sigterm(after: Duration, clients: u64) -> (Report, std::process::ExitStat
         &Shape { model: models[0].clone(), chat: true, stream: false, max_tokens: 2 },
         Duration::from_secs(60),
     );
-    let pids: Vec<u32> = workers(s.port)
-        .map(|v| {
-            v["workers"].as_array().into_iter().flatten().filter_map(|w| w["pid"].as_u64()).map(|p| p as u32).collect()
-        })
-        .unwrap_or_default();
+    let pids = worker_pids(s.port);
     let plan = Plan {
         port: s.port,
         models,

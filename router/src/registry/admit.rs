@@ -111,7 +111,7 @@ impl Registry {
         }
         let mut slots = self.slots.lock().expect("slots lock");
         let slot: &mut Slot = slots.entry(m.id.clone()).or_default();
-        if slot.life.step(Event::Demand, Instant::now(), &self.policy) == Some(Effect::Spawn) {
+        if slot.life.step(Event::Demand, Instant::now(), &self.limits.policy) == Some(Effect::Spawn) {
             slot.model = Some(m.clone());
             slot.bytes = need;
             slot.estimate = need;

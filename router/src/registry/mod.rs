@@ -54,6 +54,8 @@ pub struct Limits {
     pub evict_wait: Duration,
     /// Time a drained worker gets to finish its requests (unload, restart, shutdown).
     pub drain_grace: Duration,
+    /// Restart backoff and the crash loop that fails a model.
+    pub policy: Policy,
 }
 
 /// How `m`'s worker is started: its config settings first, then the defaults.
@@ -203,7 +205,6 @@ pub struct Registry {
     dir: PathBuf,
     defaults: Defaults,
     pub limits: Limits,
-    policy: Policy,
     slots: Mutex<HashMap<String, Slot>>,
     /// One admission (budget check, eviction, spawn) at a time.
     admission: tokio::sync::Mutex<()>,
@@ -237,7 +238,6 @@ impl Registry {
             config_path,
             defaults,
             limits,
-            policy: Policy::default(),
             slots: Mutex::new(HashMap::new()),
             admission: tokio::sync::Mutex::new(()),
             freed_tx: watch::channel(0).0,
@@ -336,7 +336,7 @@ impl Registry {
     }
 
     fn step_locked(&self, slot: &mut Slot, ev: Event) -> Option<Effect> {
-        let effect = slot.life.step(ev, Instant::now(), &self.policy);
+        let effect = slot.life.step(ev, Instant::now(), &self.limits.policy);
         slot.publish();
         if effect == Some(Effect::Drain) {
             if let Some(live) = &slot.live {

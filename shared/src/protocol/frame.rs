@@ -89,11 +89,12 @@ pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read, buf: &mut Vec<u8>) -> 
     }
     let len = payload_len(header)?;
     buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-        _ => FrameError::Io(e),
-    })?;
+    // Grow with the bytes that arrive, not with what the header claims: a peer that announces
+    // 16 MiB and sends 10 bytes costs 10 bytes.
+    let n = r.take(len as u64).read_to_end(buf)?;
+    if n < len {
+        return Err(FrameError::Truncated);
+    }
     decode_payload(buf).map(Some)
 }
 

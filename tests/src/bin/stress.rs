@@ -2,7 +2,7 @@
 //! killing workers under load, and SIGTERM under load. Prints one report line per run.
 //!
 //! ```sh
-//! cargo run --release -p model-bucket-tests --bin stress -- [--soak 600] [--faults 120] [--clients 8]
+//! cargo run --release -p model-bucket-tests --bin stress -- [--soak 600] [--faults 120] [--clients 8]   # 0 skips a run
 //! ```
 
 use model_bucket_tests::stress;
@@ -21,12 +21,16 @@ fn main() {
         }
     }
     let mut bad = false;
-    let (r, evictions) = stress::soak(Duration::from_secs(soak), clients);
-    println!("soak {soak} s, {clients} clients: {} | evictions {evictions}", r.line());
-    bad |= r.hung + r.lost > 0 || r.max_worker_rss > r.budget;
-    let r = stress::faults(Duration::from_secs(faults), clients, Duration::from_secs(5));
-    println!("faults {faults} s, a worker killed every 5 s: {}", r.line());
-    bad |= r.hung + r.lost > 0;
+    if soak > 0 {
+        let (r, evictions) = stress::soak(Duration::from_secs(soak), clients);
+        println!("soak {soak} s, {clients} clients: {} | evictions {evictions}", r.line());
+        bad |= r.hung + r.lost > 0 || r.max_worker_rss > r.budget;
+    }
+    if faults > 0 {
+        let r = stress::faults(Duration::from_secs(faults), clients, Duration::from_secs(5));
+        println!("faults {faults} s, a worker killed every 5 s: {}", r.line());
+        bad |= r.hung + r.lost > 0;
+    }
     let (r, status, alive) = stress::sigterm(Duration::from_secs(5), clients);
     println!("sigterm after 5 s: {} | exit {status} | workers left {}", r.line(), alive.len());
     bad |= r.hung + r.lost > 0 || !status.success() || !alive.is_empty();

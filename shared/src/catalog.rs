@@ -97,7 +97,9 @@ impl Catalog {
         let mut cat = Catalog { dir: dir.to_path_buf(), ..Default::default() };
         let mut by_hash: HashMap<String, PathBuf> = HashMap::new();
         for path in paths {
-            if !settle.is_zero() && changed_within(&path, settle) {
+            // A file hashed already in exactly this state (a pull records it, as does any scan)
+            // is complete however recent it is.
+            if !settle.is_zero() && changed_within(&path, settle) && !index.knows(&path) {
                 cat.pending.push(path);
                 continue;
             }

@@ -53,6 +53,15 @@ impl HashIndex {
         self.files.get(name).filter(|e| e.size == size && e.mtime_ns == mtime_ns).map(|e| e.sha256.as_str())
     }
 
+    /// Whether `path` (a file of this folder) has an entry for its current size and mtime.
+    pub fn knows(&self, path: &Path) -> bool {
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { return false };
+        fs::metadata(path).is_ok_and(|m| {
+            let (size, mtime) = stamp(&m);
+            self.get(&name, size, mtime).is_some()
+        })
+    }
+
     pub fn put(&mut self, name: &str, size: u64, mtime_ns: u128, sha256: &str) {
         let e = Entry { size, mtime_ns, sha256: sha256.to_string() };
         if self.files.get(name) != Some(&e) {

@@ -203,6 +203,21 @@ pub struct Plan {
     pub hang_after: Duration,
 }
 
+impl Plan {
+    /// The mix over both default models, hung after 60 s without a byte.
+    pub fn mixed(port: u16, clients: u64, duration: Duration, kill_every: Option<Duration>) -> Plan {
+        Plan {
+            port,
+            models: default_models(),
+            chat_models: 1,
+            clients,
+            duration,
+            kill_every,
+            hang_after: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Runs `plan`'s load until its duration has passed (or `stop` is set), then returns the report.
 pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Report {
     let report = Arc::new(Mutex::new(Report::default()));
@@ -289,16 +304,7 @@ pub fn soak(duration: Duration, clients: u64) -> (Report, u64) {
         dir.path(),
         &["--ram-budget", "400MiB", "--ctx", "512", "--parallel", "2", "--evict-wait", "5"],
     );
-    let plan = Plan {
-        port: s.port,
-        models: default_models(),
-        chat_models: 1,
-        clients,
-        duration,
-        kill_every: None,
-        hang_after: Duration::from_secs(60),
-    };
-    let r = run(&plan, Arc::new(AtomicBool::new(false)));
+    let r = run(&Plan::mixed(s.port, clients, duration, None), Arc::new(AtomicBool::new(false)));
     let metrics = s.get("/metrics").map(|(_, b)| b).unwrap_or_default();
     let evictions = metrics
         .lines()
@@ -318,16 +324,7 @@ pub fn faults(duration: Duration, clients: u64, kill_every: Duration) -> Report 
         dir.path(),
         &["--ctx", "512", "--parallel", "2", "--crash-limit", "1000", "--load-wait", "20"],
     );
-    let plan = Plan {
-        port: s.port,
-        models: default_models(),
-        chat_models: 1,
-        clients,
-        duration,
-        kill_every: Some(kill_every),
-        hang_after: Duration::from_secs(60),
-    };
-    run(&plan, Arc::new(AtomicBool::new(false)))
+    run(&Plan::mixed(s.port, clients, duration, Some(kill_every)), Arc::new(AtomicBool::new(false)))
 }
 
 /// Load on SmolLM2, then SIGTERM to the server after `after`: in-flight requests must finish,

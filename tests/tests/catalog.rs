@@ -168,3 +168,21 @@ fn config_gives_custom_ids() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `context`"));
 }
+
+#[test]
+fn a_fresh_file_waits_to_settle_unless_it_was_hashed_in_this_state() {
+    use model_bucket_shared::{Catalog, Config};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    // A copy, not a link: its modification time is now.
+    std::fs::copy(model(SMOLLM2_FILE), dir.path().join(SMOLLM2_FILE)).unwrap();
+    let settle = Duration::from_secs(30);
+    let cat = Catalog::scan_settled(dir.path(), &Config::default(), None, settle).unwrap();
+    assert!(cat.models.is_empty());
+    assert_eq!(cat.pending, vec![dir.path().join(SMOLLM2_FILE)]);
+    // Hashed once (as a pull or a scan without settling does), it is complete in this state.
+    assert_eq!(Catalog::scan(dir.path(), &Config::default(), None).unwrap().models.len(), 1);
+    let cat = Catalog::scan_settled(dir.path(), &Config::default(), None, settle).unwrap();
+    assert_eq!(cat.models.len(), 1);
+    assert!(cat.pending.is_empty());
+}

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use model_bucket_shared::protocol::{DoneInfo, FinishReason, GenerateRequest, Prompt, RequestId};
+use model_bucket_shared::protocol::{DoneInfo, ErrorKind, FinishReason, GenerateRequest, Prompt, RequestId};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -166,6 +166,9 @@ async fn serve(
         // The first event decides the status: a request the worker refuses is an HTTP error,
         // not a 200 stream that fails.
         match call.next().await {
+            // Leased just as the worker was told to drain (unload, rolling restart): nothing was
+            // produced, so wait for what comes next, once.
+            Event::Error { kind: ErrorKind::ShuttingDown, .. } if !retried => retried = true,
             Event::Error { kind, message } => return Err(ApiError::from_worker(kind, message)),
             Event::Gone if !retried => {
                 retried = true;

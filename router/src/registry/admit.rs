@@ -54,7 +54,10 @@ impl Registry {
                 id: id.clone(),
                 bytes: s.bytes,
                 busy: s.live.as_ref().is_some_and(|l| l.active.load(Ordering::Acquire) > 0),
-                evictable: s.life.phase == Phase::Ready,
+                // A model waiting to restart after a crash holds no process: evicting it frees
+                // its reservation at once.
+                evictable: matches!(s.life.phase, Phase::Ready | Phase::Backoff),
+                leaving: s.life.phase == (Phase::Draining { restart: false }),
                 last_used: s.live.as_ref().map(|l| l.last_used()).unwrap_or_else(Instant::now),
             })
             .collect()
@@ -85,10 +88,17 @@ impl Registry {
                     human(budget)
                 )))
                 }
-                Plan::Evict(victims) => {
+                Plan::Evict(victims) if tokio::time::Instant::now() < evict_deadline => {
                     for id in victims {
                         self.evict(&id, &format!("to make room for {} (needs {})", m.id, human(need)));
                     }
+                }
+                Plan::Wait if tokio::time::Instant::now() < evict_deadline => {}
+                Plan::Evict(_) | Plan::Wait => {
+                    return Err(ApiError::unavailable(
+                        format!("model {} is waiting for other workers to free memory; retry shortly", m.id),
+                        5,
+                    ))
                 }
                 Plan::NoRoom { busy_bytes } => {
                     tracing::debug!(model = %m.id, busy_bytes, "waiting for busy workers to free memory");
@@ -110,6 +120,10 @@ impl Registry {
             let _ = tokio::time::timeout_at(evict_deadline, freed.changed()).await;
         }
         let mut slots = self.slots.lock().expect("slots lock");
+        // Checked under the lock `shutdown_all` sweeps under: nothing starts once it has.
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(ApiError::unavailable("the server is shutting down", 5));
+        }
         let slot: &mut Slot = slots.entry(m.id.clone()).or_default();
         if slot.life.step(Event::Demand, Instant::now(), &self.limits.policy) == Some(Effect::Spawn) {
             slot.model = Some(m.clone());

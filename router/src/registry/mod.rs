@@ -337,7 +337,12 @@ impl Registry {
 
     fn step_locked(&self, slot: &mut Slot, ev: Event) -> Option<Effect> {
         let effect = slot.life.step(ev, Instant::now(), &self.limits.policy);
+        let held = slot.bytes;
         slot.publish();
+        if held > 0 && slot.bytes == 0 {
+            // Its memory is free: admissions waiting for room can go on.
+            self.freed();
+        }
         if effect == Some(Effect::Drain) {
             if let Some(live) = &slot.live {
                 live.client.send(ToWorker::Shutdown { grace_ms: self.limits.drain_grace.as_millis() as u64 });

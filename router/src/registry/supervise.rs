@@ -48,11 +48,22 @@ impl Registry {
             // Once the worker is draining it gets the grace, and a little more, to exit; one that
             // ignores the request is killed.
             let mut kill_at: Option<tokio::time::Instant> = None;
+            let mut connected = true;
             let status = loop {
                 let deadline =
                     kill_at.unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(86400));
                 tokio::select! {
-                    Some(msg) = w.unsolicited.recv() => tracing::warn!(model = %m.id, ?msg, "worker message"),
+                    msg = w.unsolicited.recv(), if connected => match msg {
+                        Some(msg) => tracing::warn!(model = %m.id, ?msg, "worker message"),
+                        // The connection is gone but the process is not (a frame the router could
+                        // not read): a worker nobody can talk to is of no use, so end it and let
+                        // the lifecycle restart it.
+                        None => {
+                            connected = false;
+                            tracing::error!(model = %m.id, pid = w.pid, "lost the connection to the worker: killing it");
+                            let _ = w.child.start_kill();
+                        }
+                    },
                     status = w.child.wait() => break status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
                     Ok(()) = view.changed(), if kill_at.is_none() => {
                         if matches!(&*view.borrow_and_update(), super::State::Draining) {

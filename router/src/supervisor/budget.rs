@@ -64,8 +64,11 @@ pub struct Resident {
     pub bytes: u64,
     /// Serving (or holding queued requests) right now: never evicted.
     pub busy: bool,
-    /// Idle workers that could be evicted; loading or draining ones are neither.
+    /// Idle workers that could be evicted (ready, or waiting to restart after a crash);
+    /// loading or draining ones are not.
     pub evictable: bool,
+    /// Already on its way out (draining to stop): its bytes will be free soon.
+    pub leaving: bool,
     pub last_used: Instant,
 }
 
@@ -75,6 +78,8 @@ pub enum Plan {
     Fits,
     /// It fits once these workers (least recently used first) are gone.
     Evict(Vec<String>),
+    /// It fits once the workers already leaving are gone: wait, evict nothing more.
+    Wait,
     /// It does not fit even after evicting every idle worker; busy ones hold `busy_bytes`.
     NoRoom { busy_bytes: u64 },
     /// It is larger than the whole budget.
@@ -90,7 +95,13 @@ pub fn plan(need: u64, budget: u64, resident: &[Resident]) -> Plan {
     if used + need <= budget {
         return Plan::Fits;
     }
-    let mut idle: Vec<&Resident> = resident.iter().filter(|r| r.evictable && !r.busy).collect();
+    let leaving: u64 = resident.iter().filter(|r| r.leaving).map(|r| r.bytes).sum();
+    if used - leaving + need <= budget {
+        return Plan::Wait;
+    }
+    // What is leaving counts as gone; evict only for the rest.
+    let used = used - leaving;
+    let mut idle: Vec<&Resident> = resident.iter().filter(|r| r.evictable && !r.busy && !r.leaving).collect();
     idle.sort_by_key(|r| r.last_used);
     let mut freed = 0;
     let mut victims = Vec::new();
@@ -126,7 +137,14 @@ mod tests {
     use std::time::Duration;
 
     fn r(id: &str, mib: u64, busy: bool, age_s: u64, now: Instant) -> Resident {
-        Resident { id: id.into(), bytes: mib << 20, busy, evictable: true, last_used: now - Duration::from_secs(age_s) }
+        Resident {
+            id: id.into(),
+            bytes: mib << 20,
+            busy,
+            evictable: true,
+            leaving: false,
+            last_used: now - Duration::from_secs(age_s),
+        }
     }
 
     #[test]
@@ -182,6 +200,19 @@ mod tests {
         assert_eq!(plan(500 << 20, 1000 << 20, &res), Plan::NoRoom { busy_bytes: 600 << 20 });
         let loading = Resident { evictable: false, ..r("loading", 600, false, 1000, now) };
         assert_eq!(plan(500 << 20, 1000 << 20, &[loading]), Plan::NoRoom { busy_bytes: 0 });
+    }
+
+    #[test]
+    fn workers_already_leaving_are_waited_for_not_joined_by_more() {
+        let now = Instant::now();
+        let draining = Resident { leaving: true, evictable: false, ..r("draining", 600, false, 100, now) };
+        // 600 leaving + 300 idle of 1000: 500 more fits once the leaving one is gone.
+        let res = [draining.clone(), r("idle", 300, false, 1, now)];
+        assert_eq!(plan(500 << 20, 1000 << 20, &res), Plan::Wait);
+        // 800 more needs the idle one too, but not a second look at the leaving one.
+        assert_eq!(plan(800 << 20, 1000 << 20, &res), Plan::Evict(vec!["idle".into()]));
+        // Housekeeping over budget while one drains: nothing more to evict.
+        assert_eq!(plan(0, 500 << 20, &[draining, r("idle", 300, false, 1, now)]), Plan::Wait);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (whose last chunk counts the tokens). Both stream SSE; both ban EOS so every request makes
 //! exactly the tokens asked for.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -35,25 +35,10 @@ pub struct Timed {
     pub tokens: u32,
 }
 
-fn send(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<TcpStream> {
-    let mut c = TcpStream::connect(("127.0.0.1", port))?;
-    c.set_nodelay(true)?;
-    c.set_read_timeout(Some(Duration::from_secs(600)))?;
-    write!(
-        c,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    Ok(c)
-}
+pub use model_bucket_tests::server::get;
 
-/// `GET path`: status and body.
-pub fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut c = send(port, "GET", path, "")?;
-    let mut s = String::new();
-    c.read_to_string(&mut s)?;
-    let status = s.get(9..12).and_then(|x| x.parse().ok()).unwrap_or(0);
-    Ok((status, s.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+fn send(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<TcpStream> {
+    model_bucket_tests::server::open(port, method, path, "", body, Some(Duration::from_secs(600)))
 }
 
 impl Target {

@@ -82,10 +82,6 @@ pub fn pct(v: &[f64], p: f64) -> f64 {
     s[((s.len() - 1) as f64 * p / 100.0).round() as usize]
 }
 
-fn smol_id() -> String {
-    format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6])
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -194,7 +190,7 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<Results> {
         let t = o.threads.to_string();
         let mb =
             Server::start(both.path(), &["--threads", &t, "--parallel", "2", "--ctx", "512", "--ram-budget", "400MiB"]);
-        let gemma = format!("eden_gemma3_270m_{}", &GEMMA_SHA[..6]);
+        let gemma = gemma_id();
         for i in 0..(2 * o.rounds + 1) {
             let model = if i % 2 == 0 { smol_id() } else { gemma.clone() };
             let eos = if i % 2 == 0 { EOS } else { 1 };

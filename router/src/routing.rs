@@ -50,6 +50,18 @@ pub fn candidates(chain: &[String], resolve: impl Fn(&str) -> Option<LocalModel>
     out
 }
 
+/// The candidates of `chain` on the server as it is now: models in the catalog that have not
+/// failed and, for a chat request (`chat`), have a chat template.
+pub fn live_candidates(r: &crate::registry::Registry, chain: &[String], chat: bool) -> Vec<Candidate> {
+    let cat = r.catalog();
+    candidates(chain, |name| {
+        cat.resolve(name).map(|m| LocalModel {
+            id: m.id.clone(),
+            unusable: matches!(r.state(&m.id), crate::registry::State::Failed(_)) || (chat && !r.can_chat(m)),
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

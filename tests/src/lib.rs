@@ -18,6 +18,16 @@ pub const GEMMA_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
 pub const SMOLLM2_SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 pub const GEMMA_SHA: &str = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818";
 
+/// SmolLM2's catalog ID.
+pub fn smol_id() -> String {
+    format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6])
+}
+
+/// Gemma 3 270M's catalog ID.
+pub fn gemma_id() -> String {
+    format!("eden_gemma3_270m_{}", &GEMMA_SHA[..6])
+}
+
 /// The folder holding the default models (`$EDEN_TEST_MODELS_DIR`, else `models/`).
 pub fn models_dir() -> PathBuf {
     let dir = std::env::var_os("EDEN_TEST_MODELS_DIR")

@@ -66,16 +66,7 @@ impl Server {
 
     /// A plain HTTP/1.1 POST of a JSON body: (status, headers and body as one string).
     pub fn post(&self, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-        let mut c = TcpStream::connect(("127.0.0.1", self.port))?;
-        write!(
-            c,
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut resp = String::new();
-        c.read_to_string(&mut resp)?;
-        let status = resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        Ok((status, resp))
+        read_response(open(self.port, "POST", path, "", body, None)?)
     }
 
     /// The `state` (and `error`, if any) `/v1/models` shows for `model`.
@@ -106,28 +97,49 @@ impl Server {
 
     /// A plain HTTP/1.1 GET: (status, body).
     pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        let mut c = TcpStream::connect(("127.0.0.1", self.port))?;
-        write!(c, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-        let mut resp = String::new();
-        c.read_to_string(&mut resp)?;
-        let status = resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        Ok((status, body))
+        get(self.port, path)
     }
+}
+
+/// Sends one HTTP/1.1 request (`Connection: close`, a JSON body, `headers` as extra
+/// `Name: value\r\n` lines) to a loopback port; the response is read from the returned stream.
+pub fn open(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+    read_timeout: Option<Duration>,
+) -> std::io::Result<TcpStream> {
+    let mut c = TcpStream::connect(("127.0.0.1", port))?;
+    c.set_nodelay(true)?;
+    c.set_read_timeout(read_timeout)?;
+    write!(
+        c,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    Ok(c)
+}
+
+/// Reads a whole response: (status, headers and body as one string).
+pub fn read_response(mut c: TcpStream) -> std::io::Result<(u16, String)> {
+    let mut resp = String::new();
+    c.read_to_string(&mut resp)?;
+    Ok((resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0), resp))
+}
+
+/// `GET path`: (status, body).
+pub fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let (status, resp) = read_response(open(port, "GET", path, "", "", None)?)?;
+    Ok((status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
 }
 
 /// Streams `POST path` with a JSON `body` and returns the SSE `data:` payloads as they arrive
 /// (a read that waits over `timeout` ends the stream).
 pub fn sse_lines(port: u16, path: &str, body: &str, timeout: Duration) -> impl Iterator<Item = String> {
     use std::io::BufRead;
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    c.set_read_timeout(Some(timeout)).expect("timeout");
-    write!(
-        c,
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
+    let c = open(port, "POST", path, "", body, Some(timeout)).expect("send");
     std::io::BufReader::new(c)
         .lines()
         .map_while(Result::ok)

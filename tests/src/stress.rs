@@ -7,8 +7,7 @@
 //! stopping), `hung` (no byte for `hang_after`) and `lost` (accepted, then cut off without an
 //! answer or an error). A healthy server has 0 hung and 0 lost.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -111,18 +110,11 @@ pub fn send(port: u16, s: &Shape, hang_after: Duration) -> (Outcome, String) {
             ),
         )
     };
-    let mut c = match TcpStream::connect(("127.0.0.1", port)) {
+    // A connection or a request the server does not take: it was stopping.
+    let c = match crate::server::open(port, "POST", path, "", &body, Some(hang_after)) {
         Ok(c) => c,
         Err(e) => return (Outcome::Refused, e.to_string()),
     };
-    let _ = c.set_read_timeout(Some(hang_after));
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if let Err(e) = c.write_all(req.as_bytes()) {
-        return (Outcome::Refused, e.to_string());
-    }
     let mut r = BufReader::new(c);
     let mut status_line = String::new();
     match r.read_line(&mut status_line) {
@@ -173,11 +165,8 @@ pub fn classify(status: u16, stream: bool, body: &str) -> (Outcome, String) {
 
 /// The server's `/admin/workers`, parsed.
 pub fn workers(port: u16) -> Option<serde_json::Value> {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(c, "GET /admin/workers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-    let mut s = String::new();
-    c.read_to_string(&mut s).ok()?;
+    let c = crate::server::open(port, "GET", "/admin/workers", "", "", Some(Duration::from_secs(5))).ok()?;
+    let (_, s) = crate::server::read_response(c).ok()?;
     serde_json::from_str(s.split_once("\r\n\r\n")?.1).ok()
 }
 
@@ -281,10 +270,7 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Report {
 
 /// The default models' IDs, SmolLM2 (chat) first.
 pub fn default_models() -> Vec<String> {
-    vec![
-        format!("eden_smollm2_135m_{}", &crate::SMOLLM2_SHA[..6]),
-        format!("eden_gemma3_270m_{}", &crate::GEMMA_SHA[..6]),
-    ]
+    vec![crate::smol_id(), crate::gemma_id()]
 }
 
 fn bucket(both: bool) -> tempfile::TempDir {

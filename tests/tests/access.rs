@@ -2,8 +2,6 @@
 //! loopback without a key, and CORS.
 
 use model_bucket_tests::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 
 fn bucket() -> tempfile::TempDir {
@@ -14,16 +12,7 @@ fn bucket() -> tempfile::TempDir {
 
 /// A raw request with extra header lines: the status code and the whole response.
 fn request(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        c,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    c.read_to_string(&mut resp).unwrap();
-    (resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0), resp)
+    server::read_response(server::open(port, method, path, headers, body, None).unwrap()).unwrap()
 }
 
 #[test]

@@ -30,7 +30,7 @@ fn lists_exactly_the_two_default_models() {
     assert_eq!(models.len(), 2, "{models:#?}");
 
     let smol = &models.iter().find(|m| m["architecture"] == "llama").expect("smollm2");
-    assert_eq!(smol["id"], format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6]));
+    assert_eq!(smol["id"], smol_id());
     assert_eq!(smol["context_length"], 8192);
     assert_eq!(smol["has_chat_template"], true);
     assert_eq!(smol["quantization"], "Q4_1");
@@ -40,7 +40,7 @@ fn lists_exactly_the_two_default_models() {
     assert!(caps.contains(&"chat") && caps.contains(&"completion") && caps.contains(&"instruction"), "{caps:?}");
 
     let gemma = &models.iter().find(|m| m["architecture"] == "gemma3").expect("gemma");
-    assert_eq!(gemma["id"], format!("eden_gemma3_270m_{}", &GEMMA_SHA[..6]));
+    assert_eq!(gemma["id"], gemma_id());
     assert_eq!(gemma["context_length"], 32768);
     assert_eq!(gemma["has_chat_template"], false);
     assert_eq!(gemma["quantization"], "Q4_K_M");
@@ -97,7 +97,7 @@ fn info_resolves_id_alias_and_file_name() {
     let dir = tempfile::tempdir().unwrap();
     link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
     let d = dir.path().to_str().unwrap();
-    let id = format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6]);
+    let id = smol_id();
     for name in [id.as_str(), "eden_smollm2_135m", SMOLLM2_FILE] {
         let info: Value = serde_json::from_str(&run_ok(&["info", name, "--json", "--models-dir", d])).unwrap();
         assert_eq!(info["id"], id.as_str());
@@ -124,7 +124,7 @@ fn add_links_the_file_and_records_a_custom_id() {
         d.to_str().unwrap(),
     ]))
     .unwrap();
-    assert_eq!(info["id"], format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6]));
+    assert_eq!(info["id"], smol_id());
     assert!(info["aliases"].as_array().unwrap().contains(&Value::from("intent")));
     assert!(d.join("my-smol.gguf").is_file());
     let again: Value =

@@ -2,7 +2,7 @@
 //! Gesher-El daemon (examples/gesher_el.py, Python SDK) driving all four tasks on a server
 //! started the way a new user starts it, with deploy/start.sh on a fresh ~/EDEN.
 
-use model_bucket_tests::server::eventually;
+use model_bucket_tests::server::{self, eventually};
 use model_bucket_tests::*;
 use serde_json::Value;
 use std::net::TcpListener;
@@ -29,8 +29,8 @@ fn the_official_node_sdk_works() {
         .current_dir(&node_dir)
         .arg("sdk.mjs")
         .arg(s.base_url())
-        .arg(format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6]))
-        .arg(format!("eden_gemma3_270m_{}", &GEMMA_SHA[..6]))
+        .arg(smol_id())
+        .arg(gemma_id())
         .output()
         .expect("run node");
     let report = String::from_utf8_lossy(&out.stdout);
@@ -55,15 +55,7 @@ fn start_sh_on_a_fresh_home_serves_the_daemon_through_all_four_tasks() {
         .stderr(log.reopen().unwrap())
         .spawn()
         .expect("deploy/start.sh");
-    let health = || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut c| {
-            use std::io::{Read, Write};
-            let _ = write!(c, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut s = String::new();
-            let _ = c.read_to_string(&mut s);
-            s.starts_with("HTTP/1.1 200")
-        })
-    };
+    let health = || matches!(server::get(port, "/health"), Ok((200, _)));
     let up = eventually(Duration::from_secs(120), health);
     let server_log = || std::fs::read_to_string(log.path()).unwrap_or_default();
     assert!(up, "start.sh did not bring a server up:\n{}", server_log());
@@ -92,7 +84,7 @@ fn start_sh_on_a_fresh_home_serves_the_daemon_through_all_four_tasks() {
         assert!(s["tokens"].as_u64().unwrap() > 0, "{s}");
     }
     // The chains fall back to what the folder has: Gemma for memory, SmolLM2 for the rest.
-    assert_eq!(steps[0]["model"], format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6]));
-    assert_eq!(steps[3]["model"], format!("eden_gemma3_270m_{}", &GEMMA_SHA[..6]));
+    assert_eq!(steps[0]["model"], smol_id());
+    assert_eq!(steps[3]["model"], gemma_id());
     assert!(status.success(), "SIGTERM ends start.sh's server cleanly: {status}");
 }

@@ -7,7 +7,7 @@ fn generate_answers_paris_by_id_and_alias() {
     let dir = tempfile::tempdir().unwrap();
     link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
     let d = dir.path().to_str().unwrap();
-    let id = format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6]);
+    let id = smol_id();
     let prompt = "What is the capital of France? Answer in one word.";
     let args = |name: &str| {
         vec![

@@ -32,7 +32,7 @@ fn cuda_worker_offloads_to_the_gpu_where_one_is_present() {
     let config = dir.path().join("gpu.toml");
     std::fs::write(&config, "[models.eden_smollm2_135m]\ngpu_layers = 99\ngpus = [0]\n").unwrap();
     let s = Server::start(dir.path(), &["--config", config.to_str().unwrap(), "--threads", "2"]);
-    let id = format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6]);
+    let id = smol_id();
     let body = format!(
         r#"{{"model":"{id}","messages":[{{"role":"user","content":"What is the capital of France?"}}],"max_tokens":16,"temperature":0}}"#
     );

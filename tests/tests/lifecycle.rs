@@ -5,10 +5,6 @@ use model_bucket_tests::server::{alive, eventually, signal, sse_lines};
 use model_bucket_tests::*;
 use std::time::Duration;
 
-fn smol_id() -> String {
-    format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6])
-}
-
 fn bucket() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);

@@ -15,8 +15,8 @@ fn openai_python_sdk_suite() {
         .arg(&script)
         .arg("-v")
         .env("EDEN_BASE_URL", server.base_url())
-        .env("EDEN_SMOL", format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6]))
-        .env("EDEN_GEMMA", format!("eden_gemma3_270m_{}", &GEMMA_SHA[..6]))
+        .env("EDEN_SMOL", smol_id())
+        .env("EDEN_GEMMA", gemma_id())
         .output()
         .expect("run python3 (install the openai package: pip install openai)");
     let report = String::from_utf8_lossy(&out.stderr);

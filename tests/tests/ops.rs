@@ -7,14 +7,6 @@ use serde_json::Value;
 use std::io::Write;
 use std::time::Duration;
 
-fn smol() -> String {
-    format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6])
-}
-
-fn gemma() -> String {
-    format!("eden_gemma3_270m_{}", &GEMMA_SHA[..6])
-}
-
 fn both() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
@@ -53,36 +45,36 @@ fn assert_under_budget(s: &Server) {
 fn a_budget_for_one_model_swaps_them_and_never_evicts_a_busy_one() {
     let dir = both();
     let s = budget_server(dir.path(), &[]);
-    assert_eq!(complete(&s, &smol()).0, 200);
-    assert_eq!(s.worker_models(), vec![smol()]);
-    assert_eq!(complete(&s, &gemma()).0, 200);
-    assert_eq!(s.worker_models(), vec![gemma()], "serving B evicted A");
+    assert_eq!(complete(&s, &smol_id()).0, 200);
+    assert_eq!(s.worker_models(), vec![smol_id()]);
+    assert_eq!(complete(&s, &gemma_id()).0, 200);
+    assert_eq!(s.worker_models(), vec![gemma_id()], "serving B evicted A");
     assert_under_budget(&s);
-    assert_eq!(s.model_state(&smol()).0, "unloaded");
-    let (status, body) = complete(&s, &smol());
+    assert_eq!(s.model_state(&smol_id()).0, "unloaded");
+    let (status, body) = complete(&s, &smol_id());
     assert_eq!(status, 200, "A comes back on demand: {body}");
-    assert_eq!(s.worker_models(), vec![smol()]);
+    assert_eq!(s.worker_models(), vec![smol_id()]);
     assert_under_budget(&s);
 
     // While A streams, B cannot get its memory: a clear 503 after the bounded wait, and A's
     // stream goes on.
     let endless = format!(
         r#"{{"model":"{}","prompt":"Once upon a time","max_tokens":100000,"stream":true,"logit_bias":{{"2":-100}}}}"#,
-        smol()
+        smol_id()
     );
     let mut stream = sse_lines(s.port, "/v1/completions", &endless, Duration::from_secs(30));
     assert!(stream.nth(2).is_some(), "the stream started");
-    let pid = s.worker_pid(&smol()).unwrap();
-    let (status, body) = complete(&s, &gemma());
+    let pid = s.worker_pid(&smol_id()).unwrap();
+    let (status, body) = complete(&s, &gemma_id());
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("not enough memory") && body.contains("serving"), "{body}");
     assert!(body.to_ascii_lowercase().contains("retry-after"), "{body}");
     assert!(stream.nth(5).is_some_and(|l| l.contains("\"text\"")), "A still streams");
-    assert_eq!(s.worker_pid(&smol()), Some(pid), "the busy worker was not evicted");
+    assert_eq!(s.worker_pid(&smol_id()), Some(pid), "the busy worker was not evicted");
     // Once A's client hangs up, A is idle and B fits.
     drop(stream);
     assert!(
-        eventually(Duration::from_secs(30), || complete(&s, &gemma()).0 == 200),
+        eventually(Duration::from_secs(30), || complete(&s, &gemma_id()).0 == 200),
         "B loads once A is idle:\n{}",
         s.log()
     );
@@ -90,7 +82,7 @@ fn a_budget_for_one_model_swaps_them_and_never_evicts_a_busy_one() {
     assert_under_budget(&s);
 
     let metrics = s.get("/metrics").unwrap().1;
-    assert!(metrics.contains(&format!("model_bucket_evictions_total{{model=\"{}\"}}", smol())), "{metrics}");
+    assert!(metrics.contains(&format!("model_bucket_evictions_total{{model=\"{}\"}}", smol_id())), "{metrics}");
 }
 
 #[test]
@@ -99,10 +91,10 @@ fn a_model_larger_than_the_budget_is_a_clear_error() {
     let mut args = vec!["--ram-budget", "200MiB"];
     args.extend_from_slice(&SMALL);
     let s = Server::start(dir.path(), &args);
-    let (status, body) = complete(&s, &gemma());
+    let (status, body) = complete(&s, &gemma_id());
     assert_eq!(status, 507, "{body}");
     assert!(body.contains("insufficient_memory") && body.contains("RAM budget"), "{body}");
-    assert_eq!(complete(&s, &smol()).0, 200, "a model that fits still serves");
+    assert_eq!(complete(&s, &smol_id()).0, 200, "a model that fits still serves");
 }
 
 #[test]
@@ -111,12 +103,12 @@ fn idle_workers_unload_after_the_ttl() {
     let mut args = vec!["--idle-ttl", "1"];
     args.extend_from_slice(&SMALL);
     let s = Server::start(dir.path(), &args);
-    assert_eq!(complete(&s, &smol()).0, 200);
-    let pid = s.worker_pid(&smol()).unwrap();
-    assert!(eventually(Duration::from_secs(10), || s.model_state(&smol()).0 == "unloaded"));
+    assert_eq!(complete(&s, &smol_id()).0, 200);
+    let pid = s.worker_pid(&smol_id()).unwrap();
+    assert!(eventually(Duration::from_secs(10), || s.model_state(&smol_id()).0 == "unloaded"));
     assert!(eventually(Duration::from_secs(5), || !alive(pid)));
     assert!(s.worker_models().is_empty());
-    assert_eq!(complete(&s, &smol()).0, 200, "and it comes back on demand");
+    assert_eq!(complete(&s, &smol_id()).0, 200, "and it comes back on demand");
 }
 
 fn listed(s: &Server) -> Vec<String> {
@@ -129,7 +121,7 @@ fn a_file_dropped_in_the_folder_is_served_and_a_removed_one_is_drained() {
     let dir = tempfile::tempdir().unwrap();
     let smol_path = link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
     let s = Server::start(dir.path(), &SMALL);
-    assert_eq!(listed(&s), vec![smol()]);
+    assert_eq!(listed(&s), vec![smol_id()]);
 
     // Copy Gemma in two halves, slowly: the half-written file is never read.
     let bytes = std::fs::read(model(GEMMA_FILE)).unwrap();
@@ -138,32 +130,32 @@ fn a_file_dropped_in_the_folder_is_served_and_a_removed_one_is_drained() {
     f.write_all(&bytes[..bytes.len() / 2]).unwrap();
     f.flush().unwrap();
     std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(listed(&s), vec![smol()], "a copy in progress is not served");
+    assert_eq!(listed(&s), vec![smol_id()], "a copy in progress is not served");
     f.write_all(&bytes[bytes.len() / 2..]).unwrap();
     drop(f);
-    assert!(eventually(Duration::from_secs(15), || listed(&s).contains(&gemma())), "{:?}\n{}", listed(&s), s.log());
+    assert!(eventually(Duration::from_secs(15), || listed(&s).contains(&gemma_id())), "{:?}\n{}", listed(&s), s.log());
     assert_eq!(listed(&s).len(), 2, "no model was made of the half-written file: {:?}", listed(&s));
-    assert_eq!(complete(&s, &gemma()).0, 200);
+    assert_eq!(complete(&s, &gemma_id()).0, 200);
 
     // Removing a file drains its worker and drops the model.
-    assert_eq!(complete(&s, &smol()).0, 200);
-    let pid = s.worker_pid(&smol()).unwrap();
+    assert_eq!(complete(&s, &smol_id()).0, 200);
+    let pid = s.worker_pid(&smol_id()).unwrap();
     std::fs::remove_file(smol_path).unwrap();
-    assert!(eventually(Duration::from_secs(10), || !listed(&s).contains(&smol())));
+    assert!(eventually(Duration::from_secs(10), || !listed(&s).contains(&smol_id())));
     assert!(eventually(Duration::from_secs(10), || !alive(pid)), "the removed model's worker was drained");
-    assert_eq!(complete(&s, &smol()).0, 404);
+    assert_eq!(complete(&s, &smol_id()).0, 404);
 }
 
 #[test]
 fn sighup_reloads_the_config() {
     let dir = both();
     let config = dir.path().join("bucket.toml");
-    std::fs::write(&config, format!("[models.{}]\nids = [\"alpha\"]\n", smol())).unwrap();
+    std::fs::write(&config, format!("[models.{}]\nids = [\"alpha\"]\n", smol_id())).unwrap();
     let mut args = vec!["--config", config.to_str().unwrap()];
     args.extend_from_slice(&SMALL);
     let s = Server::start(dir.path(), &args);
     assert_eq!(s.get("/v1/models/alpha").unwrap().0, 200);
-    std::fs::write(&config, format!("[models.{}]\nids = [\"beta\"]\n", smol())).unwrap();
+    std::fs::write(&config, format!("[models.{}]\nids = [\"beta\"]\n", smol_id())).unwrap();
     signal(s.child.id(), "HUP");
     assert!(eventually(Duration::from_secs(10), || s.get("/v1/models/beta").unwrap().0 == 200));
     assert_eq!(s.get("/v1/models/alpha").unwrap().0, 404);
@@ -183,9 +175,9 @@ fn cpus_allowed(pid: u32) -> String {
 fn sigusr1_restarts_every_worker_one_at_a_time_and_workers_are_spread_over_cores() {
     let dir = both();
     let s = Server::start(dir.path(), &SMALL);
-    assert_eq!(complete(&s, &smol()).0, 200);
-    assert_eq!(complete(&s, &gemma()).0, 200);
-    let (a, b) = (s.worker_pid(&smol()).unwrap(), s.worker_pid(&gemma()).unwrap());
+    assert_eq!(complete(&s, &smol_id()).0, 200);
+    assert_eq!(complete(&s, &gemma_id()).0, 200);
+    let (a, b) = (s.worker_pid(&smol_id()).unwrap(), s.worker_pid(&gemma_id()).unwrap());
     // One thread each (the tests' default): where there are two cores, they get one each.
     let cores = std::thread::available_parallelism().unwrap().get();
     if cores >= 2 {
@@ -198,13 +190,13 @@ fn sigusr1_restarts_every_worker_one_at_a_time_and_workers_are_spread_over_cores
 
     signal(s.child.id(), "USR1");
     let restarted = eventually(Duration::from_secs(60), || {
-        let (pa, pb) = (s.worker_pid(&smol()), s.worker_pid(&gemma()));
+        let (pa, pb) = (s.worker_pid(&smol_id()), s.worker_pid(&gemma_id()));
         pa.is_some_and(|p| p != a) && pb.is_some_and(|p| p != b)
     });
     assert!(restarted, "{}", s.log());
     assert!(!alive(a) && !alive(b));
-    assert_eq!(complete(&s, &smol()).0, 200);
-    assert_eq!(complete(&s, &gemma()).0, 200);
+    assert_eq!(complete(&s, &smol_id()).0, 200);
+    assert_eq!(complete(&s, &gemma_id()).0, 200);
     let v = s.get_json("/admin/workers");
     assert!(
         v["workers"].as_array().unwrap().iter().all(|w| w["restarts"] == 0),
@@ -218,9 +210,9 @@ fn admin_cli_and_metrics() {
     let s = Server::start(dir.path(), &SMALL);
     let url = s.base_url();
     let out = run_ok(&["load", "eden_smollm2_135m", "--url", &url]);
-    assert!(out.contains(&smol()) && out.contains("ready"), "{out}");
+    assert!(out.contains(&smol_id()) && out.contains("ready"), "{out}");
     let ps = run_ok(&["ps", "--url", &url]);
-    assert!(ps.contains(&smol()) && ps.contains("ready") && ps.contains("RAM:"), "{ps}");
+    assert!(ps.contains(&smol_id()) && ps.contains("ready") && ps.contains("RAM:"), "{ps}");
     let v: Value = serde_json::from_str(&run_ok(&["ps", "--json", "--url", &url])).unwrap();
     let w = &v["workers"][0];
     for key in ["pid", "memory_bytes", "slots", "slots_busy", "restarts", "cores", "state"] {
@@ -228,21 +220,21 @@ fn admin_cli_and_metrics() {
     }
     assert_eq!(w["slots"], 2);
 
-    assert_eq!(complete(&s, &smol()).0, 200);
+    assert_eq!(complete(&s, &smol_id()).0, 200);
     assert_eq!(complete(&s, "no-such-model").0, 404);
     let metrics = s.get("/metrics").unwrap().1;
     for needle in [
-        format!("model_bucket_requests_total{{model=\"{}\",endpoint=\"completions\",status=\"200\"}} 1", smol()),
+        format!("model_bucket_requests_total{{model=\"{}\",endpoint=\"completions\",status=\"200\"}} 1", smol_id()),
         "model_bucket_requests_total{model=\"unknown\",endpoint=\"completions\",status=\"404\"} 1".to_string(),
-        format!("model_bucket_completion_tokens_total{{model=\"{}\"}} ", smol()),
-        format!("model_bucket_time_to_first_token_seconds_count{{model=\"{}\"}} 1", smol()),
-        format!("model_bucket_worker_memory_bytes{{model=\"{}\"}}", smol()),
+        format!("model_bucket_completion_tokens_total{{model=\"{}\"}} ", smol_id()),
+        format!("model_bucket_time_to_first_token_seconds_count{{model=\"{}\"}} 1", smol_id()),
+        format!("model_bucket_worker_memory_bytes{{model=\"{}\"}}", smol_id()),
         "model_bucket_ram_budget_bytes".to_string(),
     ] {
         assert!(metrics.contains(&needle), "{needle} not in:\n{metrics}");
     }
 
-    let out = run_ok(&["unload", &smol(), "--url", &url]);
+    let out = run_ok(&["unload", &smol_id(), "--url", &url]);
     assert!(out.contains("draining") || out.contains("unloaded"), "{out}");
     assert!(eventually(Duration::from_secs(10), || s.worker_models().is_empty()));
     let (status, body) = s.post("/admin/models/nope/load", "").unwrap();

@@ -17,10 +17,6 @@ fn pull(hub: &Hub, dir: &Path, args: &[&str]) -> (bool, String, String) {
     run_env(&all, &[("EDEN_HF_ENDPOINT", &hub.url()), ("HF_TOKEN", "")])
 }
 
-fn smol_id() -> String {
-    format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6])
-}
-
 fn identical(a: &Path, b: &Path) -> bool {
     std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
 }
@@ -141,7 +137,7 @@ fn a_pull_through_the_running_server_shows_up_in_v1_models() {
     assert!(events.iter().any(|e| e["status"] == "downloading"), "{events:?}");
     let last = events.last().unwrap();
     assert_eq!(last["status"], "success", "{events:?}");
-    let id = format!("eden_gemma3_270m_{}", &GEMMA_SHA[..6]);
+    let id = gemma_id();
     assert_eq!(last["model"]["id"], id);
     let (status, body) = s.get(&format!("/v1/models/{id}")).unwrap();
     assert_eq!(status, 200, "{body}");

@@ -35,7 +35,7 @@ impl Fake {
 }
 
 fn id() -> String {
-    format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6])
+    smol_id()
 }
 
 fn completion(max: u32) -> String {

@@ -8,14 +8,6 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
-fn smol() -> String {
-    format!("eden_smollm2_135m_{}", &SMOLLM2_SHA[..6])
-}
-
-fn gemma() -> String {
-    format!("eden_gemma3_270m_{}", &GEMMA_SHA[..6])
-}
-
 fn chat(s: &Server, model: &str) -> (u16, Value) {
     let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"Hi"}}],"max_tokens":3}}"#);
     let (status, resp) = s.post("/v1/chat/completions", &body).unwrap();
@@ -54,23 +46,23 @@ memory = ["{}", "eden_smollm2_135m"]
 fragile = ["broken.gguf", "eden_smollm2_135m"]
 nowhere = ["eden_llama3_8b"]
 "#,
-        gemma()
+        gemma_id()
     );
     let s = server_with(dir.path(), &config, &[]);
     // A missing model is skipped.
     let (status, v) = chat(&s, "task:thinking");
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["model"], smol());
-    assert_eq!(chat(&s, "thinking").1["model"], smol(), "a bare task name works too");
+    assert_eq!(v["model"], smol_id());
+    assert_eq!(chat(&s, "thinking").1["model"], smol_id(), "a bare task name works too");
     // Gemma has no chat template: chat skips it, a text completion takes it.
-    assert_eq!(chat(&s, "task:memory").1["model"], smol());
-    assert_eq!(complete(&s, "task:memory").1["model"], gemma());
+    assert_eq!(chat(&s, "task:memory").1["model"], smol_id());
+    assert_eq!(complete(&s, "task:memory").1["model"], gemma_id());
     // A model that fails to load passes the request on, and is skipped from then on.
     let (status, v, _) = complete(&s, "task:fragile");
     assert_eq!(status, 200, "{v}\n{}", s.log());
-    assert_eq!(v["model"], smol());
+    assert_eq!(v["model"], smol_id());
     assert!(s.log().contains("trying the next model of the task"), "{}", s.log());
-    assert_eq!(complete(&s, "task:fragile").1["model"], smol());
+    assert_eq!(complete(&s, "task:fragile").1["model"], smol_id());
     // Nothing to serve with: a clear 503, and nothing leaves the machine.
     let (status, v, _) = complete(&s, "task:nowhere");
     assert_eq!(status, 503, "{v}");
@@ -79,9 +71,9 @@ nowhere = ["eden_llama3_8b"]
     let v = s.get_json("/v1/models");
     let thinking =
         v["data"].as_array().unwrap().iter().find(|m| m["id"] == "task:thinking").expect("tasks listed").clone();
-    assert_eq!(thinking["task"]["serving"], smol());
+    assert_eq!(thinking["task"]["serving"], smol_id());
     assert_eq!(thinking["task"]["chain"][0], "eden_llama3_8b");
-    assert_eq!(s.get_json("/v1/models/task:memory")["task"]["serving"], gemma());
+    assert_eq!(s.get_json("/v1/models/task:memory")["task"]["serving"], gemma_id());
 }
 
 #[test]
@@ -103,22 +95,22 @@ local_first = ["eden_smollm2_135m", "upstream:{gemma}"]
 url = "{url}/v1"
 api_key_env = "TEST_UPSTREAM_KEY"
 "#,
-        gemma = gemma(),
+        gemma = gemma_id(),
         url = upstream.base_url()
     );
     let s = server_with(dir.path(), &config, &[("TEST_UPSTREAM_KEY", "up-secret")]);
 
     let (status, v, head) = complete(&s, "task:remote");
     assert_eq!(status, 200, "{v}\n{}", s.log());
-    assert_eq!(v["model"], gemma(), "answered by the upstream's model");
+    assert_eq!(v["model"], gemma_id(), "answered by the upstream's model");
     assert!(head.contains("x-model-bucket-upstream: 1"), "{head}");
     let body = r#"{"model":"task:remote","prompt":"Once","max_tokens":3,"stream":true}"#;
     let lines: Vec<String> = sse_lines(s.port, "/v1/completions", body, Duration::from_secs(60)).collect();
     assert_eq!(lines.last().map(String::as_str), Some("[DONE]"), "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains(&gemma())), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains(&gemma_id())), "{lines:?}");
 
     let (status, v, head) = complete(&s, "task:local_first");
     assert_eq!(status, 200);
-    assert_eq!(v["model"], smol());
+    assert_eq!(v["model"], smol_id());
     assert!(!head.contains("x-model-bucket-upstream"), "{head}");
 }

@@ -86,13 +86,7 @@ async fn route(
     let config = r.config();
     let chain = match routing::task(&c.model, &config.tasks, cat.resolve(&c.model).is_some()) {
         Some(task) => {
-            let found = routing::candidates(&config.tasks[task], |name| {
-                cat.resolve(name).map(|m| routing::LocalModel {
-                    id: m.id.clone(),
-                    unusable: matches!(r.state(&m.id), crate::registry::State::Failed(_))
-                        || (kind == Kind::Chat && !r.can_chat(m)),
-                })
-            });
+            let found = routing::live_candidates(&r, &config.tasks[task], kind == Kind::Chat);
             if found.is_empty() {
                 return Err(ApiError::unavailable(
                     format!(

@@ -48,13 +48,7 @@ fn model_object(r: &Registry, m: &ModelInfo) -> Value {
 
 /// A task as a model entry: `task:NAME`, its chain, and the model it would use now.
 fn task_object(r: &Registry, name: &str, chain: &[String]) -> Value {
-    let cat = r.catalog();
-    let now = routing::candidates(chain, |n| {
-        cat.resolve(n).map(|m| routing::LocalModel {
-            id: m.id.clone(),
-            unusable: matches!(r.state(&m.id), crate::registry::State::Failed(_)),
-        })
-    });
+    let now = routing::live_candidates(r, chain, false);
     let serving = now.first().map(|c| match c {
         routing::Candidate::Local(id) => id.clone(),
         routing::Candidate::Upstream(m) => format!("{}{m}", model_bucket_shared::config::UPSTREAM_PREFIX),

@@ -40,10 +40,20 @@ impl Registry {
     }
 
     /// Refreshes what each running worker counts against the budget from its resident memory.
+    /// `/proc` is read outside the lock that requests take.
     fn measure(&self) {
+        let pids: Vec<(String, u32)> = {
+            let slots = self.slots.lock().expect("slots lock");
+            slots.iter().filter_map(|(id, s)| Some((id.clone(), s.live.as_ref()?.pid))).collect()
+        };
+        let rss: Vec<(String, u32, u64)> = pids
+            .into_iter()
+            .filter_map(|(id, pid)| Some((id, pid, model_bucket_shared::mem::rss_bytes(Some(pid))?)))
+            .collect();
         let mut slots = self.slots.lock().expect("slots lock");
-        for s in slots.values_mut() {
-            if let Some(rss) = s.live.as_ref().and_then(|l| model_bucket_shared::mem::rss_bytes(Some(l.pid))) {
+        for (id, pid, rss) in rss {
+            // Only if it is still the same process.
+            if let Some(s) = slots.get_mut(&id).filter(|s| s.live.as_ref().is_some_and(|l| l.pid == pid)) {
                 s.bytes = s.estimate.max(rss);
             }
         }

@@ -163,7 +163,8 @@ impl Registry {
                     pid: live.map(|l| l.pid),
                     cores: s.cores.clone(),
                     gpus: live.and_then(|l| l.gpus.clone()),
-                    memory_bytes: live.and_then(|l| model_bucket_shared::mem::rss_bytes(Some(l.pid))),
+                    // Read from /proc below, outside the lock.
+                    memory_bytes: None,
                     budget_bytes: s.bytes,
                     slots: n_slots,
                     slots_busy: active.min(cap),
@@ -179,6 +180,10 @@ impl Registry {
                 }
             })
             .collect();
+        drop(slots);
+        for w in &mut out {
+            w.memory_bytes = w.pid.and_then(|p| model_bucket_shared::mem::rss_bytes(Some(p)));
+        }
         out.sort_by(|a, b| a.model.cmp(&b.model));
         out
     }

@@ -1,7 +1,8 @@
 //! Timed HTTP requests to either server. Model Bucket is driven through its OpenAI endpoint
 //! (`/v1/completions`, usage chunk at the end); llama-server through its native `/completion`
 //! (whose last chunk counts the tokens). Both stream SSE; both ban EOS so every request makes
-//! exactly the tokens asked for.
+//! exactly the tokens asked for, and both are told not to reuse cached prompts: these are the
+//! cold workloads (see `cache.rs` for the warm ones).
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -48,7 +49,7 @@ impl Target {
             Dialect::ModelBucket => (
                 "/v1/completions",
                 format!(
-                    r#"{{"model":"{}","prompt":{prompt},"max_tokens":{n},"temperature":0,"stream":true,"stream_options":{{"include_usage":true}},"logit_bias":{{"{}":-100}}}}"#,
+                    r#"{{"model":"{}","prompt":{prompt},"max_tokens":{n},"temperature":0,"stream":true,"stream_options":{{"include_usage":true}},"logit_bias":{{"{}":-100}},"cache_prompt":false}}"#,
                     self.model.as_deref().unwrap_or(""),
                     self.eos
                 ),

@@ -3,11 +3,12 @@
 //! `docs/BENCHMARKS.md` and its plots.
 //!
 //! ```sh
-//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs]
+//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache]
 //! ```
 //! Without `--llama-server` (or `$LLAMA_SERVER`) it builds llama-server once into
 //! `~/.cache/model-bucket`. Run `scripts/setup` first (binaries and models).
 
+mod cache;
 mod client;
 mod llama;
 mod plot;
@@ -27,6 +28,8 @@ pub struct Opts {
     pub ctx: u32,
     pub rounds: usize,
     pub out: PathBuf,
+    /// Run only the prompt-cache workloads and print their section (no files written).
+    pub only_cache: bool,
 }
 
 fn main() -> Result<()> {
@@ -36,6 +39,7 @@ fn main() -> Result<()> {
         slots: 16,
         ctx: 2048,
         rounds: 3,
+        only_cache: false,
         out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")),
     };
     let mut args = std::env::args().skip(1);
@@ -47,19 +51,25 @@ fn main() -> Result<()> {
             "--slots" => o.slots = val()?.parse()?,
             "--rounds" => o.rounds = val()?.parse()?,
             "--out" => o.out = val()?.into(),
+            "--only-cache" => o.only_cache = true,
             "-h" | "--help" => {
-                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR]");
+                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache]");
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
     let ls = llama::find_or_build(o.llama_server.clone())?;
+    if o.only_cache {
+        println!("{}", cache::markdown(&cache::run(&o, &ls)?));
+        return Ok(());
+    }
     let results = workloads::run(&o, &ls)?;
+    let cached = cache::run(&o, &ls)?;
     std::fs::create_dir_all(&o.out)?;
     plot::throughput(&results, &o.out.join("throughput.png"))?;
     plot::latency(&results, &o.out.join("latency.png"))?;
-    let md = report::markdown(&o, &ls, &results);
+    let md = report::markdown(&o, &ls, &results) + &cache::markdown(&cached);
     std::fs::write(o.out.join("BENCHMARKS.md"), &md)?;
     println!("{md}");
     eprintln!("bench: wrote {}", o.out.join("BENCHMARKS.md").display());

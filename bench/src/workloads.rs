@@ -267,6 +267,8 @@ fn direct_one_token(w: &mut TestWorker, id: u64) {
         max_tokens: Some(1),
         stop: vec![],
         stream: true,
+        // The cold workload: every request prefilled from its first token.
+        cache_prompt: false,
     })));
     loop {
         match w.recv() {

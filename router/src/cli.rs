@@ -83,6 +83,19 @@ pub struct ServeArgs {
     /// Listen on a non-loopback address without an API key (refused otherwise).
     #[arg(long, env = "EDEN_INSECURE_NO_KEY")]
     pub insecure_no_key: bool,
+    /// Host memory each worker keeps for KV states of prompt prefixes pushed out of its slots:
+    /// bytes or a size such as `256MiB`, `0` to turn it off (default: as much as its slots' own
+    /// KV cache). Counted in the worker's memory estimate. A model's `prompt_cache_mib` wins.
+    #[arg(long, env = "EDEN_PROMPT_CACHE")]
+    pub prompt_cache: Option<String>,
+    /// Folder where workers keep prompt prefixes between runs (evictions, restarts, unloads),
+    /// one subfolder per model file, context and build (default: `~/.cache/model-bucket/kv`).
+    #[arg(long, env = "EDEN_KV_CACHE_DIR")]
+    pub kv_cache_dir: Option<std::path::PathBuf>,
+    /// The most `--kv-cache-dir` may hold: bytes or a size such as `4GiB`; `0` turns the disk
+    /// cache off. Least recently used prefixes are removed first.
+    #[arg(long, env = "EDEN_KV_CACHE_MAX", default_value = "4GiB")]
+    pub kv_cache_max: String,
     /// Do not watch the models folder (SIGHUP or `POST /admin/rescan` still rescan).
     #[arg(long, env = "EDEN_NO_WATCH")]
     pub no_watch: bool,

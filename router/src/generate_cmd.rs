@@ -54,6 +54,9 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
         threads: None,
         load_timeout: Duration::from_secs(300),
         load_wait: Duration::from_secs(300),
+        // One prompt, nothing to reuse.
+        prompt_cache: Some(0),
+        kv_cache: None,
     };
     let mut spec = worker_spec(m, &ModelConfig { parallel: None, ..mc }, &defaults);
     spec.ctx = a.ctx.or(spec.ctx);
@@ -69,6 +72,7 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
             max_tokens: Some(a.max_tokens),
             stop: vec![],
             stream: true,
+            cache_prompt: true,
         };
         let id = req.id;
         let mut events = w.client.generate(req);

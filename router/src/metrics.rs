@@ -29,6 +29,14 @@ pub struct RequestLabel {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub model: String,
+    /// Where prompt tokens' KV cells came from: `slot`, `memory` or `disk` (cached), or
+    /// `prefill` (computed).
+    pub source: &'static str,
+}
+
 type Hist = Family<ModelLabel, Histogram, fn() -> Histogram>;
 
 fn ttft_histogram() -> Histogram {
@@ -46,6 +54,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabel, Counter>,
     pub prompt_tokens: Family<ModelLabel, Counter>,
     pub completion_tokens: Family<ModelLabel, Counter>,
+    /// Prompt tokens by where their KV cells came from.
+    pub prompt_sources: Family<SourceLabel, Counter>,
     /// Seconds from the request's arrival to its first token, as the router sees it.
     pub ttft: Hist,
     /// Mean seconds per generated token after the first, one observation per request.
@@ -72,6 +82,7 @@ impl Metrics {
             requests: Family::default(),
             prompt_tokens: Family::default(),
             completion_tokens: Family::default(),
+            prompt_sources: Family::default(),
             ttft: Family::new_with_constructor(ttft_histogram as fn() -> Histogram),
             token_latency: Family::new_with_constructor(token_histogram as fn() -> Histogram),
             restarts: Family::default(),
@@ -86,6 +97,11 @@ impl Metrics {
         prom.register("requests", "Completion requests by model, endpoint and HTTP status", m.requests.clone());
         prom.register("prompt_tokens", "Prompt tokens processed", m.prompt_tokens.clone());
         prom.register("completion_tokens", "Tokens generated", m.completion_tokens.clone());
+        prom.register(
+            "prompt_tokens_by_source",
+            "Prompt tokens served from a cache (slot, memory, disk) or prefilled",
+            m.prompt_sources.clone(),
+        );
         prom.register_with_unit("time_to_first_token", "Time to first token", Unit::Seconds, m.ttft.clone());
         prom.register_with_unit(
             "time_per_output_token",

@@ -17,6 +17,26 @@ use crate::generate_cmd::worker_bin;
 use crate::registry::{Defaults, Limits, Registry};
 use crate::supervisor::budget;
 
+/// The disk cache of prompt prefixes: its folder and limit, or none when the limit is 0.
+fn kv_cache(s: &ServeArgs) -> Result<Option<(std::path::PathBuf, u64)>> {
+    let max = budget::parse_size_or_zero(&s.kv_cache_max).map_err(anyhow::Error::msg).context("--kv-cache-max")?;
+    if max == 0 {
+        return Ok(None);
+    }
+    let dir = match &s.kv_cache_dir {
+        Some(d) => d.clone(),
+        None => match dirs::cache_dir() {
+            Some(c) => c.join("model-bucket").join("kv"),
+            None => {
+                tracing::warn!("no cache folder (no HOME): prompt prefixes are not kept between workers");
+                return Ok(None);
+            }
+        },
+    };
+    tracing::info!(dir = %dir.display(), max = %budget::human(max), "prompt prefixes kept on disk");
+    Ok(Some((dir, max)))
+}
+
 pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
     let (config, dir) = bucket::open(b)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the models folder {}", dir.display()))?;
@@ -36,6 +56,11 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         threads: s.threads,
         load_timeout: Duration::from_secs(s.load_timeout),
         load_wait: Duration::from_secs(s.load_wait),
+        prompt_cache: match &s.prompt_cache {
+            Some(text) => Some(budget::parse_size_or_zero(text).map_err(anyhow::Error::msg).context("--prompt-cache")?),
+            None => None,
+        },
+        kv_cache: kv_cache(&s)?,
     };
     let ram_budget = match &s.ram_budget {
         Some(text) => budget::parse_size(text).map_err(anyhow::Error::msg).context("--ram-budget")?,
@@ -106,10 +131,17 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
             Ok(r) => r.context("server task")?.context("server")?,
             Err(_) => tracing::warn!("in-flight requests did not finish in time"),
         }
+        // Workers write their prompt prefixes to disk as they exit: give them the time to.
+        if tokio::time::timeout(WORKERS_EXIT, registry.workers_gone()).await.is_err() {
+            tracing::warn!("workers did not exit in time");
+        }
         tracing::info!("stopped");
         Ok(())
     })
 }
+
+/// How long the router waits for its workers to exit once its requests are done.
+const WORKERS_EXIT: Duration = Duration::from_secs(5);
 
 /// Tells systemd about a state change; does nothing when not started by systemd.
 fn notify(states: &[sd_notify::NotifyState]) {

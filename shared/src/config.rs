@@ -87,6 +87,9 @@ pub struct ModelConfig {
     pub ttl_secs: Option<u64>,
     /// A chat template name or file for models whose GGUF has none.
     pub chat_template: Option<String>,
+    /// Host memory for prompt prefixes pushed out of the slots, in MiB (0: none; default: as
+    /// much as the slots' own KV cache).
+    pub prompt_cache_mib: Option<u64>,
 }
 
 impl Config {

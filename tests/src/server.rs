@@ -10,6 +10,9 @@ pub struct Server {
     pub child: Child,
     pub port: u16,
     log: tempfile::NamedTempFile,
+    /// Where its workers keep prompt prefixes between runs (a folder of its own, so tests never
+    /// share or touch the user's cache).
+    pub kv_dir: tempfile::TempDir,
 }
 
 impl Server {
@@ -22,19 +25,21 @@ impl Server {
     pub fn start_with_env(models_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let log = tempfile::NamedTempFile::new().expect("log file");
+        let kv_dir = tempfile::tempdir().expect("kv cache folder");
         let child = Command::new(crate::bin("model-bucket"))
             .args(["serve", "--port", &port.to_string(), "--models-dir"])
             .arg(models_dir)
             .args(extra)
             .args(crate::worker::one_thread_unless_asked(extra))
             .env("EDEN_LOG", "info")
+            .env("EDEN_KV_CACHE_DIR", kv_dir.path())
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.reopen().expect("log"))
             .stderr(log.reopen().expect("log"))
             .spawn()
             .expect("spawn model-bucket serve");
-        let mut s = Server { child, port, log };
+        let mut s = Server { child, port, log, kv_dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, _)) = s.get("/health") {

@@ -170,6 +170,7 @@ pub fn greedy(id: u64, prompt: Prompt, max_tokens: u32) -> GenerateRequest {
         max_tokens: Some(max_tokens),
         stop: vec![],
         stream: true,
+        cache_prompt: true,
     }
 }
 

@@ -111,6 +111,25 @@ fn generation_goes_past_the_context_by_shifting() {
 }
 
 #[test]
+fn after_a_context_shift_the_slot_reuses_exactly_what_its_cells_still_hold() {
+    let (mut w, _) = smol(&["--ctx", "256", "--parallel", "1"]);
+    let prompt = user("Write a very long essay about the sea.");
+    w.generate(greedy(1, prompt.clone(), 8));
+    let (before, done) = w.generate(greedy(2, prompt.clone(), 24));
+    let n = done.usage.prompt_tokens;
+    assert_eq!((done.usage.cached_tokens, done.usage.cached_from), (n - 1, Some(CacheTier::Slot)));
+    // A generation far past the context: its cells are shifted several times, keeping the
+    // prompt at the head.
+    let mut long = greedy(3, prompt.clone(), 600);
+    long.sampling.logit_bias = vec![(2, f32::NEG_INFINITY)];
+    assert_eq!(w.generate(long).1.usage.completion_tokens, 600);
+    // The kept head is still reusable, and only it: the answer is the one from before the shifts.
+    let (after, done) = w.generate(greedy(4, prompt, 24));
+    assert_eq!((done.usage.cached_tokens, done.usage.cached_from), (n - 1, Some(CacheTier::Slot)));
+    assert_eq!(after, before);
+}
+
+#[test]
 fn a_prompt_longer_than_the_context_is_a_clear_error() {
     let (mut w, ready) = smol(&["--ctx", "256", "--parallel", "1"]);
     assert_eq!(ready.n_ctx, 256);

@@ -45,4 +45,16 @@ pub struct Args {
     /// Requests allowed to wait for a free slot.
     #[arg(long, default_value_t = 1024)]
     pub max_queue: usize,
+    /// Bytes of host memory for KV states of prompt prefixes pushed out of the slots (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub prompt_cache_bytes: u64,
+    /// Folder for prompt prefixes kept between workers (none: not kept).
+    #[arg(long, requires = "model_sha256")]
+    pub kv_cache_dir: Option<PathBuf>,
+    /// Bytes the whole `--kv-cache-dir` may hold.
+    #[arg(long, default_value_t = 4 << 30)]
+    pub kv_cache_max: u64,
+    /// SHA-256 of the model file, hex: part of the key of files in `--kv-cache-dir`.
+    #[arg(long)]
+    pub model_sha256: Option<String>,
 }

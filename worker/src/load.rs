@@ -12,6 +12,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::Instant;
 
 use crate::args::Args;
+use crate::cache::{self, CacheConfig};
 use crate::engine::template::{self, ChatTemplate};
 use crate::engine::{Command, Engine, EngineConfig};
 
@@ -64,8 +65,21 @@ pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command
     let _ = out.send(FromWorker::Ready(ready));
     // llama.cpp caps the batch at the context size.
     let cfg = EngineConfig { n_ctx_slot, n_batch: ctx.n_batch(), max_queue: args.max_queue };
-    Engine::new(&model, ctx, template, slots, cfg, out).run(cmds);
+    let cache = cache_config(args, n_ctx_slot);
+    Engine::new(&model, ctx, template, slots, cfg, cache, out).run(cmds);
     Ok(())
+}
+
+/// The prompt caches beyond the slots. Files on disk are keyed by everything their KV states
+/// depend on: the model file, the context per slot, the offload and the build.
+fn cache_config(args: &Args, n_ctx_slot: u32) -> CacheConfig {
+    let sha = args.model_sha256.as_deref().unwrap_or_default();
+    let key = format!("model {sha} ctx {n_ctx_slot} gpu_layers {} build {}", args.gpu_layers, cache::build_id());
+    CacheConfig {
+        memory_bytes: usize::try_from(args.prompt_cache_bytes).unwrap_or(usize::MAX),
+        disk: args.kv_cache_dir.clone().filter(|_| !sha.is_empty()).map(|d| (d, args.kv_cache_max)),
+        key,
+    }
 }
 
 /// The template from `--chat-template` (a name or a file), else the GGUF's own, else none.

@@ -6,6 +6,7 @@
 //! Shutdown, when the socket closes, or when the router dies (`PR_SET_PDEATHSIG`).
 
 mod args;
+mod cache;
 mod conn;
 mod engine;
 mod load;

@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::json::JsonRaw;
 use super::openai::{self, ChatRequest, CommonParams, CompletionRequest};
 use super::upstream;
-use crate::metrics::{ModelLabel, RequestLabel};
+use crate::metrics::{ModelLabel, RequestLabel, SourceLabel};
 use crate::registry::{Lease, Registry};
 use crate::routing;
 use crate::worker::Event;
@@ -263,6 +263,14 @@ impl Tally {
         let m = &self.registry.metrics;
         m.prompt_tokens.get_or_create(&self.label).inc_by(d.usage.prompt_tokens as u64);
         m.completion_tokens.get_or_create(&self.label).inc_by(d.usage.completion_tokens as u64);
+        let u = &d.usage;
+        let model = &self.label.model;
+        if let Some(tier) = u.cached_from.filter(|_| u.cached_tokens > 0) {
+            let label = SourceLabel { model: model.clone(), source: tier.as_str() };
+            m.prompt_sources.get_or_create(&label).inc_by(u.cached_tokens as u64);
+        }
+        let prefilled = u.prompt_tokens.saturating_sub(u.cached_tokens) as u64;
+        m.prompt_sources.get_or_create(&SourceLabel { model: model.clone(), source: "prefill" }).inc_by(prefilled);
         if d.usage.completion_tokens > 1 {
             let per_token = d.timings.decode_ms / 1000.0 / (d.usage.completion_tokens - 1) as f64;
             m.token_latency.get_or_create(&self.label).observe(per_token);
@@ -287,6 +295,7 @@ fn usage(d: &DoneInfo) -> Value {
         "prompt_tokens": d.usage.prompt_tokens,
         "completion_tokens": d.usage.completion_tokens,
         "total_tokens": d.usage.prompt_tokens + d.usage.completion_tokens,
+        "prompt_tokens_details": { "cached_tokens": d.usage.cached_tokens },
     })
 }
 
@@ -321,7 +330,12 @@ async fn collect(meta: Meta, mut call: Call, first: Event) -> Result<Response, A
         "model": meta.model,
         "choices": [choice],
         "usage": usage(&done),
-        "timings": { "queue_ms": done.timings.queue_ms, "prompt_ms": done.timings.prompt_ms, "decode_ms": done.timings.decode_ms },
+        "timings": {
+            "queue_ms": done.timings.queue_ms,
+            "prompt_ms": done.timings.prompt_ms,
+            "decode_ms": done.timings.decode_ms,
+            "cache_source": done.usage.cached_from.filter(|_| done.usage.cached_tokens > 0).map(|t| t.as_str()),
+        },
     }))
     .into_response())
 }

@@ -28,6 +28,9 @@ pub struct CommonParams {
     pub repeat_last_n: Option<i32>,
     pub logit_bias: Option<HashMap<String, f32>>,
     pub n: Option<i64>,
+    /// Reuse the cached KV cells of the prompt's longest cached prefix (llama-server's
+    /// `cache_prompt`); default true.
+    pub cache_prompt: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +180,7 @@ pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<Ge
         max_tokens,
         stop,
         stream: c.stream,
+        cache_prompt: c.cache_prompt.unwrap_or(true),
     })
 }
 

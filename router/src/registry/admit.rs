@@ -37,11 +37,10 @@ impl Registry {
         (spec, cores)
     }
 
-    /// Bytes `m`'s worker is expected to need with `spec`.
+    /// Bytes `m`'s worker is expected to need with `spec`, its prompt cache included.
     pub(super) fn estimate(m: &ModelInfo, spec: &WorkerSpec) -> u64 {
-        let ctx_slot =
-            spec.ctx.map(u64::from).unwrap_or_else(|| m.context_length.unwrap_or(DEFAULT_CTX).min(DEFAULT_CTX));
-        budget::estimate(m.size_bytes, m.kv_bytes_per_token, m.n_vocab, ctx_slot * spec.parallel as u64)
+        let ctx = ctx_slot(m, spec.ctx) * spec.parallel as u64;
+        budget::estimate(m.size_bytes, m.kv_bytes_per_token, m.n_vocab, ctx).saturating_add(spec.prompt_cache)
     }
 
     /// What the planner needs to know about every worker but `except`.
@@ -141,4 +140,10 @@ impl Registry {
     fn is_stopped(&self, id: &str) -> bool {
         self.slots.lock().expect("slots lock").get(id).is_none_or(|s| s.life.phase == Phase::Stopped)
     }
+}
+
+/// Context per slot of `m`'s worker, in tokens: the configured one, else the model's, at most
+/// [`DEFAULT_CTX`] (as the worker decides).
+pub(super) fn ctx_slot(m: &ModelInfo, configured: Option<u32>) -> u64 {
+    configured.map(u64::from).unwrap_or_else(|| m.context_length.unwrap_or(DEFAULT_CTX).min(DEFAULT_CTX))
 }

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::http::error::ApiError;
 use crate::metrics::Metrics;
+use crate::supervisor::budget;
 use crate::supervisor::lifecycle::{Effect, Event, Lifecycle, Phase, Policy};
 use crate::worker::client::WorkerClient;
 use crate::worker::WorkerSpec;
@@ -41,6 +42,10 @@ pub struct Defaults {
     pub load_timeout: Duration,
     /// Longest a request waits for its model to load before a 503.
     pub load_wait: Duration,
+    /// Bytes of each worker's host-memory prompt cache; `None`: its slots' KV size.
+    pub prompt_cache: Option<u64>,
+    /// Folder and byte limit of the prompt prefixes kept on disk; `None`: not kept.
+    pub kv_cache: Option<(PathBuf, u64)>,
 }
 
 /// Memory and time limits of the whole server.
@@ -72,6 +77,13 @@ pub fn worker_spec(m: &ModelInfo, mc: &ModelConfig, d: &Defaults) -> WorkerSpec 
         gpu_layers: mc.gpu_layers.unwrap_or(0),
         chat_template: mc.chat_template.clone(),
         load_timeout: d.load_timeout,
+        // By default as much again as the slots' own KV cache.
+        prompt_cache: mc.prompt_cache_mib.map(|mib| mib << 20).or(d.prompt_cache).unwrap_or_else(|| {
+            let ctx = admit::ctx_slot(m, mc.ctx.or(d.ctx));
+            budget::kv_bytes(m.size_bytes, m.kv_bytes_per_token, ctx * mc.parallel.unwrap_or(d.parallel) as u64)
+        }),
+        model_sha256: m.sha256.clone(),
+        kv_cache: d.kv_cache.clone(),
     }
 }
 
@@ -364,6 +376,16 @@ impl Registry {
         self.metrics.evictions.get_or_create(&crate::metrics::ModelLabel::new(id)).inc();
         self.step_locked(slot, Event::Stop);
         true
+    }
+
+    /// Waits until no worker process is left (each has exited and been reaped).
+    pub async fn workers_gone(&self) {
+        loop {
+            if self.slots.lock().expect("slots lock").values().all(|s| s.live.is_none()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Asks every worker to finish its requests within the drain grace and exit; no new ones start.

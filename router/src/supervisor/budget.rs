@@ -36,6 +36,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Like [`parse_size`], but `0` is allowed (it turns a feature off).
+pub fn parse_size_or_zero(s: &str) -> Result<u64, String> {
+    if s.trim() == "0" {
+        return Ok(0);
+    }
+    parse_size(s)
+}
+
 /// The default budget: three quarters of `total` (the machine's memory, or a cgroup limit),
 /// leaving room for the router, the page cache and everything else on the machine.
 pub fn default_budget(total: u64) -> u64 {
@@ -48,12 +56,18 @@ pub fn default_budget(total: u64) -> u64 {
 /// `kv_bytes_per_token` and `n_vocab` come from the GGUF header; when unknown the KV cache is
 /// guessed at a tenth of the file per 4096 tokens.
 pub fn estimate(file_bytes: u64, kv_bytes_per_token: Option<u64>, n_vocab: Option<u64>, ctx_tokens: u64) -> u64 {
-    let kv = match kv_bytes_per_token {
-        Some(b) => b.saturating_mul(ctx_tokens),
-        None => file_bytes / 10 * ctx_tokens.div_ceil(4096),
-    };
+    let kv = kv_bytes(file_bytes, kv_bytes_per_token, ctx_tokens);
     let compute = WORKER_BASE_BYTES + n_vocab.unwrap_or(128_000) * BYTES_PER_VOCAB_ENTRY;
     file_bytes.saturating_add(kv).saturating_add(compute)
+}
+
+/// Bytes of an f16 KV cache for `ctx_tokens` tokens; guessed at a tenth of the file per 4096
+/// tokens when the header does not give the attention shape.
+pub fn kv_bytes(file_bytes: u64, kv_bytes_per_token: Option<u64>, ctx_tokens: u64) -> u64 {
+    match kv_bytes_per_token {
+        Some(b) => b.saturating_mul(ctx_tokens),
+        None => file_bytes / 10 * ctx_tokens.div_ceil(4096),
+    }
 }
 
 /// A worker as the planner sees it.

@@ -32,6 +32,12 @@ pub struct WorkerSpec {
     pub chat_template: Option<String>,
     /// Longest wait for the worker to connect and load.
     pub load_timeout: Duration,
+    /// Bytes of its host-memory prompt cache (0: none).
+    pub prompt_cache: u64,
+    /// SHA-256 of the model file: keys the prompt prefixes it keeps on disk.
+    pub model_sha256: String,
+    /// Folder and byte limit of the prompt prefixes kept on disk.
+    pub kv_cache: Option<(PathBuf, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +95,11 @@ pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, SpawnError> {
     }
     if let Some(t) = &spec.chat_template {
         cmd.arg("--chat-template").arg(t);
+    }
+    cmd.arg("--prompt-cache-bytes").arg(spec.prompt_cache.to_string());
+    if let Some((dir, max)) = &spec.kv_cache {
+        cmd.arg("--kv-cache-dir").arg(dir).arg("--kv-cache-max").arg(max.to_string());
+        cmd.arg("--model-sha256").arg(&spec.model_sha256);
     }
     if let Some(g) = &spec.gpus {
         let list: Vec<String> = g.iter().map(u32::to_string).collect();

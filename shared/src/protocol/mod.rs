@@ -13,7 +13,7 @@ pub mod frame;
 use serde::{Deserialize, Serialize};
 
 /// Version of the message set below. Both sides must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Exit code of a worker whose peer spoke another protocol version.
 pub const EXIT_PROTOCOL_MISMATCH: i32 = 3;
@@ -164,6 +164,9 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// `true`: text arrives as it is generated; `false`: in one `Tokens` before `Done`.
     pub stream: bool,
+    /// Start from the longest cached prefix of the prompt (slot, memory or disk). `false`
+    /// prefills the whole prompt; the output is the same either way.
+    pub cache_prompt: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +182,31 @@ pub enum FinishReason {
 pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// Prompt tokens that were not prefilled because their KV cells were cached.
+    pub cached_tokens: u32,
+    /// Where those came from (`None` when `cached_tokens` is 0).
+    pub cached_from: Option<CacheTier>,
+}
+
+/// Where a request's cached prompt prefix came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CacheTier {
+    /// The cells its slot still held from an earlier request.
+    Slot,
+    /// The worker's host-memory cache.
+    Memory,
+    /// A file written by an earlier worker for the same model.
+    Disk,
+}
+
+impl CacheTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheTier::Slot => "slot",
+            CacheTier::Memory => "memory",
+            CacheTier::Disk => "disk",
+        }
+    }
 }
 
 /// Where a request's time went, in ms.

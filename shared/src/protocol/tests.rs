@@ -17,6 +17,7 @@ fn every_to_worker() -> Vec<ToWorker> {
             max_tokens: Some(16),
             stop: vec!["\n\n".into(), "END".into()],
             stream: true,
+            cache_prompt: true,
         })),
         ToWorker::Generate(Box::new(GenerateRequest {
             id: RequestId(u64::MAX),
@@ -25,6 +26,7 @@ fn every_to_worker() -> Vec<ToWorker> {
             max_tokens: None,
             stop: vec![],
             stream: false,
+            cache_prompt: false,
         })),
         ToWorker::Cancel { id: RequestId(3) },
         ToWorker::Health,
@@ -46,7 +48,12 @@ fn every_from_worker() -> Vec<FromWorker> {
         FromWorker::Done(Box::new(DoneInfo {
             id: RequestId(1),
             finish: FinishReason::Length,
-            usage: Usage { prompt_tokens: 41, completion_tokens: 16 },
+            usage: Usage {
+                prompt_tokens: 41,
+                completion_tokens: 16,
+                cached_tokens: 30,
+                cached_from: Some(CacheTier::Disk),
+            },
             timings: Timings { queue_ms: 0.5, prompt_ms: 50.0, decode_ms: 150.25 },
         })),
         FromWorker::Error { id: Some(RequestId(2)), kind: ErrorKind::PromptTooLong, message: "too long".into() },
@@ -125,6 +132,7 @@ fn oversized_frames_are_refused_before_allocation() {
         max_tokens: None,
         stop: vec![],
         stream: true,
+        cache_prompt: true,
     }));
     assert!(encode_into(&huge, &mut Vec::new()).is_err());
 }

@@ -74,7 +74,7 @@ fn main() {
                     FromWorker::Done(Box::new(DoneInfo {
                         id: req.id,
                         finish: FinishReason::Length,
-                        usage: Usage { prompt_tokens: 1, completion_tokens: n },
+                        usage: Usage { prompt_tokens: 1, completion_tokens: n, ..Default::default() },
                         timings: Timings::default(),
                     })),
                 );

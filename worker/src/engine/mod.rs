@@ -3,11 +3,15 @@
 //!
 //! Each step puts one token of every generating sequence plus prompt chunks of newly admitted
 //! ones into a single batch, decodes it once, and samples every sequence that produced logits.
-//! A request that arrives while others run is admitted into a free slot at the next step; one
-//! that finishes frees its slot and KV cells at once. Requests beyond the slots wait in a
-//! bounded queue. A sequence that reaches its context is shifted (prompt head kept, the oldest
-//! half of the rest dropped) so generation has no limit but `max_tokens`.
+//! A request that arrives while others run is admitted into a free slot at the next step: the
+//! free slot whose cells share the longest prefix with its prompt, so only the rest is
+//! prefilled (see [`prefix`]). One that finishes frees its slot at once but leaves its tokens
+//! in the cells for the next request. Requests beyond the slots wait in a bounded queue. A
+//! sequence that reaches its context is shifted (prompt head kept, the oldest half of the rest
+//! dropped) so generation has no limit but `max_tokens`.
 
+mod prefix;
+pub mod reuse;
 mod sampler;
 mod slot;
 pub mod template;
@@ -24,6 +28,11 @@ use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
+use crate::cache::disk::DiskCache;
+use crate::cache::memory::MemoryCache;
+use crate::cache::CacheConfig;
+use prefix::Cells;
+use reuse::{choose_slot, FreeSlot};
 use slot::{Active, Queued};
 use template::ChatTemplate;
 use text::Pushed;
@@ -58,6 +67,12 @@ pub struct Engine<'m> {
     template: Option<ChatTemplate>,
     cfg: EngineConfig,
     slots: Vec<Option<Active>>,
+    /// What each slot's KV sequence holds, requests or not.
+    cells: Vec<Cells>,
+    /// Counts slot admissions; orders uses for the caches.
+    tick: u64,
+    memory: MemoryCache,
+    disk: Option<DiskCache>,
     queue: VecDeque<Queued>,
     batch: LlamaBatch<'static>,
     out: Sender<FromWorker>,
@@ -74,15 +89,27 @@ impl<'m> Engine<'m> {
         template: Option<ChatTemplate>,
         slots: u32,
         cfg: EngineConfig,
+        cache: CacheConfig,
         out: Sender<FromWorker>,
     ) -> Engine<'m> {
         let batch = LlamaBatch::new(cfg.n_batch as usize, slots as i32);
+        let disk = cache.disk.and_then(|(root, max)| match DiskCache::open(&root, cache.key, max) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::warn!(root = %root.display(), error = %e, "prompt cache on disk unavailable");
+                None
+            }
+        });
         Engine {
             model,
             ctx,
             template,
             cfg,
             slots: (0..slots).map(|_| None).collect(),
+            cells: (0..slots).map(|_| Cells::default()).collect(),
+            tick: 0,
+            memory: MemoryCache::new(cache.memory_bytes),
+            disk,
             queue: VecDeque::new(),
             batch,
             out,
@@ -91,8 +118,14 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Runs until the command channel closes or a shutdown completes.
+    /// Runs until the command channel closes or a shutdown completes, then writes the most
+    /// valuable cached prefixes to disk.
     pub fn run(mut self, rx: Receiver<Command>) {
+        self.serve(rx);
+        self.persist();
+    }
+
+    fn serve(&mut self, rx: Receiver<Command>) {
         loop {
             let busy = self.busy();
             if !busy {
@@ -214,7 +247,7 @@ impl<'m> Engine<'m> {
     fn cancel(&mut self, id: RequestId) {
         if let Some(pos) = self.queue.iter().position(|q| q.req.id == id) {
             let q = self.queue.remove(pos).expect("position is valid");
-            let usage = Usage { prompt_tokens: q.tokens.len() as u32, completion_tokens: 0 };
+            let usage = Usage { prompt_tokens: q.tokens.len() as u32, ..Default::default() };
             self.send(FromWorker::Done(Box::new(DoneInfo {
                 id,
                 finish: FinishReason::Cancelled,
@@ -239,14 +272,22 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Moves queued requests into free slots.
+    /// Moves queued requests into free slots, each to the slot that holds most of its prompt.
     fn admit(&mut self) {
-        for i in 0..self.slots.len() {
-            if self.slots[i].is_none() {
-                let Some(q) = self.queue.pop_front() else { return };
-                let sampler = sampler::build(&q.req.sampling, self.model);
-                self.slots[i] = Some(Active::new(q, sampler, self.cfg.n_ctx_slot));
-            }
+        while let Some(q) = self.queue.front() {
+            let free = (0..self.slots.len()).filter(|&i| self.slots[i].is_none()).map(|i| FreeSlot {
+                index: i,
+                cached: &self.cells[i].tokens,
+                used: self.cells[i].used,
+            });
+            // A request that will not reuse a prefix takes the least recently used slot, leaving
+            // the others' prefixes to requests that will.
+            let key: &[_] = if q.req.cache_prompt { &q.tokens } else { &[] };
+            let Some((i, _)) = choose_slot(free, key) else { return };
+            let q = self.queue.pop_front().expect("front exists");
+            let (kept, tier) = self.prepare(i, &q.tokens, q.req.cache_prompt);
+            let sampler = sampler::build(&q.req.sampling, self.model);
+            self.slots[i] = Some(Active::new(q, sampler, self.cfg.n_ctx_slot, kept, tier));
         }
     }
 
@@ -259,10 +300,10 @@ impl<'m> Engine<'m> {
             let Some(a) = self.slots[i].as_mut() else { continue };
             let Some(tok) = a.last else { continue };
             if a.n_past >= n_ctx {
-                if let Err(e) = shift(&mut self.ctx, i as i32, a) {
+                if let Err(e) = shift(&mut self.ctx, i as i32, a, &mut self.cells[i].tokens) {
                     let id = a.id;
                     self.slots[i] = None;
-                    let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                    self.clear(i);
                     self.error(id, ErrorKind::Internal, format!("context shift failed: {e}"));
                     continue;
                 }
@@ -270,6 +311,7 @@ impl<'m> Engine<'m> {
             let a = self.slots[i].as_mut().expect("still active");
             a.logits_at = Some(self.batch.n_tokens());
             self.batch.add(tok, a.n_past, &[i as i32], true).expect("one token per slot fits the batch");
+            self.cells[i].tokens.push(tok);
             a.n_past += 1;
         }
         // Then prompt chunks, as many as the batch holds.
@@ -291,6 +333,7 @@ impl<'m> Engine<'m> {
                 }
                 self.batch.add(tok, pos, &[i as i32], last).expect("chunk sized to the batch");
             }
+            self.cells[i].tokens.extend_from_slice(&a.prompt[a.n_fed..end]);
             a.n_fed = end;
             a.n_past = end as i32;
         }
@@ -299,9 +342,10 @@ impl<'m> Engine<'m> {
         }
         if let Err(e) = self.ctx.decode(&mut self.batch) {
             tracing::error!(error = %e, "decode failed");
+            // What the cells hold is unknown now: forget every slot's cache.
             for i in 0..self.slots.len() {
+                self.clear(i);
                 if let Some(a) = self.slots[i].take() {
-                    let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
                     self.error(a.id, ErrorKind::Internal, format!("llama.cpp decode failed: {e}"));
                 }
             }
@@ -341,10 +385,10 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Ends the request in slot `i`: flushes its text, sends `Done`, frees its KV cells.
+    /// Ends the request in slot `i`: flushes its text and sends `Done`. Its cells stay, for the
+    /// next request that shares their prefix.
     fn finish(&mut self, i: usize, finish: FinishReason) {
         let Some(mut a) = self.slots[i].take() else { return };
-        let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
         a.text.finish(&mut a.unsent);
         if !a.unsent.is_empty() || a.unsent_tokens > 0 {
             self.send(FromWorker::Tokens { id: a.id, text: std::mem::take(&mut a.unsent), n_tokens: a.unsent_tokens });
@@ -354,7 +398,12 @@ impl<'m> Engine<'m> {
         self.send(FromWorker::Done(Box::new(DoneInfo {
             id: a.id,
             finish,
-            usage: Usage { prompt_tokens: a.prompt.len() as u32, completion_tokens: a.n_gen },
+            usage: Usage {
+                prompt_tokens: a.prompt.len() as u32,
+                completion_tokens: a.n_gen,
+                cached_tokens: a.cached as u32,
+                cached_from: a.cached_from,
+            },
             timings: Timings {
                 queue_ms: ms(a.admitted - a.enqueued),
                 prompt_ms: ms(first - a.admitted),
@@ -365,8 +414,13 @@ impl<'m> Engine<'m> {
 }
 
 /// Makes room in slot `seq`'s context: keeps the first `n_keep` tokens, drops the oldest half
-/// of the rest and moves the remainder down.
-fn shift(ctx: &mut LlamaContext<'_>, seq: i32, a: &mut Active) -> Result<(), String> {
+/// of the rest and moves the remainder down; `cached` (the sequence's tokens) follows the cells.
+fn shift(
+    ctx: &mut LlamaContext<'_>,
+    seq: i32,
+    a: &mut Active,
+    cached: &mut Vec<llama_cpp_2::token::LlamaToken>,
+) -> Result<(), String> {
     let n_left = a.n_past - a.n_keep;
     let n_discard = n_left / 2;
     if n_discard <= 0 {
@@ -375,7 +429,9 @@ fn shift(ctx: &mut LlamaContext<'_>, seq: i32, a: &mut Active) -> Result<(), Str
     let (keep, cut, past) = (a.n_keep as u32, (a.n_keep + n_discard) as u32, a.n_past as u32);
     ctx.kv_cache_seq_rm(seq, Some(keep), Some(cut)).map_err(|e| e.to_string())?;
     ctx.kv_cache_seq_add(seq, Some(cut), Some(past), -n_discard).map_err(|e| e.to_string())?;
+    cached.drain(keep as usize..cut as usize);
     a.n_past -= n_discard;
+    debug_assert_eq!(cached.len(), a.n_past as usize);
     tracing::debug!(seq, n_keep = a.n_keep, n_discard, "context shifted");
     Ok(())
 }

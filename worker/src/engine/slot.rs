@@ -2,7 +2,7 @@
 
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use model_bucket_shared::protocol::{GenerateRequest, RequestId};
+use model_bucket_shared::protocol::{CacheTier, GenerateRequest, RequestId};
 use std::time::Instant;
 
 use super::text::TextOut;
@@ -39,6 +39,9 @@ pub struct Active {
     /// Generated tokens not yet reported in a `Tokens` message.
     pub unsent_tokens: u32,
     pub n_gen: u32,
+    /// Prompt tokens that were already in the cells at admission, and where they came from.
+    pub cached: usize,
+    pub cached_from: Option<CacheTier>,
     pub max_tokens: Option<u32>,
     pub enqueued: Instant,
     pub admitted: Instant,
@@ -46,7 +49,14 @@ pub struct Active {
 }
 
 impl Active {
-    pub fn new(q: Queued, sampler: LlamaSampler, n_ctx_slot: u32) -> Active {
+    /// A request admitted into a slot whose cells already hold its first `cached` tokens.
+    pub fn new(
+        q: Queued,
+        sampler: LlamaSampler,
+        n_ctx_slot: u32,
+        cached: usize,
+        cached_from: Option<CacheTier>,
+    ) -> Active {
         let n_prompt = q.tokens.len() as i32;
         Active {
             id: q.req.id,
@@ -54,8 +64,8 @@ impl Active {
             // The prompt head survives context shifts, but never more than half the context.
             n_keep: n_prompt.min(n_ctx_slot as i32 / 2),
             prompt: q.tokens,
-            n_fed: 0,
-            n_past: 0,
+            n_fed: cached,
+            n_past: cached as i32,
             last: None,
             logits_at: None,
             sampler,
@@ -63,6 +73,8 @@ impl Active {
             unsent: String::new(),
             unsent_tokens: 0,
             n_gen: 0,
+            cached,
+            cached_from,
             max_tokens: q.req.max_tokens,
             enqueued: q.enqueued,
             admitted: Instant::now(),

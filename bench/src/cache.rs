@@ -1,0 +1,264 @@
+//! Workloads where requests resend what they sent before, as an agent daemon does: a growing
+//! conversation, several tasks with long system prompts sharing a few slots, and a task that
+//! comes back after its model was swapped out. llama-server runs on its defaults (prompt cache
+//! on, its host-memory cache at its default size); both get the same model, threads, slots and
+//! context per slot.
+
+use anyhow::{Context, Result};
+use model_bucket_tests::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::llama::LlamaServer;
+use crate::workloads::median;
+use crate::Opts;
+
+/// Slots of both servers in these workloads.
+pub const SLOTS: u32 = 4;
+/// Context per slot: room for the longest conversation.
+const CTX: u32 = 4096;
+/// Turns of the conversation; the first is a cold prefill and is not counted.
+pub const TURNS: usize = 8;
+/// Tasks sharing [`SLOTS`] slots.
+pub const TASKS: usize = 6;
+/// Tokens of each answer (EOS banned).
+const ANSWER: u32 = 24;
+/// SmolLM2's end of turn, banned so every answer has [`ANSWER`] tokens.
+const EOS: i32 = 2;
+
+#[derive(Debug, Default)]
+pub struct CacheResults {
+    /// Time to first token of turns 2.., ms: (Model Bucket, llama-server).
+    pub multi_turn: (Vec<f64>, Vec<f64>),
+    /// Share of those turns' prompt tokens served from a cache.
+    pub multi_turn_share: (f64, f64),
+    /// Time to first token after the first round, ms.
+    pub agents: (Vec<f64>, Vec<f64>),
+    pub agents_share: (f64, f64),
+    /// Model Bucket only: time to first token of a task's return after its model was evicted,
+    /// s, with the prompt cache and with `cache_prompt: false` (a cold prefill after the same
+    /// reload).
+    pub swap_return: Vec<f64>,
+    pub swap_cold: Vec<f64>,
+    pub swap_share: f64,
+}
+
+/// One streamed chat answer.
+struct Turn {
+    ttft_ms: f64,
+    text: String,
+    prompt: u64,
+    cached: u64,
+}
+
+/// A chat endpoint: Model Bucket's, or llama-server's OpenAI one.
+struct Chat {
+    port: u16,
+    model: Option<String>,
+}
+
+impl Chat {
+    fn ask(&self, messages: &Value, cache: bool) -> Result<Turn> {
+        let mut body = json!({
+            "messages": messages, "max_tokens": ANSWER, "temperature": 0, "stream": true,
+            "stream_options": { "include_usage": true }, "logit_bias": { EOS.to_string(): -100 },
+            "cache_prompt": cache,
+        });
+        if let Some(m) = &self.model {
+            body["model"] = json!(m);
+        }
+        let body = body.to_string();
+        let start = Instant::now();
+        let c = server::open(self.port, "POST", "/v1/chat/completions", "", &body, Some(Duration::from_secs(600)))?;
+        let mut r = BufReader::new(c);
+        let mut status = String::new();
+        r.read_line(&mut status)?;
+        anyhow::ensure!(status.contains(" 200 "), "chat: {status}");
+        let (mut first, mut text, mut prompt, mut cached) = (None, String::new(), 0, 0);
+        for line in r.lines() {
+            let line = line?;
+            let Some(data) = line.strip_prefix("data: ") else { continue };
+            if data == "[DONE]" {
+                break;
+            }
+            let v: Value = serde_json::from_str(data)?;
+            if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+                if !t.is_empty() {
+                    first.get_or_insert(start.elapsed());
+                    text.push_str(t);
+                }
+            }
+            if let Some(p) = v["usage"]["prompt_tokens"].as_u64() {
+                prompt = p;
+                cached = v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0);
+            }
+            // llama-server reports its reuse in its own timings.
+            if let Some(n) = v["timings"]["cache_n"].as_u64() {
+                cached = n;
+                prompt = n + v["timings"]["prompt_n"].as_u64().unwrap_or(0);
+            }
+        }
+        let first = first.context("no text in the answer")?;
+        Ok(Turn { ttft_ms: first.as_secs_f64() * 1000.0, text, prompt, cached })
+    }
+}
+
+/// A ~400-token system prompt for task `k`.
+fn system(k: usize, words: usize) -> String {
+    let duties = [
+        "plans the day",
+        "parses intents",
+        "writes shell commands",
+        "condenses memories",
+        "answers questions",
+        "watches the sensors",
+    ];
+    let mut s =
+        format!("You are part {k} of a home daemon; you {}. Follow these rules exactly. ", duties[k % duties.len()]);
+    let mut i = 0;
+    while s.split_whitespace().count() < words {
+        s.push_str(&format!(
+            "Rule {i} of part {k}: keep every answer short, exact and free of guesses about device {}. ",
+            i * 7 + k
+        ));
+        i += 1;
+    }
+    s
+}
+
+/// A ~60-token user message.
+fn user(turn: usize) -> String {
+    format!(
+        "Turn {turn}: the kitchen light went off at {turn}:15, the door sensor reported twice, and the heating asked for {} degrees. What should the daemon do next, in one short sentence?",
+        18 + turn
+    )
+}
+
+fn share(turns: &[Turn]) -> f64 {
+    let (p, c) = turns.iter().fold((0, 0), |(p, c), t| (p + t.prompt, c + t.cached));
+    c as f64 / p.max(1) as f64
+}
+
+pub fn run(o: &Opts, ls_bin: &Path) -> Result<CacheResults> {
+    let mut r = CacheResults::default();
+    let dir = tempfile::tempdir()?;
+    link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
+    let t = o.threads.to_string();
+    let (slots, ctx) = (SLOTS.to_string(), CTX.to_string());
+    let mb = Server::start(dir.path(), &["--threads", &t, "--parallel", &slots, "--ctx", &ctx]);
+    let ls = LlamaServer::start(ls_bin, Some(&model(SMOLLM2_FILE)), None, o.threads, SLOTS, CTX)?;
+    let targets = [Chat { port: mb.port, model: Some(smol_id()) }, Chat { port: ls.port, model: None }];
+
+    eprintln!("bench: multi-turn conversation ({TURNS} turns)");
+    let mut histories = [0, 1].map(|_| vec![json!({ "role": "system", "content": system(0, 300) })]);
+    let mut counted: [Vec<Turn>; 2] = [Vec::new(), Vec::new()];
+    for turn in 0..TURNS {
+        for (k, target) in targets.iter().enumerate() {
+            histories[k].push(json!({ "role": "user", "content": user(turn) }));
+            let a = target.ask(&Value::Array(histories[k].clone()), true)?;
+            histories[k].push(json!({ "role": "assistant", "content": a.text }));
+            if turn > 0 {
+                counted[k].push(a);
+            }
+        }
+    }
+    r.multi_turn = (counted[0].iter().map(|t| t.ttft_ms).collect(), counted[1].iter().map(|t| t.ttft_ms).collect());
+    r.multi_turn_share = (share(&counted[0]), share(&counted[1]));
+
+    let rounds = o.rounds.max(2) + 1;
+    eprintln!("bench: {TASKS} agents on {SLOTS} slots, {rounds} rounds");
+    let mut counted: [Vec<Turn>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for task in 0..TASKS {
+            let messages = json!([
+                { "role": "system", "content": system(task + 1, 380) },
+                { "role": "user", "content": user(round) },
+            ]);
+            for (k, target) in targets.iter().enumerate() {
+                let a = target.ask(&messages, true)?;
+                if round > 0 {
+                    counted[k].push(a);
+                }
+            }
+        }
+    }
+    r.agents = (counted[0].iter().map(|t| t.ttft_ms).collect(), counted[1].iter().map(|t| t.ttft_ms).collect());
+    r.agents_share = (share(&counted[0]), share(&counted[1]));
+    drop(mb);
+    drop(ls);
+
+    eprintln!("bench: a task coming back after its model was swapped out");
+    let both = tempfile::tempdir()?;
+    link_model(SMOLLM2_FILE, both.path(), SMOLLM2_FILE);
+    link_model(GEMMA_FILE, both.path(), GEMMA_FILE);
+    let mb =
+        Server::start(both.path(), &["--threads", &t, "--parallel", "1", "--ctx", "1536", "--ram-budget", "400MiB"]);
+    let chat = Chat { port: mb.port, model: Some(smol_id()) };
+    let messages = json!([
+        { "role": "system", "content": system(9, 800) },
+        { "role": "user", "content": user(1) },
+    ]);
+    let other = json!({ "model": gemma_id(), "prompt": "The capital of France is", "max_tokens": 2 }).to_string();
+    let mut returns = Vec::new();
+    chat.ask(&messages, true)?;
+    for round in 0..o.rounds.max(2) * 2 {
+        let cache = round % 2 == 0;
+        anyhow::ensure!(mb.post("/v1/completions", &other)?.0 == 200, "the other model failed");
+        anyhow::ensure!(mb.worker_models() == vec![gemma_id()], "the budget did not evict SmolLM2");
+        let a = chat.ask(&messages, cache)?;
+        if cache {
+            r.swap_return.push(a.ttft_ms / 1000.0);
+            returns.push(a);
+        } else {
+            r.swap_cold.push(a.ttft_ms / 1000.0);
+        }
+    }
+    r.swap_share = share(&returns);
+    Ok(r)
+}
+
+/// The report's section, and the goals' verdicts.
+pub fn markdown(r: &CacheResults) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "## Prompt cache\n");
+    let _ = writeln!(
+        s,
+        "Requests that resend what they sent before, as Gesher-El does all day. Both servers on their defaults (llama-server reuses slot prefixes and keeps a host-memory prompt cache; Model Bucket reuses slot prefixes, keeps a host-memory cache and writes prefixes to disk when a worker stops), SmolLM2, {SLOTS} slots, {CTX} tokens of context per slot, chat through `/v1/chat/completions`, {ANSWER}-token answers, alternating request by request. Times to first token are medians; the cached share is the part of those requests' prompt tokens that was not prefilled.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| workload | Model Bucket | llama-server | ratio | cached share (MB / llama-server) |\n|---|---|---|---|---|"
+    );
+    let (a, b) = (median(&r.multi_turn.0), median(&r.multi_turn.1));
+    let _ = writeln!(
+        s,
+        "| multi-turn: ~400-token system prompt, {TURNS} turns resending the history, turns 2–{TURNS} (ms) | {a:.1} | {b:.1} | {:.2}× | {:.0}% / {:.0}% |",
+        a / b,
+        r.multi_turn_share.0 * 100.0,
+        r.multi_turn_share.1 * 100.0
+    );
+    let (c, d) = (median(&r.agents.0), median(&r.agents.1));
+    let _ = writeln!(
+        s,
+        "| agents: {TASKS} tasks with ~500-token system prompts, round-robin on {SLOTS} slots, after round 1 (ms) | {c:.1} | {d:.1} | {:.2}× | {:.0}% / {:.0}% |",
+        c / d,
+        r.agents_share.0 * 100.0,
+        r.agents_share.1 * 100.0
+    );
+    let (e, f) = (median(&r.swap_return), median(&r.swap_cold));
+    let _ = writeln!(
+        s,
+        "| come back after a swap: ~1,000-token task on SmolLM2, evicted by a Gemma request under a one-model budget, then asked again (s, reload included) | {e:.2} | cold prefill after the same reload: {f:.2} | {:.2}× | {:.0}% / – |\n",
+        e / f,
+        r.swap_share * 100.0
+    );
+    let _ = writeln!(s, "| goal | this run | |\n|---|---|---|");
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    let _ = writeln!(s, "| multi-turn ≤ 1.0× llama-server | {:.2}× | {} |", a / b, verdict(a / b <= 1.0));
+    let _ = writeln!(s, "| agents ≤ 1.0× llama-server | {:.2}× | {} |", c / d, verdict(c / d <= 1.0));
+    let _ = writeln!(s, "| return after a swap ≤ 0.3× a cold prefill | {:.2}× | {} |\n", e / f, verdict(e / f <= 0.3));
+    s
+}

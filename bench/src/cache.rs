@@ -232,21 +232,30 @@ pub fn markdown(r: &CacheResults) -> String {
         s,
         "| workload | Model Bucket | llama-server | ratio | cached share (MB / llama-server) |\n|---|---|---|---|---|"
     );
-    let (a, b) = (median(&r.multi_turn.0), median(&r.multi_turn.1));
-    let _ = writeln!(
-        s,
-        "| multi-turn: ~400-token system prompt, {TURNS} turns resending the history, turns 2–{TURNS} (ms) | {a:.1} | {b:.1} | {:.2}× | {:.0}% / {:.0}% |",
-        a / b,
-        r.multi_turn_share.0 * 100.0,
-        r.multi_turn_share.1 * 100.0
+    let row = |s: &mut String, name: String, times: &(Vec<f64>, Vec<f64>), shares: (f64, f64)| {
+        let (a, b) = (median(&times.0), median(&times.1));
+        let _ = writeln!(
+            s,
+            "| {name} | {a:.1} | {b:.1} | {:.2}× | {:.0}% / {:.0}% |",
+            a / b,
+            shares.0 * 100.0,
+            shares.1 * 100.0
+        );
+        a / b
+    };
+    let multi = row(
+        &mut s,
+        format!("multi-turn: ~400-token system prompt, {TURNS} turns resending the history, turns 2–{TURNS} (ms)"),
+        &r.multi_turn,
+        r.multi_turn_share,
     );
-    let (c, d) = (median(&r.agents.0), median(&r.agents.1));
-    let _ = writeln!(
-        s,
-        "| agents: {TASKS} tasks with ~500-token system prompts, round-robin on {SLOTS} slots, after round 1 (ms) | {c:.1} | {d:.1} | {:.2}× | {:.0}% / {:.0}% |",
-        c / d,
-        r.agents_share.0 * 100.0,
-        r.agents_share.1 * 100.0
+    let agents = row(
+        &mut s,
+        format!(
+            "agents: {TASKS} tasks with ~500-token system prompts, round-robin on {SLOTS} slots, after round 1 (ms)"
+        ),
+        &r.agents,
+        r.agents_share,
     );
     let (e, f) = (median(&r.swap_return), median(&r.swap_cold));
     let _ = writeln!(
@@ -257,8 +266,8 @@ pub fn markdown(r: &CacheResults) -> String {
     );
     let _ = writeln!(s, "| goal | this run | |\n|---|---|---|");
     let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
-    let _ = writeln!(s, "| multi-turn ≤ 1.0× llama-server | {:.2}× | {} |", a / b, verdict(a / b <= 1.0));
-    let _ = writeln!(s, "| agents ≤ 1.0× llama-server | {:.2}× | {} |", c / d, verdict(c / d <= 1.0));
+    let _ = writeln!(s, "| multi-turn ≤ 1.0× llama-server | {multi:.2}× | {} |", verdict(multi <= 1.0));
+    let _ = writeln!(s, "| agents ≤ 1.0× llama-server | {agents:.2}× | {} |", verdict(agents <= 1.0));
     let _ = writeln!(s, "| return after a swap ≤ 0.3× a cold prefill | {:.2}× | {} |\n", e / f, verdict(e / f <= 0.3));
     s
 }

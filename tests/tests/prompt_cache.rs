@@ -150,12 +150,14 @@ fn a_prefix_survives_its_workers_eviction_under_a_one_model_budget() {
 #[test]
 fn a_corrupt_or_truncated_cache_file_is_ignored_and_the_prompt_prefilled() {
     let dir = smol_only();
-    let s = Server::start(dir.path(), &["--parallel", "1", "--ctx", "1024"]);
+    // Two slots: each task gets a slot of its own, so every prefill starts from position 0.
+    let s = Server::start(dir.path(), &["--parallel", "2", "--ctx", "1024"]);
     let (id, a, b) = (smol_id(), task_a(), task_b());
     let cold_a = ask(&s, &id, &a, false);
     let cold_b = ask(&s, &id, &b, false);
     ask(&s, &id, &a, true);
-    // Unloading writes both prefixes (the slot's and the memory cache's) to disk.
+    ask(&s, &id, &b, true);
+    // Unloading writes both slots' prefixes to disk.
     assert_eq!(s.post(&format!("/admin/models/{id}/unload"), "").unwrap().0, 200);
     assert!(eventually(Duration::from_secs(20), || kv_files(s.kv_dir.path()).len() == 2), "{}", s.log());
     // One file gets a flipped byte in its KV data, the other loses its tail.
@@ -177,4 +179,96 @@ fn a_corrupt_or_truncated_cache_file_is_ignored_and_the_prompt_prefilled() {
     }
     assert!(s.log().contains("ignoring a prompt-cache file"), "{}", s.log());
     assert!(kv_files(s.kv_dir.path()).is_empty(), "refused files are removed");
+}
+
+#[test]
+fn a_full_memory_cache_drops_its_oldest_entries_and_serves_on() {
+    let dir = smol_only();
+    // Room for two of these prefixes (~300 tokens of ~23 KB each) in memory, one slot.
+    let s = Server::start(
+        dir.path(),
+        &["--parallel", "1", "--ctx", "1024", "--prompt-cache", "15MiB", "--kv-cache-max", "0"],
+    );
+    let id = smol_id();
+    let c = task("the planner", "plans tomorrow's chores", "What comes first?");
+    let d = task("the gardener", "waters the plants on a schedule", "Is it time?");
+    let tasks = [task_a(), task_b(), c, d];
+    for t in &tasks {
+        ask(&s, &id, t, true);
+    }
+    let pid = s.worker_pid(&id).unwrap();
+    // The slot holds D, memory B and C: A, the oldest, made room for C.
+    let a = ask(&s, &id, &tasks[0], true);
+    assert_ne!(a.source, "memory", "{a:?}");
+    // A took the slot and pushed D to memory, which dropped B; C is still there, and moves
+    // back into the slot (A takes its room in memory).
+    let c = ask(&s, &id, &tasks[2], true);
+    assert_eq!(c.source, "memory", "{c:?}");
+    let b = ask(&s, &id, &tasks[1], true);
+    assert_ne!(b.source, "memory", "{b:?}");
+    // B pushed C to memory, which dropped D (older than A); D pushes B, which drops A.
+    let d = ask(&s, &id, &tasks[3], true);
+    assert_ne!(d.source, "memory", "{d:?}");
+    let c = ask(&s, &id, &tasks[2], true);
+    assert_eq!(c.source, "memory", "{c:?}");
+    assert_eq!(s.worker_pid(&id), Some(pid), "the worker kept serving: {}", s.log());
+}
+
+#[test]
+fn a_request_that_opts_out_leaves_nothing_for_others() {
+    let dir = smol_only();
+    let s = Server::start(dir.path(), &["--parallel", "1", "--ctx", "1024"]);
+    let id = smol_id();
+    ask(&s, &id, &task_a(), false);
+    let after = ask(&s, &id, &task_a(), true);
+    assert_eq!(after.cached, 0, "a cache_prompt: false request's cells are not reused: {after:?}");
+    // Neither in memory: B pushes the slot out, A again finds nothing of the private request.
+    ask(&s, &id, &task_b(), false);
+    ask(&s, &id, &task_b(), true);
+    assert_eq!(metric(&s, "memory"), 0);
+}
+
+/// One greedy completion on Gemma and how its prompt was served: (text, cached tokens, source).
+fn complete(s: &Server, prompt: &str) -> (String, u64, String) {
+    let body = json!({ "model": gemma_id(), "prompt": prompt, "temperature": 0, "max_tokens": 12 });
+    let (status, raw) = s.post("/v1/completions", &body.to_string()).unwrap();
+    assert_eq!(status, 200, "{raw}");
+    let v: Value = serde_json::from_str(raw.split("\r\n\r\n").last().unwrap()).unwrap();
+    (
+        v["choices"][0]["text"].as_str().unwrap().to_string(),
+        v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap(),
+        v["timings"]["cache_source"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[test]
+fn a_sliding_window_model_continues_a_long_prefix_from_memory_and_never_cuts_one_short() {
+    // Gemma 3 attends over a 512-token window in most layers, and its saved state keeps only
+    // the window: enough to continue from the state's end, not to cut it short.
+    let dir = tempfile::tempdir().unwrap();
+    link_model(GEMMA_FILE, dir.path(), GEMMA_FILE);
+    let a = "The lighthouse keeper wrote in his log every evening about the ships and the weather. ".repeat(40);
+    let b = "In the valley the farmers counted their sheep twice a day and sang old songs. ".repeat(40);
+    let args = ["--parallel", "1", "--ctx", "1024"];
+    // The reference: the continuation served from the slot.
+    let (first, slot) = {
+        let s = Server::start(dir.path(), &args);
+        let first = complete(&s, &a);
+        let slot = complete(&s, &format!("{a}{}", first.0));
+        (first, slot)
+    };
+    assert_eq!(slot.2, "slot");
+    assert!(slot.1 > 600, "longer than the window: {slot:?}");
+    let s = Server::start(dir.path(), &args);
+    assert_eq!(complete(&s, &a).0, first.0);
+    complete(&s, &b);
+    let memory = complete(&s, &format!("{a}{}", first.0));
+    assert_eq!((memory.1, memory.2.as_str()), (slot.1, "memory"), "{memory:?}");
+    assert_eq!(memory.0, slot.0);
+    // A's saved state (B took the slot again) cannot serve A's own prompt, which stops before the
+    // state's end: that prompt is prefilled instead.
+    complete(&s, &b);
+    let cut = complete(&s, &a);
+    assert_ne!(cut.2, "memory", "{cut:?}");
+    assert!(cut.1 <= 1, "{cut:?}");
 }

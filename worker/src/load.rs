@@ -64,22 +64,37 @@ pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command
     tracing::info!(model = %args.model.display(), load_ms = ready.load_ms, n_ctx_slot, slots, threads, has_chat_template, "ready");
     let _ = out.send(FromWorker::Ready(ready));
     // llama.cpp caps the batch at the context size.
-    let cfg = EngineConfig { n_ctx_slot, n_batch: ctx.n_batch(), max_queue: args.max_queue };
-    let cache = cache_config(args, n_ctx_slot);
+    let cfg =
+        EngineConfig { n_ctx_slot, n_batch: ctx.n_batch(), max_queue: args.max_queue, n_swa: sliding_window(&model) };
+    let cache = cache_config(args, n_ctx_slot, slots);
     Engine::new(&model, ctx, template, slots, cfg, cache, out).run(cmds);
     Ok(())
 }
 
 /// The prompt caches beyond the slots. Files on disk are keyed by everything their KV states
 /// depend on: the model file, the context per slot, the offload and the build.
-fn cache_config(args: &Args, n_ctx_slot: u32) -> CacheConfig {
+fn cache_config(args: &Args, n_ctx_slot: u32, slots: u32) -> CacheConfig {
     let sha = args.model_sha256.as_deref().unwrap_or_default();
-    let key = format!("model {sha} ctx {n_ctx_slot} gpu_layers {} build {}", args.gpu_layers, cache::build_id());
+    let key = format!(
+        "model {sha} ctx {n_ctx_slot} slots {slots} kv f16 gpu_layers {} build {}",
+        args.gpu_layers,
+        cache::build_id()
+    );
     CacheConfig {
         memory_bytes: usize::try_from(args.prompt_cache_bytes).unwrap_or(usize::MAX),
-        disk: args.kv_cache_dir.clone().filter(|_| !sha.is_empty()).map(|d| (d, args.kv_cache_max)),
+        disk: args
+            .kv_cache_dir
+            .clone()
+            .filter(|_| !sha.is_empty() && args.kv_cache_max > 0)
+            .map(|d| (d, args.kv_cache_max)),
         key,
     }
+}
+
+/// The model's sliding attention window from its GGUF metadata, in tokens (0: none).
+fn sliding_window(model: &LlamaModel) -> u32 {
+    let arch = model.meta_val_str("general.architecture").unwrap_or_default();
+    model.meta_val_str(&format!("{arch}.attention.sliding_window")).ok().and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// The template from `--chat-template` (a name or a file), else the GGUF's own, else none.

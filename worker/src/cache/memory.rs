@@ -42,22 +42,18 @@ impl MemoryCache {
         self.bytes
     }
 
-    /// The entry sharing the longest prefix with `prompt`, as `(index, shared tokens)`; ties go
-    /// to the shorter state (cheaper to restore). `None` when nothing is shared.
-    pub fn best(&self, prompt: &[LlamaToken]) -> Option<(usize, usize)> {
+    /// The entry sharing the longest prefix with `prompt` among those `usable(entry length,
+    /// shared)` accepts, as `(index, shared tokens)`; ties go to the shorter state (cheaper to
+    /// restore). `None` when nothing is shared.
+    pub fn best(&self, prompt: &[LlamaToken], usable: impl Fn(usize, usize) -> bool) -> Option<(usize, usize)> {
         self.entries
             .iter()
             .enumerate()
-            .map(|(i, e)| (i, common_prefix(&e.tokens, prompt), e.state.len()))
-            .filter(|&(_, n, _)| n > 0)
+            .map(|(i, e)| (i, common_prefix(&e.tokens, prompt), e.state.len(), e.tokens.len()))
+            .filter(|&(_, n, _, len)| n > 0 && usable(len, n))
+            .map(|(i, n, bytes, _)| (i, n, bytes))
             .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
             .map(|(i, n, _)| (i, n))
-    }
-
-    /// Entry `i`, marked as used at `now`.
-    pub fn touch(&mut self, i: usize, now: u64) -> &Entry {
-        self.entries[i].used = now;
-        &self.entries[i]
     }
 
     /// Whether some entry already holds `tokens` (as a prefix of its own); marks it used.
@@ -96,6 +92,13 @@ impl MemoryCache {
         true
     }
 
+    /// Takes entry `i` out (its state moves into a slot, which holds it from then on).
+    pub fn take(&mut self, i: usize) -> Entry {
+        let e = self.entries.swap_remove(i);
+        self.bytes -= e.state.len();
+        e
+    }
+
     fn remove(&mut self, i: usize) {
         let e = self.entries.swap_remove(i);
         self.bytes -= e.state.len();
@@ -116,9 +119,9 @@ mod tests {
         assert!(c.insert(toks(&[1, 2, 3]), vec![0; 10], 1));
         assert!(c.insert(toks(&[1, 2, 9, 9]), vec![0; 10], 2));
         assert!(c.insert(toks(&[7, 7]), vec![0; 10], 3));
-        let (i, n) = c.best(&toks(&[1, 2, 9, 4])).unwrap();
+        let (i, n) = c.best(&toks(&[1, 2, 9, 4]), |_, _| true).unwrap();
         assert_eq!((c.entries()[i].tokens.clone(), n), (toks(&[1, 2, 9, 9]), 3));
-        assert_eq!(c.best(&toks(&[5])), None);
+        assert_eq!(c.best(&toks(&[5]), |_, _| true), None);
     }
 
     #[test]
@@ -145,6 +148,17 @@ mod tests {
         assert_eq!(c.bytes(), 22);
         assert!(c.covers(&toks(&[1, 2]), 4));
         assert!(!c.covers(&toks(&[1, 2, 3, 4]), 4));
+    }
+
+    #[test]
+    fn taking_an_entry_frees_its_room() {
+        let mut c = MemoryCache::new(20);
+        c.insert(toks(&[1]), vec![0; 10], 1);
+        c.insert(toks(&[2]), vec![0; 10], 2);
+        let e = c.take(0);
+        assert_eq!((e.tokens, c.bytes(), c.entries().len()), (toks(&[1]), 10, 1));
+        assert!(c.insert(toks(&[3]), vec![0; 10], 3));
+        assert_eq!(c.entries().len(), 2, "nothing else had to go");
     }
 
     #[test]

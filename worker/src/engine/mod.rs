@@ -59,6 +59,8 @@ pub struct EngineConfig {
     pub n_batch: u32,
     /// Requests allowed to wait for a slot.
     pub max_queue: usize,
+    /// Sliding-window size of the model's attention, in tokens (0: none).
+    pub n_swa: u32,
 }
 
 pub struct Engine<'m> {
@@ -277,7 +279,7 @@ impl<'m> Engine<'m> {
         while let Some(q) = self.queue.front() {
             let free = (0..self.slots.len()).filter(|&i| self.slots[i].is_none()).map(|i| FreeSlot {
                 index: i,
-                cached: &self.cells[i].tokens,
+                cached: if self.cells[i].private { &[] } else { &self.cells[i].tokens },
                 used: self.cells[i].used,
             });
             // A request that will not reuse a prefix takes the least recently used slot, leaving
@@ -300,7 +302,7 @@ impl<'m> Engine<'m> {
             let Some(a) = self.slots[i].as_mut() else { continue };
             let Some(tok) = a.last else { continue };
             if a.n_past >= n_ctx {
-                if let Err(e) = shift(&mut self.ctx, i as i32, a, &mut self.cells[i].tokens) {
+                if let Err(e) = shift(&mut self.ctx, i as i32, a, &mut self.cells[i]) {
                     let id = a.id;
                     self.slots[i] = None;
                     self.clear(i);
@@ -389,6 +391,7 @@ impl<'m> Engine<'m> {
     /// next request that shares their prefix.
     fn finish(&mut self, i: usize, finish: FinishReason) {
         let Some(mut a) = self.slots[i].take() else { return };
+        self.release(i);
         a.text.finish(&mut a.unsent);
         if !a.unsent.is_empty() || a.unsent_tokens > 0 {
             self.send(FromWorker::Tokens { id: a.id, text: std::mem::take(&mut a.unsent), n_tokens: a.unsent_tokens });
@@ -414,13 +417,9 @@ impl<'m> Engine<'m> {
 }
 
 /// Makes room in slot `seq`'s context: keeps the first `n_keep` tokens, drops the oldest half
-/// of the rest and moves the remainder down; `cached` (the sequence's tokens) follows the cells.
-fn shift(
-    ctx: &mut LlamaContext<'_>,
-    seq: i32,
-    a: &mut Active,
-    cached: &mut Vec<llama_cpp_2::token::LlamaToken>,
-) -> Result<(), String> {
+/// of the rest and moves the remainder down; `cells` follows (its tokens, and from where on they
+/// are stale).
+fn shift(ctx: &mut LlamaContext<'_>, seq: i32, a: &mut Active, cells: &mut Cells) -> Result<(), String> {
     let n_left = a.n_past - a.n_keep;
     let n_discard = n_left / 2;
     if n_discard <= 0 {
@@ -429,9 +428,10 @@ fn shift(
     let (keep, cut, past) = (a.n_keep as u32, (a.n_keep + n_discard) as u32, a.n_past as u32);
     ctx.kv_cache_seq_rm(seq, Some(keep), Some(cut)).map_err(|e| e.to_string())?;
     ctx.kv_cache_seq_add(seq, Some(cut), Some(past), -n_discard).map_err(|e| e.to_string())?;
-    cached.drain(keep as usize..cut as usize);
+    cells.tokens.drain(keep as usize..cut as usize);
+    cells.shifted_at = Some(cells.shifted_at.map_or(keep as usize, |k| k.min(keep as usize)));
     a.n_past -= n_discard;
-    debug_assert_eq!(cached.len(), a.n_past as usize);
+    debug_assert_eq!(cells.tokens.len(), a.n_past as usize);
     tracing::debug!(seq, n_keep = a.n_keep, n_discard, "context shifted");
     Ok(())
 }

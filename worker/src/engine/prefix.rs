@@ -6,7 +6,7 @@ use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::protocol::CacheTier;
 use std::time::{Duration, Instant};
 
-use super::reuse::{choose_source, common_prefix, keep_len, worth_saving, Source, MIN_SAVED_TOKENS};
+use super::reuse::{choose_source, common_prefix, keep_len, restorable, worth_saving, Source, MIN_SAVED_TOKENS};
 use super::Engine;
 use crate::cache;
 
@@ -22,6 +22,12 @@ pub struct Cells {
     pub tokens: Vec<LlamaToken>,
     /// When the slot was last taken (the engine's tick; larger is more recent).
     pub used: u64,
+    /// Written by a request that asked not to be cached (`cache_prompt: false`): never reused
+    /// by another request, saved to memory or written to disk.
+    pub private: bool,
+    /// Set by a context shift: the cells from here on were computed with context that is gone,
+    /// so they are dropped when the request ends rather than offered for reuse.
+    pub shifted_at: Option<usize>,
 }
 
 impl<'m> Engine<'m> {
@@ -38,85 +44,127 @@ impl<'m> Engine<'m> {
         self.tick += 1;
         let now = self.tick;
         let n = prompt.len();
-        let slot = keep_len(common_prefix(&self.cells[i].tokens, prompt), n);
-        let (source, shared) = if cache_prompt {
-            if let Some(d) = self.disk.as_mut() {
-                d.refresh();
+        let was_private = self.cells[i].private;
+        self.cells[i].private = !cache_prompt;
+        self.cells[i].used = now;
+        if !cache_prompt || was_private {
+            // Nothing of a private request's cells is kept for anyone else, and a request that
+            // opts out reuses nothing.
+            if !was_private && worth_saving(self.cells[i].tokens.len(), 0) {
+                self.save_slot(i, now);
             }
-            let memory = self.memory.best(prompt).map(|(e, s)| (e, keep_len(s, n)));
-            let disk = self.disk.as_ref().and_then(|d| d.best(prompt)).map(|(e, s)| (e, keep_len(s, n)));
-            choose_source(slot, memory, disk)
-        } else {
-            (Source::Slot, 0)
+            self.clear(i);
+            return (0, None);
+        }
+        let slot = keep_len(common_prefix(&self.cells[i].tokens, prompt), n);
+        if let Some(d) = self.disk.as_mut() {
+            d.refresh();
+        }
+        let n_swa = self.cfg.n_swa as usize;
+        let usable = |len: usize, shared: usize| restorable(len, keep_len(shared, n), n_swa);
+        let memory = self.memory.best(prompt, usable).map(|(e, s)| (e, keep_len(s, n)));
+        let disk = self.disk.as_ref().and_then(|d| d.best(prompt, usable)).map(|(e, s)| (e, keep_len(s, n)));
+        let (source, shared) = choose_source(slot, memory, disk);
+        // An entry that goes back into a slot leaves the memory cache (the slot holds it now),
+        // before the slot's own prefix takes its room.
+        let taken = match source {
+            Source::Memory(e) => Some(self.memory.take(e)),
+            _ => None,
         };
         let kept_of_slot = if source == Source::Slot { shared } else { 0 };
         if worth_saving(self.cells[i].tokens.len(), kept_of_slot) {
             self.save_slot(i, now);
         }
-        self.cells[i].used = now;
-        let restored = match source {
-            Source::Slot => None,
-            Source::Memory(e) => {
+        match source {
+            Source::Slot => self.keep(i, shared, CacheTier::Slot),
+            Source::Memory(_) => {
+                let entry = taken.expect("taken above");
                 self.clear(i);
-                let entry = self.memory.touch(e, now);
-                let ok = cache::restore(&mut self.ctx, i as i32, &entry.state);
-                Some((ok, entry.tokens.clone(), CacheTier::Memory))
+                if cache::restore(&mut self.ctx, i as i32, &entry.state) && self.holds(i, entry.tokens.len()) {
+                    self.cells[i].tokens = entry.tokens;
+                    self.keep(i, shared, CacheTier::Memory)
+                } else {
+                    tracing::warn!(slot = i, "llama.cpp refused a prompt state from memory; prefilling");
+                    self.clear(i);
+                    (0, None)
+                }
             }
             Source::Disk(e) => match self.disk.as_mut().and_then(|d| d.load(e)) {
                 Some((tokens, state)) => {
                     self.clear(i);
-                    let ok = cache::restore(&mut self.ctx, i as i32, &state);
-                    if ok {
-                        // Next time it comes from memory.
-                        self.memory.insert(tokens.clone(), state, now);
+                    if cache::restore(&mut self.ctx, i as i32, &state) && self.holds(i, tokens.len()) {
+                        self.cells[i].tokens = tokens;
+                        self.keep(i, shared, CacheTier::Disk)
+                    } else {
+                        if let Some(d) = self.disk.as_mut() {
+                            d.remove(&tokens, "llama.cpp refused its state");
+                        }
+                        self.clear(i);
+                        (0, None)
                     }
-                    Some((ok, tokens, CacheTier::Disk))
                 }
                 // Unreadable: it was logged and dropped; the slot's own prefix still counts.
-                None => return self.keep(i, slot, CacheTier::Slot),
+                None => self.keep(i, slot, CacheTier::Slot),
             },
-        };
-        match restored {
-            None => self.keep(i, shared, CacheTier::Slot),
-            Some((true, tokens, tier)) => {
-                self.cells[i].tokens = tokens;
-                self.keep(i, shared, tier)
-            }
-            Some((false, _, tier)) => {
-                tracing::warn!(slot = i, ?tier, "restoring a cached prompt state failed; prefilling");
-                self.clear(i);
-                (0, None)
-            }
         }
     }
 
-    /// Keeps the first `n` cached tokens of slot `i` and drops the rest of its cells.
+    /// Keeps the first `n` cached tokens of slot `i` and drops the rest of its cells; keeps
+    /// nothing when the cells cannot serve a continuation from `n`.
     fn keep(&mut self, i: usize, n: usize, tier: CacheTier) -> (usize, Option<CacheTier>) {
-        let len = self.cells[i].tokens.len();
-        if n >= len && n > 0 {
-            return (len, Some(tier));
-        }
-        // llama.cpp refuses a partial removal where it cannot roll back (recurrent memory).
-        let cut = n > 0 && self.ctx.clear_kv_cache_seq(Some(i as u32), Some(n as u32), None).unwrap_or(false);
-        if cut && self.ctx.kv_cache_seq_pos_min(i as i32) <= 0 {
-            self.cells[i].tokens.truncate(n);
-            (n, Some(tier))
-        } else {
+        if n == 0 {
             self.clear(i);
-            (0, None)
+            return (0, None);
         }
+        if n < self.cells[i].tokens.len() {
+            // llama.cpp refuses a partial removal where it cannot roll back (recurrent memory).
+            if !self.ctx.clear_kv_cache_seq(Some(i as u32), Some(n as u32), None).unwrap_or(false) {
+                self.clear(i);
+                return (0, None);
+            }
+            self.cells[i].tokens.truncate(n);
+        }
+        if !self.holds(i, n) {
+            tracing::debug!(slot = i, n, "cached cells cannot continue here; prefilling");
+            self.clear(i);
+            return (0, None);
+        }
+        (n, Some(tier))
+    }
+
+    /// Whether sequence `i` holds positions up to exactly `len - 1`, and from far enough back
+    /// for a token at position `len`: all of them, or for a sliding-window cache (whose saved
+    /// state keeps only the last `n_swa` positions) every position that token attends to,
+    /// `len + 1 - n_swa` on.
+    fn holds(&self, i: usize, len: usize) -> bool {
+        let (min, max) = (self.ctx.kv_cache_seq_pos_min(i as i32), self.ctx.kv_cache_seq_pos_max(i as i32));
+        let n_swa = self.cfg.n_swa as usize;
+        let oldest_needed = if n_swa > 0 { (len + 1).saturating_sub(n_swa) } else { 0 };
+        min >= 0 && min as usize <= oldest_needed && max + 1 == len as i32
     }
 
     /// Empties slot `i`'s cells.
     pub(super) fn clear(&mut self, i: usize) {
         let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
         self.cells[i].tokens.clear();
+        self.cells[i].shifted_at = None;
+    }
+
+    /// After a request leaves slot `i`: cells a context shift made stale are dropped.
+    pub(super) fn release(&mut self, i: usize) {
+        if let Some(k) = self.cells[i].shifted_at.take() {
+            if k == 0 || !self.ctx.clear_kv_cache_seq(Some(i as u32), Some(k as u32), None).unwrap_or(false) {
+                self.clear(i);
+            } else {
+                self.cells[i].tokens.truncate(k);
+            }
+        }
     }
 
     /// Copies slot `i`'s cells into the host-memory cache, unless an entry already holds them.
     fn save_slot(&mut self, i: usize, now: u64) {
         let tokens = &self.cells[i].tokens;
-        if self.memory.limit() == 0 || self.memory.covers(tokens, now) {
+        if self.memory.limit() == 0 || self.cells[i].private || self.memory.covers(tokens, now) {
             return;
         }
         if let Some(state) = cache::seq_state(&self.ctx, i as i32) {
@@ -138,7 +186,7 @@ impl<'m> Engine<'m> {
         }
         let mut candidates: Vec<(u64, From)> = Vec::new();
         for (i, c) in self.cells.iter().enumerate() {
-            if c.tokens.len() >= MIN_SAVED_TOKENS {
+            if c.tokens.len() >= MIN_SAVED_TOKENS && !c.private {
                 candidates.push((c.used, From::Slot(i)));
             }
         }
@@ -169,12 +217,12 @@ impl<'m> Engine<'m> {
                 }
             };
             match saved {
-                Some(Ok(())) => written += 1,
+                Some(Ok(true)) => written += 1,
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "cannot write a prompt prefix to disk");
                     break;
                 }
-                None => {}
+                _ => {}
             }
         }
         disk.prune();

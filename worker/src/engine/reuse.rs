@@ -21,18 +21,27 @@ pub struct FreeSlot<'a, T> {
     pub used: u64,
 }
 
-/// The slot for `prompt`: the free slot whose cached tokens share the longest prefix with it;
-/// ties (and a prompt that shares nothing) go to the least recently used. Returns the slot's
-/// index and the shared length, or `None` when no slot is free.
+/// The smallest share of a prompt, in tenths, that a slot's cached prefix must cover for the
+/// prompt to go to that slot rather than to the least recently used one: a few shared template
+/// tokens are not worth pushing another task's long prefix out of its slot.
+pub const MIN_SIMILARITY_TENTHS: usize = 1;
+
+/// The slot for `prompt`: the free slot whose cached tokens share the longest prefix with it,
+/// when that prefix covers at least a tenth of the prompt; otherwise (and for ties) the least
+/// recently used. Returns the slot's index and the shared length, or `None` when no slot is
+/// free.
 pub fn choose_slot<'a, T: PartialEq + 'a>(
     free: impl IntoIterator<Item = FreeSlot<'a, T>>,
     prompt: &[T],
 ) -> Option<(usize, usize)> {
-    free.into_iter()
-        .map(|s| (s.index, common_prefix(s.cached, prompt), s.used))
-        // Longest prefix first, then the oldest use.
-        .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
-        .map(|(index, shared, _)| (index, shared))
+    let slots: Vec<(usize, usize, u64)> =
+        free.into_iter().map(|s| (s.index, common_prefix(s.cached, prompt), s.used)).collect();
+    // Longest prefix first, then the oldest use.
+    let best = slots.iter().max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))?;
+    if best.1 * 10 >= prompt.len() * MIN_SIMILARITY_TENTHS && best.1 > 0 {
+        return Some((best.0, best.1));
+    }
+    slots.iter().min_by_key(|s| (s.2, s.0)).map(|s| (s.0, s.1))
 }
 
 /// How many cached tokens a prompt of `prompt_len` tokens may keep when it shares `shared` with
@@ -40,6 +49,14 @@ pub fn choose_slot<'a, T: PartialEq + 'a>(
 /// sampled token comes from.
 pub fn keep_len(shared: usize, prompt_len: usize) -> usize {
     shared.min(prompt_len.saturating_sub(1))
+}
+
+/// Whether a saved state of `saved` tokens can serve a request that keeps its first `keep`.
+/// A model with a sliding attention window of `n_swa` tokens saves only the window's positions
+/// (the last `n_swa`), while the next token, at position `keep`, attends to `keep + 1 - n_swa`
+/// on: so a state longer than the window serves only a continuation from its end.
+pub fn restorable(saved: usize, keep: usize, n_swa: usize) -> bool {
+    n_swa == 0 || saved <= n_swa || keep + 1 >= saved
 }
 
 /// Where the prefix a request starts from comes from.
@@ -102,6 +119,21 @@ mod tests {
     }
 
     #[test]
+    fn a_small_shared_head_does_not_take_over_another_tasks_slot() {
+        let task = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+        let prompt = [1, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30];
+        // 1 of 12 tokens shared: under a tenth, so the older (empty) slot.
+        assert_eq!(choose_slot([slot(0, &task, 5), slot(1, &[], 0)], &prompt), Some((1, 0)));
+        // 2 of 12: enough.
+        assert_eq!(
+            choose_slot([slot(0, &task, 5), slot(1, &[], 0)], &[1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Some((0, 2))
+        );
+        // The least recently used keeps what it shares.
+        assert_eq!(choose_slot([slot(0, &task, 1), slot(1, &[], 3)], &prompt), Some((0, 1)));
+    }
+
+    #[test]
     fn ties_and_strangers_take_the_least_recently_used() {
         let a = [1, 2];
         let b = [1, 2];
@@ -128,6 +160,15 @@ mod tests {
         assert_eq!(choose_source(10, Some((2, 11)), Some((1, 11))), (Source::Memory(2), 11));
         assert_eq!(choose_source(10, Some((2, 11)), Some((1, 12))), (Source::Disk(1), 12));
         assert_eq!(choose_source(0, None, None), (Source::Slot, 0));
+    }
+
+    #[test]
+    fn a_windowed_state_serves_only_what_its_window_covers() {
+        assert!(restorable(5000, 10, 0), "no window: any prefix");
+        assert!(restorable(400, 10, 512), "shorter than the window");
+        assert!(!restorable(653, 641, 512), "cut before its end");
+        assert!(restorable(653, 652, 512), "continued from its last token");
+        assert!(restorable(653, 700, 512));
     }
 
     #[test]

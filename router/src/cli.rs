@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// Allow browser pages from this origin (repeatable; `*` for any) to call the API.
     #[arg(long = "cors-origin", env = "EDEN_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// On a loopback address, also accept requests whose `Host` header names this host
+    /// (repeatable); any other name than a loopback one gets 403 (DNS rebinding).
+    #[arg(long = "allowed-host", env = "EDEN_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// Listen on a non-loopback address without an API key (refused otherwise).
     #[arg(long, env = "EDEN_INSECURE_NO_KEY")]
     pub insecure_no_key: bool,

@@ -88,7 +88,12 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
     }
     let access = crate::http::access::Access { api_key: api_key.map(Into::into) };
     let registry = Registry::new(catalog, config, b.config.clone(), defaults, limits);
-    let app = crate::http::app(registry.clone(), s.body_limit, access, &s.cors_origins);
+    let guard = crate::http::guard::Guard {
+        loopback: s.host.is_loopback(),
+        allowed_hosts: s.allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
+        cors_origins: s.cors_origins.clone(),
+    };
+    let app = crate::http::app(registry.clone(), s.body_limit, access, guard);
     let addr = SocketAddr::new(s.host, s.port);
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

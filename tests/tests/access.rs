@@ -77,3 +77,48 @@ fn cors_answers_preflights_for_allowed_origins() {
         request(s.port, "GET", "/v1/models", "Origin: http://evil.local\r\nAuthorization: Bearer k\r\n", "");
     assert!(!resp.to_ascii_lowercase().contains("access-control-allow-origin"), "{resp}");
 }
+
+/// A raw HTTP/1.1 request written exactly as given (`head` holds every header line).
+fn raw(port: u16, method: &str, path: &str, head: &str, body: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(c, "{method} {path} HTTP/1.1\r\n{head}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+        .unwrap();
+    server::read_response(c).unwrap()
+}
+
+#[test]
+fn web_pages_cannot_drive_the_server() {
+    let dir = bucket();
+    let s = Server::start(dir.path(), &["--allowed-host", "bucket.lan"]);
+    let body = format!(r#"{{"model":"{}","prompt":"Hi","max_tokens":2}}"#, smol_id());
+    // What a page may send without a preflight: a text/plain or form body, from its own origin.
+    for ct in ["text/plain", "application/x-www-form-urlencoded"] {
+        let head = format!("Host: localhost\r\nContent-Type: {ct}\r\n");
+        let (status, resp) = raw(s.port, "POST", "/v1/completions", &head, &body);
+        assert_eq!(status, 415, "{resp}");
+        assert!(resp.contains("unsupported_media_type"), "{resp}");
+    }
+    let head = "Host: localhost\r\nContent-Type: text/plain\r\nOrigin: http://evil.example\r\n";
+    assert_eq!(raw(s.port, "POST", "/admin/rescan", head, "").0, 403);
+    let head = "Host: localhost\r\nContent-Type: application/json\r\nOrigin: http://evil.example\r\n";
+    let (status, resp) = raw(s.port, "POST", "/v1/completions", head, &body);
+    assert_eq!(status, 403, "{resp}");
+    assert!(resp.contains("origin_not_allowed"), "{resp}");
+    // DNS rebinding: the page's own name, resolved to 127.0.0.1.
+    let (status, resp) = raw(s.port, "GET", "/v1/models", "Host: evil.example:8080\r\n", "");
+    assert_eq!(status, 403, "{resp}");
+    assert!(resp.contains("host_not_allowed"), "{resp}");
+    // Nothing of the above ran: no worker was started.
+    assert!(s.worker_models().is_empty(), "{:?}", s.worker_models());
+    // Loopback names, a name given with --allowed-host, and the server's own page pass.
+    for host in ["localhost", "127.0.0.1", "[::1]", "bucket.lan"] {
+        let head = format!("Host: {host}:{}\r\n", s.port);
+        assert_eq!(raw(s.port, "GET", "/v1/models", &head, "").0, 200, "{host}");
+    }
+    let head =
+        format!("Host: localhost:{0}\r\nOrigin: http://localhost:{0}\r\nContent-Type: application/json\r\n", s.port);
+    assert_eq!(raw(s.port, "POST", "/v1/completions", &head, &body).0, 200);
+    // A client that sends no Content-Type at all is still served (no browser sends a body so).
+    assert_eq!(raw(s.port, "POST", "/v1/completions", "Host: localhost\r\n", &body).0, 200);
+}

@@ -65,3 +65,33 @@ fn the_container_builds_like_the_readme() {
     let ignore = repo_file(".dockerignore");
     assert!(ignore.contains("target/") && ignore.contains("*.gguf"));
 }
+
+/// `scripts/lib/deps.sh`'s libclang check against a made-up filesystem root.
+fn finds_libclang(files: &[&str]) -> bool {
+    let root = tempfile::tempdir().unwrap();
+    for f in files {
+        let p = root.path().join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"").unwrap();
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lib/deps.sh");
+    std::process::Command::new("bash")
+        .args(["-c", &format!(". {script}; has_libclang")])
+        .env("EDEN_SYSROOT", root.path())
+        .env_remove("LIBCLANG_PATH")
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn setup_tells_libclang_from_libclang_cpp() {
+    // What an LLVM install without libclang-dev leaves: bindgen cannot load it.
+    assert!(!finds_libclang(&[
+        "usr/lib/llvm-14/lib/libclang-cpp.so.14",
+        "usr/lib/x86_64-linux-gnu/libclang-cpp.so.14"
+    ]));
+    assert!(!finds_libclang(&[]));
+    assert!(finds_libclang(&["usr/lib/llvm-14/lib/libclang-cpp.so.14", "usr/lib/llvm-14/lib/libclang.so.1"]));
+    assert!(finds_libclang(&["usr/lib/x86_64-linux-gnu/libclang-14.so.1"]));
+}

@@ -12,7 +12,9 @@ mod engine;
 mod load;
 
 use clap::Parser;
-use model_bucket_shared::protocol::{ErrorKind, FromWorker, EXIT_LOAD_FAILED, EXIT_PROTOCOL_MISMATCH, EXIT_SOCKET};
+use model_bucket_shared::protocol::{
+    ErrorKind, FromWorker, EXIT_LOAD_FAILED, EXIT_PROTOCOL_MISMATCH, EXIT_SOCKET, PARENT_PID_ENV,
+};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -74,9 +76,14 @@ fn die_with_parent() {
     #[cfg(target_os = "linux")]
     {
         let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-        // The parent may have died before the call above.
-        if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
-            std::process::exit(EXIT_SOCKET);
+        // The parent may have died before the call above: then this process has been handed to
+        // another (PID 1 or a subreaper). The router says who it is; "parent is PID 1" alone
+        // would be wrong where the router itself is PID 1 (a container's entrypoint).
+        let expected = std::env::var(PARENT_PID_ENV).ok().and_then(|v| v.parse::<i32>().ok());
+        if let Some(pid) = expected {
+            if nix::unistd::getppid() != nix::unistd::Pid::from_raw(pid) {
+                std::process::exit(EXIT_SOCKET);
+            }
         }
     }
 }

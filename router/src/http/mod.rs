@@ -4,6 +4,7 @@ pub mod access;
 pub mod admin;
 pub mod completions;
 pub mod error;
+pub mod guard;
 pub mod json;
 pub mod models;
 pub mod openai;
@@ -20,8 +21,10 @@ use crate::registry::Registry;
 use error::ApiError;
 
 /// The whole API. `body_limit` is the largest request body accepted, in bytes; `access` says
-/// which key requests need and which origins CORS allows.
-pub fn app(registry: Arc<Registry>, body_limit: usize, access: access::Access, cors_origins: &[String]) -> Router {
+/// which key requests need, `guard` which hosts, origins and body types may reach it, and
+/// `guard.cors_origins` which origins CORS allows.
+pub fn app(registry: Arc<Registry>, body_limit: usize, access: access::Access, guard: guard::Guard) -> Router {
+    let cors_origins = guard.cors_origins.clone();
     let router = Router::new()
         .route("/health", get(models::health))
         .route("/v1/models", get(models::list))
@@ -38,9 +41,10 @@ pub fn app(registry: Arc<Registry>, body_limit: usize, access: access::Access, c
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(access, access::require_key))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(registry);
-    match access::cors(cors_origins) {
+    match access::cors(&cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,
     }

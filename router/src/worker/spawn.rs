@@ -4,7 +4,8 @@ use futures::{SinkExt, StreamExt};
 use interprocess::local_socket::tokio::{prelude::*, Stream};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use model_bucket_shared::protocol::frame::FrameCodec;
-use model_bucket_shared::protocol::{FromWorker, ReadyInfo, ToWorker, PROTOCOL_VERSION};
+use model_bucket_shared::protocol::{FromWorker, ReadyInfo, ToWorker, PARENT_PID_ENV, PROTOCOL_VERSION};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -67,14 +68,39 @@ pub struct Worker {
     _runtime_dir: tempfile::TempDir,
 }
 
+/// Environment variables a worker must not inherit: keys, tokens and passwords (the API key,
+/// hub tokens, upstream keys).
+pub fn secret_env(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    n == "EDEN_API_KEY"
+        || ["KEY", "TOKEN", "SECRET", "PASSWORD"].iter().any(|w| n.ends_with(w) || n.contains(&format!("{w}_")))
+}
+
+/// Checks that the process at the other end of `s` is the worker `pid` of this user.
+fn peer_is(s: &Stream, pid: u32) -> Result<(), String> {
+    use interprocess::local_socket::traits::StreamCommon;
+    let creds = s.peer_creds().map_err(|e| format!("no peer credentials: {e}"))?;
+    let uid = nix::unistd::geteuid().as_raw();
+    match (creds.pid(), creds.euid()) {
+        (Some(p), Some(u)) if p as i64 == pid as i64 && u == uid => Ok(()),
+        (p, u) => Err(format!("peer pid {p:?} uid {u:?}, expected the worker {pid} of uid {uid}")),
+    }
+}
+
 /// Starts a worker and waits until it has loaded its model.
 pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, SpawnError> {
     let started = Instant::now();
-    // tempfile creates the folder with mode 0700: only this user can reach the socket.
-    let dir = tempfile::Builder::new().prefix("model-bucket-").tempdir().map_err(SpawnError::Socket)?;
+    // A folder (0700) and socket (0600) only this user can reach; the connecting peer is
+    // checked too (below), since a process of this user could still race the worker to it.
+    let dir = tempfile::Builder::new()
+        .prefix("model-bucket-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .map_err(SpawnError::Socket)?;
     let socket = dir.path().join("worker.sock");
     let name = socket.clone().to_fs_name::<GenericFilePath>().map_err(SpawnError::Socket)?;
     let listener = ListenerOptions::new().name(name).create_tokio().map_err(SpawnError::Socket)?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(SpawnError::Socket)?;
 
     let mut cmd = Command::new(&spec.worker_bin);
     cmd.arg("--model")
@@ -105,8 +131,14 @@ pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, SpawnError> {
         let list: Vec<String> = g.iter().map(u32::to_string).collect();
         cmd.env("CUDA_VISIBLE_DEVICES", list.join(","));
     }
-    // Only the router talks to systemd.
+    // Only the router talks to systemd, and a worker needs none of the router's secrets.
     cmd.env_remove("NOTIFY_SOCKET");
+    for (name, _) in std::env::vars_os() {
+        if secret_env(&name.to_string_lossy()) {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.env(PARENT_PID_ENV, std::process::id().to_string());
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|source| SpawnError::Exec { bin: spec.worker_bin.clone(), source })?;
     let pid = child.id().unwrap_or(0);
@@ -123,15 +155,23 @@ pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, SpawnError> {
     let timeout = || SpawnError::Timeout { model: spec.model_id.clone(), secs: spec.load_timeout.as_secs() };
     let deadline = tokio::time::Instant::from_std(started + spec.load_timeout);
 
-    let stream: Stream = tokio::select! {
-        r = listener.accept() => r.map_err(SpawnError::Socket)?,
-        s = child.wait() => {
-            let s = s.map_err(SpawnError::Socket)?;
-            // Let the stderr task catch the last lines.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            return Err(exited(s, &tail));
+    let stream: Stream = loop {
+        let s: Stream = tokio::select! {
+            r = listener.accept() => r.map_err(SpawnError::Socket)?,
+            s = child.wait() => {
+                let s = s.map_err(SpawnError::Socket)?;
+                // Let the stderr task catch the last lines.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Err(exited(s, &tail));
+            }
+            _ = tokio::time::sleep_until(deadline) => return Err(timeout()),
+        };
+        match peer_is(&s, pid) {
+            Ok(()) => break s,
+            Err(why) => {
+                tracing::warn!(model = %spec.model_id, %why, "dropped a connection to a worker socket from another process")
+            }
         }
-        _ = tokio::time::sleep_until(deadline) => return Err(timeout()),
     };
     let (rx, tx) = tokio::io::split(stream);
     let mut reader = FramedRead::new(rx, FrameCodec::<FromWorker, ToWorker>::default());

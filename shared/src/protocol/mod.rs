@@ -21,6 +21,9 @@ pub const EXIT_PROTOCOL_MISMATCH: i32 = 3;
 pub const EXIT_LOAD_FAILED: i32 = 4;
 /// Exit code of a worker that could not reach or lost its socket before serving.
 pub const EXIT_SOCKET: i32 = 5;
+/// The environment variable in which the router gives a worker its own pid, so that a worker
+/// can tell that its parent died before it could ask to die with it.
+pub const PARENT_PID_ENV: &str = "EDEN_PARENT_PID";
 
 /// A request's ID, unique per connection; chosen by the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -7,7 +7,8 @@
 //! - `crash-after:N`: streams N words of the first request, then aborts;
 //! - `slow-load:MS`: waits MS milliseconds before `Ready`;
 //! - `wrong-version`: answers the handshake with another protocol version;
-//! - `ignore-shutdown`: like `ok`, but ignores `Shutdown` (it must be killed).
+//! - `ignore-shutdown`: like `ok`, but ignores `Shutdown` (it must be killed);
+//! - `slow-connect:MS`: waits MS milliseconds before connecting to the router's socket.
 //!
 //! With `EDEN_FAKE_LOG=FILE` each start appends a line to FILE.
 
@@ -24,6 +25,9 @@ fn main() {
     if let Some(log) = std::env::var_os("EDEN_FAKE_LOG") {
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("fake log");
         writeln!(f, "start {}", std::process::id()).expect("write fake log");
+    }
+    if let Some(ms) = mode.strip_prefix("slow-connect:") {
+        std::thread::sleep(Duration::from_millis(ms.parse().expect("ms")));
     }
     let stream = Stream::connect(socket.to_fs_name::<GenericFilePath>().expect("name")).expect("connect");
     let mut r = BufReader::new(&stream);

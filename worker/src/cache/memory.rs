@@ -129,7 +129,7 @@ mod tests {
         let mut c = MemoryCache::new(25);
         c.insert(toks(&[1]), vec![0; 10], 1);
         c.insert(toks(&[2]), vec![0; 10], 2);
-        c.touch(0, 5);
+        assert!(c.covers(&toks(&[1]), 5), "a use refreshes it");
         c.insert(toks(&[3]), vec![0; 10], 6);
         assert_eq!(c.bytes(), 20);
         let kept: Vec<_> = c.entries().iter().map(|e| e.tokens[0].0).collect();

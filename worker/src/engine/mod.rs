@@ -263,13 +263,19 @@ impl<'m> Engine<'m> {
         }
     }
 
+    /// Ends every request with an error: a request cut short must never look complete.
     fn cancel_all(&mut self, why: &str) {
         for q in std::mem::take(&mut self.queue) {
             self.error(q.req.id, ErrorKind::ShuttingDown, why.into());
         }
         for i in 0..self.slots.len() {
-            if self.slots[i].is_some() {
-                self.finish(i, FinishReason::Cancelled);
+            if let Some(a) = self.slots[i].take() {
+                self.release(i);
+                self.error(
+                    a.id,
+                    ErrorKind::ShuttingDown,
+                    format!("{why}: this request was stopped after {} generated tokens, before it finished", a.n_gen),
+                );
             }
         }
     }
@@ -288,7 +294,7 @@ impl<'m> Engine<'m> {
             let Some((i, _)) = choose_slot(free, key) else { return };
             let q = self.queue.pop_front().expect("front exists");
             let (kept, tier) = self.prepare(i, &q.tokens, q.req.cache_prompt);
-            let sampler = sampler::build(&q.req.sampling, self.model);
+            let sampler = sampler::build(&q.req.sampling, self.model, self.cfg.n_ctx_slot);
             self.slots[i] = Some(Active::new(q, sampler, self.cfg.n_ctx_slot, kept, tier));
         }
     }

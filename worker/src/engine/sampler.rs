@@ -37,8 +37,10 @@ pub fn validate(p: &SamplingParams, n_vocab: i32) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds the chain. `p` must have passed [`validate`].
-pub fn build(p: &SamplingParams, model: &LlamaModel) -> LlamaSampler {
+/// Builds the chain. `p` must have passed [`validate`]. The penalties look back at most
+/// `n_ctx` tokens (a sequence never holds more), however large a window was asked for: the
+/// window sizes an allocation.
+pub fn build(p: &SamplingParams, model: &LlamaModel, n_ctx: u32) -> LlamaSampler {
     let n_vocab = model.n_vocab();
     let mut chain = Vec::with_capacity(8);
     if !p.logit_bias.is_empty() {
@@ -49,7 +51,7 @@ pub fn build(p: &SamplingParams, model: &LlamaModel) -> LlamaSampler {
     if p.repeat_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
         chain.push(LlamaSampler::penalties(
             n_vocab,
-            p.repeat_last_n,
+            p.repeat_last_n.clamp(0, n_ctx.min(i32::MAX as u32) as i32),
             p.repeat_penalty,
             p.frequency_penalty,
             p.presence_penalty,

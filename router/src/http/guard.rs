@@ -1,0 +1,186 @@
+//! Requests from web pages. Any page the user opens can send requests to a server on
+//! loopback; the browser only keeps the page from reading answers it is not allowed to read,
+//! after the request has run. So, before anything runs:
+//!
+//! - On a loopback address, the `Host` header must name loopback (`localhost`, `*.localhost`,
+//!   `127.x.x.x`, `[::1]`, any port) or a host given with `--allowed-host`: a page on another
+//!   site that rebinds its own name to 127.0.0.1 (DNS rebinding) is refused with 403.
+//! - A request with an `Origin` (browsers send it on every cross-origin request and on POSTs)
+//!   runs only if that origin is the server's own (same host and port) or allowed by
+//!   `--cors-origin`; otherwise 403.
+//! - A POST body must be JSON: a `Content-Type` other than `application/json` (the types a
+//!   page may send without asking first: `text/plain`, forms) gets 415. A POST without a
+//!   `Content-Type` is allowed, since a browser cannot send a body without one.
+//!
+//! The decision is [`Guard::verdict`], a pure function of the method and headers.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::error::ApiError;
+
+/// What the guard lets through.
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    /// The server listens on a loopback address: `Host` is checked.
+    pub loopback: bool,
+    /// Extra host names (lowercase, without port) accepted in `Host`.
+    pub allowed_hosts: Vec<String>,
+    /// Origins allowed by `--cors-origin` (`*`: any).
+    pub cors_origins: Vec<String>,
+}
+
+pub async fn check(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let host =
+        req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).or(req.uri().authority().map(|a| a.as_str()));
+    match g.verdict(req.method(), req.headers(), host) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `host[:port]` without the port, lowercase; IPv6 literals without brackets.
+fn host_name(authority: &str) -> String {
+    let a = authority.trim().to_ascii_lowercase();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("").to_string();
+    }
+    if a.parse::<IpAddr>().is_ok() {
+        return a;
+    }
+    match a.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+        _ => a,
+    }
+}
+
+/// Whether `name` (no port) always means this machine.
+fn is_loopback_name(name: &str) -> bool {
+    name == "localhost" || name.ends_with(".localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn forbidden(code: &'static str, message: String) -> ApiError {
+    ApiError { status: StatusCode::FORBIDDEN, code: Some(code), ..ApiError::bad_request(message) }
+}
+
+impl Guard {
+    /// Whether a request with `method`, `headers` and `host` (the `Host` header or the URI's
+    /// authority) may run.
+    pub fn verdict(&self, method: &Method, headers: &HeaderMap, host: Option<&str>) -> Result<(), ApiError> {
+        if self.loopback {
+            if let Some(h) = host {
+                let name = host_name(h);
+                if !is_loopback_name(&name) && !self.allowed_hosts.iter().any(|a| a == &name) {
+                    return Err(forbidden(
+                        "host_not_allowed",
+                        format!(
+                            "Host {h:?} is not this machine; start the server with --allowed-host {name} to accept it"
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("");
+            let own = host.is_some_and(|h| {
+                origin
+                    .strip_prefix("http://")
+                    .or(origin.strip_prefix("https://"))
+                    .is_some_and(|o| o.eq_ignore_ascii_case(h))
+            });
+            if !own && !self.cors_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
+                return Err(forbidden(
+                    "origin_not_allowed",
+                    format!("requests from web pages at {origin:?} are not allowed; start the server with --cors-origin {origin} to allow them"),
+                ));
+            }
+        }
+        if method == Method::POST {
+            if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+                let essence = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                if essence != "application/json" {
+                    return Err(ApiError {
+                        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        code: Some("unsupported_media_type"),
+                        ..ApiError::bad_request(format!(
+                            "the body must be JSON with Content-Type: application/json, not {essence:?}"
+                        ))
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn local() -> Guard {
+        Guard { loopback: true, ..Default::default() }
+    }
+
+    #[test]
+    fn loopback_names_pass_and_other_hosts_do_not() {
+        let g = local();
+        for h in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "127.5.6.7",
+            "[::1]:8080",
+            "::1",
+            "LOCALHOST",
+            "app.localhost:3000",
+        ] {
+            assert!(g.verdict(&Method::GET, &HeaderMap::new(), Some(h)).is_ok(), "{h}");
+        }
+        for h in ["evil.example:8080", "127.0.0.1.evil.example", "10.0.0.1", "localhost.evil.example", "[::2]:80"] {
+            let e = g.verdict(&Method::GET, &HeaderMap::new(), Some(h)).unwrap_err();
+            assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, Some("host_not_allowed")), "{h}");
+        }
+        let named = Guard { allowed_hosts: vec!["node-2.cluster".into()], ..local() };
+        assert!(named.verdict(&Method::GET, &HeaderMap::new(), Some("node-2.cluster:8080")).is_ok());
+        // Off a loopback address the API key is the protection; any host name may be in use.
+        assert!(Guard::default().verdict(&Method::GET, &HeaderMap::new(), Some("evil.example")).is_ok());
+    }
+
+    #[test]
+    fn only_the_servers_own_and_allowed_origins_run() {
+        let g = Guard { cors_origins: vec!["http://app.example".into()], ..local() };
+        let post = |o: &str| g.verdict(&Method::POST, &headers(&[("origin", o)]), Some("localhost:8080"));
+        assert!(post("http://localhost:8080").is_ok(), "the server's own page");
+        assert!(post("http://app.example").is_ok());
+        for o in ["http://evil.example", "null", "http://localhost:9999"] {
+            assert_eq!(post(o).unwrap_err().code, Some("origin_not_allowed"), "{o}");
+        }
+        let any = Guard { cors_origins: vec!["*".into()], ..local() };
+        assert!(any.verdict(&Method::POST, &headers(&[("origin", "http://evil.example")]), Some("localhost")).is_ok());
+    }
+
+    #[test]
+    fn post_bodies_must_be_json() {
+        let g = local();
+        let post = |ct: &str| g.verdict(&Method::POST, &headers(&[("content-type", ct)]), Some("localhost"));
+        assert!(post("application/json").is_ok());
+        assert!(post("Application/JSON; charset=utf-8").is_ok());
+        for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+            assert_eq!(post(ct).unwrap_err().status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+        }
+        assert!(g.verdict(&Method::POST, &HeaderMap::new(), Some("localhost")).is_ok(), "no body type at all");
+        assert!(g.verdict(&Method::GET, &headers(&[("content-type", "text/plain")]), Some("localhost")).is_ok());
+    }
+}

@@ -1,0 +1,153 @@
+//! Hardening on the real models and with the fake worker: the penalty-window bomb, the router
+//! as PID 1, the worker socket's folder, mode and peer check, secrets kept from workers, and
+//! requests cut off by a drain that end in an error, never in a clean finish.
+
+use model_bucket_tests::server::{eventually, sse_lines};
+use model_bucket_tests::*;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn smol_only() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
+    dir
+}
+
+/// The command line of process `pid`, split at its NULs.
+fn cmdline(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+fn arg_after(args: &[String], flag: &str) -> Option<String> {
+    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1).cloned())
+}
+
+#[test]
+fn a_huge_penalty_window_is_bounded_by_the_context() {
+    let dir = smol_only();
+    let s = Server::start(dir.path(), &["--ctx", "512", "--parallel", "2"]);
+    let plain = format!(r#"{{"model":"{}","prompt":"Once upon a time","max_tokens":8}}"#, smol_id());
+    assert_eq!(s.post("/v1/completions", &plain).unwrap().0, 200);
+    let pid = s.worker_pid(&smol_id()).unwrap();
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_string();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    };
+    let before = rss();
+    let bomb = format!(
+        r#"{{"model":"{}","prompt":"Once upon a time","max_tokens":8,"repeat_last_n":2147483647,"presence_penalty":0.5}}"#,
+        smol_id()
+    );
+    let started = Instant::now();
+    let (status, body) = s.post("/v1/completions", &bomb).unwrap();
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    // Unbounded, the window allocated gigabytes and took 20 s and more.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(rss() < before + (256 << 20), "the worker grew from {before} to {} bytes", rss());
+}
+
+#[test]
+fn the_router_serves_as_pid_1_and_its_workers_still_die_with_it() {
+    let dir = smol_only();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let kv = tempfile::tempdir().unwrap();
+    // A new PID namespace, as a container's entrypoint gets: the router is PID 1 in it.
+    let mut router = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(bin("model-bucket"))
+        .args(["serve", "--port", &port.to_string(), "--threads", "1", "--models-dir"])
+        .arg(dir.path())
+        .env("EDEN_KV_CACHE_DIR", kv.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("unshare (util-linux) must be installed and allowed to create a PID namespace");
+    assert!(eventually(Duration::from_secs(30), || server::get(port, "/health").is_ok_and(|r| r.0 == 200)));
+    let body = format!(r#"{{"model":"{}","prompt":"The capital of France is","max_tokens":4}}"#, smol_id());
+    let (status, resp) =
+        server::read_response(server::open(port, "POST", "/v1/completions", "", &body, None).unwrap()).unwrap();
+    assert_eq!(status, 200, "the worker serves under a PID-1 router: {resp}");
+    // The worker, seen from outside the namespace.
+    let worker = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&p| {
+            cmdline(p).iter().any(|a| a.ends_with("model-bucket-worker"))
+                && cmdline(p).iter().any(|a| a.starts_with(dir.path().to_str().unwrap()))
+        })
+        .expect("the worker process");
+    router.kill().unwrap();
+    router.wait().unwrap();
+    assert!(eventually(Duration::from_secs(10), || !server::alive(worker)), "the worker outlived its router");
+}
+
+#[test]
+fn the_worker_socket_is_private_and_takes_only_the_worker() {
+    let dir = smol_only();
+    let fake = bin("fake-worker");
+    let s = Server::start_with_env(
+        dir.path(),
+        &["--load-wait", "30"],
+        &[
+            ("EDEN_WORKER_BIN", fake.to_str().unwrap()),
+            ("EDEN_FAKE_MODE", "slow-connect:1500"),
+            ("HF_TOKEN", "hf-secret"),
+            ("EDEN_UPSTREAM_KEY", "sk-upstream"),
+        ],
+    );
+    let port = s.port;
+    let body = format!(r#"{{"model":"{}","prompt":"Hi","max_tokens":3}}"#, smol_id());
+    let request = std::thread::spawn(move || {
+        server::read_response(server::open(port, "POST", "/v1/completions", "", &body, None).unwrap()).unwrap()
+    });
+    // Find the fake worker (still asleep) and its socket, and get there first.
+    let model_dir = dir.path().to_str().unwrap().to_string();
+    let mut found: Option<(u32, PathBuf)> = None;
+    assert!(eventually(Duration::from_secs(10), || {
+        found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let args = cmdline(pid);
+            let ours =
+                args.iter().any(|a| a.ends_with("fake-worker")) && args.iter().any(|a| a.starts_with(&model_dir));
+            ours.then(|| arg_after(&args, "--socket").map(|p| (pid, PathBuf::from(p))))?
+        });
+        found.is_some()
+    }));
+    let (pid, socket) = found.unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(socket.parent().unwrap()), 0o700, "the socket's folder");
+    assert_eq!(mode(&socket), 0o600, "the socket");
+    let intruder = std::os::unix::net::UnixStream::connect(&socket).expect("connect before the worker");
+    let (status, resp) = request.join().unwrap();
+    assert_eq!(status, 200, "the real worker was served: {resp}");
+    assert!(s.log().contains("dropped a connection to a worker socket from another process"), "{}", s.log());
+    drop(intruder);
+    // No secret reached the worker's environment.
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let env = String::from_utf8_lossy(&env);
+    assert!(!env.contains("hf-secret") && !env.contains("sk-upstream"), "{env}");
+}
+
+#[test]
+fn a_request_cut_off_by_an_unload_ends_in_an_error_not_a_finish() {
+    let dir = smol_only();
+    let s = Server::start(dir.path(), &["--shutdown-grace", "1"]);
+    let body =
+        format!(r#"{{"model":"{}","prompt":"Once upon a time","stream":true,"logit_bias":{{"2":-100}}}}"#, smol_id());
+    let mut lines = sse_lines(s.port, "/v1/completions", &body, Duration::from_secs(60));
+    // It is generating: unload its model, which drains for at most the grace.
+    let first = lines.by_ref().find(|l| l.contains("\"text\"")).expect("a first token");
+    assert!(first.contains("\"finish_reason\":null"), "{first}");
+    let unload = s.post(&format!("/admin/models/{}/unload", smol_id()), "").unwrap();
+    assert_eq!(unload.0, 200, "{unload:?}");
+    let rest: Vec<String> = lines.collect();
+    assert!(rest.iter().all(|l| !l.contains("\"finish_reason\":\"stop\"")), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("\"error\"") && l.contains("stopped")), "{rest:?}");
+    assert_eq!(rest.last().map(String::as_str), Some("[DONE]"));
+}

@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Threads per worker (default: every core).
     #[arg(long, env = "EDEN_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
+    /// Requests that may wait for a free slot of one model; past that, 429 with Retry-After.
+    #[arg(long, env = "EDEN_MAX_QUEUE", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=65536))]
+    pub max_queue: u32,
     /// Largest request body, in bytes.
     #[arg(long, env = "EDEN_BODY_LIMIT", default_value_t = 8 << 20)]
     pub body_limit: usize,

@@ -54,6 +54,7 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
         threads: None,
         load_timeout: Duration::from_secs(300),
         load_wait: Duration::from_secs(300),
+        max_queue: 1,
         // One prompt, nothing to reuse.
         prompt_cache: Some(0),
         kv_cache: None,

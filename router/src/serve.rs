@@ -56,6 +56,7 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         threads: s.threads,
         load_timeout: Duration::from_secs(s.load_timeout),
         load_wait: Duration::from_secs(s.load_wait),
+        max_queue: s.max_queue,
         prompt_cache: match &s.prompt_cache {
             Some(text) => Some(budget::parse_size_or_zero(text).map_err(anyhow::Error::msg).context("--prompt-cache")?),
             None => None,

@@ -30,6 +30,10 @@ install_missing() {
       python3-pip) python3 -m pip --version >/dev/null 2>&1 || need+=("$pkg") ;;
       *) command -v "$what" >/dev/null 2>&1 || need+=("$pkg") ;;
     esac
+    # One package can cover several missing things: name it once.
+    if [ ${#need[@]} -gt 1 ] && [[ " ${need[*]:0:${#need[@]}-1} " == *" ${need[-1]} "* ]]; then
+      unset 'need[-1]'
+    fi
   done
   [ ${#need[@]} -eq 0 ] && return 0
   if ! command -v apt-get >/dev/null 2>&1; then

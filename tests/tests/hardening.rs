@@ -151,3 +151,35 @@ fn a_request_cut_off_by_an_unload_ends_in_an_error_not_a_finish() {
     assert!(rest.iter().any(|l| l.contains("\"error\"") && l.contains("stopped")), "{rest:?}");
     assert_eq!(rest.last().map(String::as_str), Some("[DONE]"));
 }
+
+#[test]
+fn a_model_with_a_full_queue_answers_429_with_retry_after() {
+    let dir = smol_only();
+    let s = Server::start(dir.path(), &["--parallel", "1", "--max-queue", "1"]);
+    let endless =
+        format!(r#"{{"model":"{}","prompt":"Once upon a time","stream":true,"logit_bias":{{"2":-100}}}}"#, smol_id());
+    // The only slot is busy for as long as this stream is read.
+    let mut busy = sse_lines(s.port, "/v1/completions", &endless, Duration::from_secs(60));
+    busy.by_ref().find(|l| l.contains("\"text\"")).expect("a first token");
+    let short = format!(r#"{{"model":"{}","prompt":"Hi","max_tokens":2}}"#, smol_id());
+    let port = s.port;
+    let body = short.clone();
+    let waiting = std::thread::spawn(move || {
+        server::read_response(server::open(port, "POST", "/v1/completions", "", &body, None).unwrap()).unwrap()
+    });
+    // Once one request waits, the next is refused at once.
+    let mut refused = (0, String::new());
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            refused = s.post("/v1/completions", &short).unwrap();
+            refused.0 == 429
+        }),
+        "{refused:?}"
+    );
+    let lower = refused.1.to_ascii_lowercase();
+    assert!(lower.contains("retry-after: 1") && lower.contains("queue_full"), "{}", refused.1);
+    // The client of the stream leaves: the waiting request gets the slot.
+    drop(busy);
+    let (status, resp) = waiting.join().unwrap();
+    assert_eq!(status, 200, "{resp}");
+}

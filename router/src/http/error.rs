@@ -72,6 +72,15 @@ impl ApiError {
         }
     }
 
+    /// 429 `queue_full` with `Retry-After`: too many requests are already waiting for the model.
+    pub fn too_many(message: impl Into<String>, retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            code: Some("queue_full"),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+        }
+    }
+
     /// 507 `insufficient_memory`: the model cannot fit the RAM budget even with every other
     /// worker unloaded; retrying will not help.
     pub fn insufficient_memory(message: impl Into<String>) -> ApiError {
@@ -100,7 +109,8 @@ impl ApiError {
                 ..ApiError::bad_request(message)
             },
             ErrorKind::NoChatTemplate => ApiError::bad_param("messages", message),
-            ErrorKind::Overloaded | ErrorKind::ShuttingDown => ApiError::unavailable(message, 1),
+            ErrorKind::Overloaded => ApiError::too_many(message, 1),
+            ErrorKind::ShuttingDown => ApiError::unavailable(message, 1),
             ErrorKind::ProtocolMismatch | ErrorKind::Internal => ApiError::bad_gateway(message),
         }
     }

@@ -93,6 +93,8 @@ pub enum PromptIn {
 
 /// At most this many stop strings, as in OpenAI's API.
 const MAX_STOPS: usize = 16;
+/// The longest stop string, in bytes: every generated token is checked against each.
+const MAX_STOP_BYTES: usize = 1024;
 
 /// Checks the shared parameters and builds the sampling part of a worker request.
 pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<GenerateRequest, ApiError> {
@@ -161,6 +163,12 @@ pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<Ge
     };
     if stop.len() > MAX_STOPS {
         return Err(ApiError::bad_param("stop", format!("at most {MAX_STOPS} stop sequences")));
+    }
+    if let Some(long) = stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::bad_param(
+            "stop",
+            format!("a stop sequence may be at most {MAX_STOP_BYTES} bytes, got {}", long.len()),
+        ));
     }
     Ok(GenerateRequest {
         id,
@@ -257,6 +265,9 @@ mod tests {
         assert_eq!(gen(r#"{"model":"m","stop":["a","b"]}"#).unwrap().stop, vec!["a", "b"]);
         let many: Vec<String> = (0..17).map(|i| i.to_string()).collect();
         assert!(gen(&format!(r#"{{"model":"m","stop":{}}}"#, serde_json::to_string(&many).unwrap())).is_err());
+        let long = "x".repeat(1025);
+        assert_eq!(gen(&format!(r#"{{"model":"m","stop":"{long}"}}"#)).unwrap_err().param, Some("stop"));
+        assert!(gen(&format!(r#"{{"model":"m","stop":"{}"}}"#, &long[..1024])).is_ok());
     }
 
     #[test]

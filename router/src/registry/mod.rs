@@ -42,6 +42,8 @@ pub struct Defaults {
     pub load_timeout: Duration,
     /// Longest a request waits for its model to load before a 503.
     pub load_wait: Duration,
+    /// Requests that may wait for a slot of one worker.
+    pub max_queue: u32,
     /// Bytes of each worker's host-memory prompt cache; `None`: its slots' KV size.
     pub prompt_cache: Option<u64>,
     /// Folder and byte limit of the prompt prefixes kept on disk; `None`: not kept.
@@ -77,6 +79,7 @@ pub fn worker_spec(m: &ModelInfo, mc: &ModelConfig, d: &Defaults) -> WorkerSpec 
         gpu_layers: mc.gpu_layers.unwrap_or(0),
         chat_template: mc.chat_template.clone(),
         load_timeout: d.load_timeout,
+        max_queue: d.max_queue,
         // By default as much again as the slots' own KV cache.
         prompt_cache: mc.prompt_cache_mib.map(|mib| mib << 20).or(d.prompt_cache).unwrap_or_else(|| {
             let ctx = admit::ctx_slot(m, mc.ctx.or(d.ctx));

@@ -33,6 +33,8 @@ pub struct WorkerSpec {
     pub chat_template: Option<String>,
     /// Longest wait for the worker to connect and load.
     pub load_timeout: Duration,
+    /// Requests that may wait for one of its slots.
+    pub max_queue: u32,
     /// Bytes of its host-memory prompt cache (0: none).
     pub prompt_cache: u64,
     /// SHA-256 of the model file: keys the prompt prefixes it keeps on disk.
@@ -123,6 +125,7 @@ pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, SpawnError> {
         cmd.arg("--chat-template").arg(t);
     }
     cmd.arg("--prompt-cache-bytes").arg(spec.prompt_cache.to_string());
+    cmd.arg("--max-queue").arg(spec.max_queue.to_string());
     if let Some((dir, max)) = &spec.kv_cache {
         cmd.arg("--kv-cache-dir").arg(dir).arg("--kv-cache-max").arg(max.to_string());
         cmd.arg("--model-sha256").arg(&spec.model_sha256);

@@ -202,7 +202,14 @@ impl<'m> Engine<'m> {
             return self.error(id, ErrorKind::ShuttingDown, "the worker is shutting down".into());
         }
         if self.queue.len() >= self.cfg.max_queue {
-            return self.error(id, ErrorKind::Overloaded, format!("{} requests are already waiting", self.queue.len()));
+            return self.error(
+                id,
+                ErrorKind::Overloaded,
+                format!(
+                    "{} requests are already waiting for this model (--max-queue); retry shortly",
+                    self.queue.len()
+                ),
+            );
         }
         if let Err(m) = sampler::validate(&req.sampling, self.model.n_vocab()) {
             return self.error(id, ErrorKind::BadRequest, m);

@@ -44,6 +44,13 @@ pub struct ServeArgs {
     /// Requests that may wait for a free slot of one model; past that, 429 with Retry-After.
     #[arg(long, env = "EDEN_MAX_QUEUE", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=65536))]
     pub max_queue: u32,
+    /// Seconds a client may take to send a request's headers before its connection is closed
+    /// (idle and trickling sockets cannot pile up).
+    #[arg(long, env = "EDEN_HEADER_TIMEOUT", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Client connections open at once (at most what the file limit allows); more wait.
+    #[arg(long, env = "EDEN_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
     /// Largest request body, in bytes.
     #[arg(long, env = "EDEN_BODY_LIMIT", default_value_t = 8 << 20)]
     pub body_limit: usize,

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod ctl_cmd;
 pub mod generate_cmd;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod pull;
 pub mod pull_cmd;

@@ -2,10 +2,11 @@
 //!
 //! Signals: SIGHUP reloads the config and rescans; SIGUSR1 restarts every worker, one at a
 //! time; SIGTERM/SIGINT stop accepting, let in-flight requests finish within the grace, stop the
-//! workers and exit 0.
+//! workers and exit 0; a second SIGTERM/SIGINT exits at once. The handlers are in place before
+//! the first scan: a signal during it is never the default action (which for SIGHUP and SIGUSR1
+//! would end the process), and SIGTERM/SIGINT then stop without serving.
 
 use anyhow::{Context, Result};
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::bucket;
 use crate::cli::{BucketArgs, ServeArgs};
 use crate::generate_cmd::worker_bin;
+use crate::listen;
 use crate::registry::{Defaults, Limits, Registry};
 use crate::supervisor::budget;
 
@@ -37,12 +39,55 @@ fn kv_cache(s: &ServeArgs) -> Result<Option<(std::path::PathBuf, u64)>> {
     Ok(Some((dir, max)))
 }
 
+/// The process's signal streams, created (and so handled) from the start.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("SIGHUP handler")?,
+            usr1: signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?,
+        })
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn stop_signal(term: &mut tokio::signal::unix::Signal, int: &mut tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
 pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut signals = rt.block_on(async { Signals::install() })?;
     let (config, dir) = bucket::open(b)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the models folder {}", dir.display()))?;
     let worker_bin = worker_bin()?;
     anyhow::ensure!(worker_bin.is_file(), "worker binary {} not found (set EDEN_WORKER_BIN)", worker_bin.display());
-    let catalog = bucket::scan(&dir, &config)?;
+    let scan = {
+        let (dir, config) = (dir.clone(), config.clone());
+        rt.spawn_blocking(move || bucket::scan(&dir, &config))
+    };
+    let scanned = rt.block_on(async {
+        tokio::select! {
+            r = scan => Some(r),
+            _ = stop_signal(&mut signals.term, &mut signals.int) => None,
+        }
+    });
+    let Some(scanned) = scanned else {
+        tracing::info!("stopped during the first scan");
+        return Ok(());
+    };
+    let catalog = scanned.context("scan task")??;
     for m in &catalog.models {
         tracing::info!(id = %m.id, aliases = ?m.aliases, "model");
     }
@@ -97,15 +142,20 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
     let app = crate::http::app(registry.clone(), s.body_limit, access, guard);
     let addr = SocketAddr::new(s.host, s.port);
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let fd_limit = listen::raise_file_limit();
+    let conn_limits = listen::ConnLimits {
+        header_timeout: Duration::from_secs(s.header_timeout.max(1)),
+        max_connections: listen::fitting_connections(s.max_connections, fd_limit),
+    };
+    tracing::info!(
+        fd_limit,
+        max_connections = conn_limits.max_connections,
+        header_timeout_secs = s.header_timeout,
+        "connections"
+    );
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?
-            // Tokens go out as soon as they are written, not when Nagle's algorithm allows.
-            .tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(%addr, models = registry.catalog().models.len(), dir = %dir.display(), "listening");
         tokio::spawn(registry.clone().housekeeping());
         let _watcher = if s.no_watch {
@@ -119,22 +169,28 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
                 }
             }
         };
-        tokio::spawn(ops_signals(registry.clone()));
+        let Signals { mut term, mut int, hup, usr1 } = signals;
+        tokio::spawn(ops_signals(registry.clone(), hup, usr1));
         // Under systemd (`Type=notify`): the socket is bound, requests are served from now on.
         notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
+        let stop = async move {
+            let _ = stop_rx.clone().wait_for(|s| *s).await;
+        };
+        let serving = tokio::spawn(listen::serve(listener, app, conn_limits, stop));
+        stop_signal(&mut term, &mut int).await;
+        let _ = stop_tx.send(true);
+        // A second signal means now.
+        tokio::spawn(async move {
+            stop_signal(&mut term, &mut int).await;
+            tracing::warn!("second stop signal: exiting now");
+            std::process::exit(130);
         });
-        let mut stopped = stop_rx.clone();
-        let serving = tokio::spawn(async move { server.await });
-        let _ = stopped.wait_for(|s| *s).await;
         tracing::info!(grace_secs = grace.as_secs(), "stopping: finishing in-flight requests");
         notify(&[sd_notify::NotifyState::Stopping]);
         registry.shutdown_all();
         match tokio::time::timeout(grace + Duration::from_secs(1), serving).await {
-            Ok(r) => r.context("server task")?.context("server")?,
+            Ok(r) => r.context("server task")?,
             Err(_) => tracing::warn!("in-flight requests did not finish in time"),
         }
         // Workers write their prompt prefixes to disk as they exit: give them the time to.
@@ -170,18 +226,12 @@ fn api_key(s: &ServeArgs) -> Result<Option<String>> {
     Ok(key.filter(|k| !k.is_empty()))
 }
 
-async fn shutdown_signal() {
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 /// SIGHUP: reload the config and rescan. SIGUSR1: rolling restart of the workers.
-async fn ops_signals(registry: Arc<Registry>) {
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+async fn ops_signals(
+    registry: Arc<Registry>,
+    mut hup: tokio::signal::unix::Signal,
+    mut usr1: tokio::signal::unix::Signal,
+) {
     loop {
         tokio::select! {
             _ = hup.recv() => {

@@ -55,18 +55,27 @@ fn the_router_serves_as_pid_1_and_its_workers_still_die_with_it() {
     let dir = smol_only();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let kv = tempfile::tempdir().unwrap();
-    // A new PID namespace, as a container's entrypoint gets: the router is PID 1 in it.
+    // A new PID namespace, as a container's entrypoint gets: the router is PID 1 in it. With
+    // its own /proc where the root is a mount point; a chroot's root is not, and there the
+    // namespace keeps the outer /proc (the router is PID 1 all the same).
+    let mut ns = vec!["--pid", "--fork", "--kill-child"];
+    let own_proc = Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]).status();
+    if own_proc.is_ok_and(|s| s.success()) {
+        ns.push("--mount-proc");
+    }
+    let log = tempfile::NamedTempFile::new().unwrap();
     let mut router = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .args(&ns)
         .arg(bin("model-bucket"))
         .args(["serve", "--port", &port.to_string(), "--threads", "1", "--models-dir"])
         .arg(dir.path())
         .env("EDEN_KV_CACHE_DIR", kv.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log.reopen().unwrap())
+        .stderr(log.reopen().unwrap())
         .spawn()
         .expect("unshare (util-linux) must be installed and allowed to create a PID namespace");
-    assert!(eventually(Duration::from_secs(30), || server::get(port, "/health").is_ok_and(|r| r.0 == 200)));
+    let up = eventually(Duration::from_secs(30), || server::get(port, "/health").is_ok_and(|r| r.0 == 200));
+    assert!(up, "{:?}: {}", ns, std::fs::read_to_string(log.path()).unwrap_or_default());
     let body = format!(r#"{{"model":"{}","prompt":"The capital of France is","max_tokens":4}}"#, smol_id());
     let (status, resp) =
         server::read_response(server::open(port, "POST", "/v1/completions", "", &body, None).unwrap()).unwrap();
@@ -168,18 +177,79 @@ fn a_model_with_a_full_queue_answers_429_with_retry_after() {
         server::read_response(server::open(port, "POST", "/v1/completions", "", &body, None).unwrap()).unwrap()
     });
     // Once one request waits, the next is refused at once.
-    let mut refused = (0, String::new());
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            refused = s.post("/v1/completions", &short).unwrap();
-            refused.0 == 429
-        }),
-        "{refused:?}"
-    );
+    let queued = || s.get_json("/admin/workers")["workers"][0]["queued"].as_u64() == Some(1);
+    assert!(eventually(Duration::from_secs(10), queued), "{}", s.get_json("/admin/workers"));
+    std::thread::sleep(Duration::from_millis(200));
+    let refused = s.post("/v1/completions", &short).unwrap();
+    assert_eq!(refused.0, 429, "{refused:?}");
     let lower = refused.1.to_ascii_lowercase();
     assert!(lower.contains("retry-after: 1") && lower.contains("queue_full"), "{}", refused.1);
     // The client of the stream leaves: the waiting request gets the slot.
     drop(busy);
     let (status, resp) = waiting.join().unwrap();
     assert_eq!(status, 200, "{resp}");
+}
+
+#[test]
+fn idle_and_trickling_sockets_neither_pile_up_nor_block_a_request() {
+    use std::io::{Read, Write};
+    let dir = smol_only();
+    let s = Server::start(dir.path(), &["--header-timeout", "2"]);
+    let mut idle: Vec<std::net::TcpStream> =
+        (0..1000).map(|_| std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap()).collect();
+    // One more that sends half a request and then nothing.
+    let mut trickle = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    trickle.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+    let body = format!(r#"{{"model":"{}","prompt":"Hi","max_tokens":2}}"#, smol_id());
+    let (status, resp) = s.post("/v1/completions", &body).unwrap();
+    assert_eq!(status, 200, "{resp}");
+    // Past the header timeout the server has closed them: a read sees the end.
+    trickle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 512];
+    let n = trickle.read(&mut buf).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "the trickling socket was answered: {text}");
+    idle[0].set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(idle[0].read(&mut buf).unwrap_or(0), 0, "an idle socket is closed");
+    idle.clear();
+}
+
+#[test]
+fn signals_are_handled_from_the_start_and_a_second_stop_is_immediate() {
+    let dir = smol_only();
+    // A SIGHUP while the first scan is still hashing the model file must not end the process.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let kv = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin("model-bucket"))
+        .args(["serve", "--port", &port.to_string(), "--threads", "1", "--shutdown-grace", "30", "--models-dir"])
+        .arg(dir.path())
+        .env("EDEN_KV_CACHE_DIR", kv.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    server::signal(child.id(), "HUP");
+    assert!(
+        eventually(Duration::from_secs(30), || server::get(port, "/health").is_ok_and(|r| r.0 == 200)),
+        "the server died of an early SIGHUP"
+    );
+    // A stream keeps the first SIGTERM waiting (a 30 s grace); a second one ends it at once.
+    let body =
+        format!(r#"{{"model":"{}","prompt":"Once upon a time","stream":true,"logit_bias":{{"2":-100}}}}"#, smol_id());
+    let mut stream = sse_lines(port, "/v1/completions", &body, Duration::from_secs(60));
+    stream.by_ref().find(|l| l.contains("\"text\"")).expect("a first token");
+    server::signal(child.id(), "TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "the first SIGTERM waits for the stream");
+    let sent = Instant::now();
+    server::signal(child.id(), "TERM");
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(sent.elapsed() < Duration::from_secs(10), "a second SIGTERM did not stop the server");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
 }

@@ -1,0 +1,102 @@
+//! The accept loop, with what keeps idle and trickling sockets from using up the server: a
+//! client must send a request's headers within a timeout (or its connection is closed), at
+//! most a fixed number of connections are open at once (the next waits in the kernel's
+//! backlog), and the process's file limit is raised to what the system allows. Stopping closes
+//! the listener, then lets open connections finish their requests.
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// File descriptors kept for everything but client connections (workers' sockets and logs,
+/// model files, the watcher).
+const RESERVED_FDS: u64 = 256;
+
+/// Limits on client connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Longest a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
+/// Raises the soft limit on open files to the hard one; returns the limit now in force.
+pub fn raise_file_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    }
+}
+
+/// The connection limit that fits `fd_limit` open files.
+pub fn fitting_connections(wanted: usize, fd_limit: u64) -> usize {
+    let room = fd_limit.saturating_sub(RESERVED_FDS).max(16);
+    wanted.min(usize::try_from(room).unwrap_or(usize::MAX))
+}
+
+/// Serves `app` on `listener` until `stop` completes, then closes the listener and returns
+/// once every open connection has finished its requests (bound it with a timeout).
+pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop: impl Future<Output = ()>) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    tokio::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = &mut stop => break,
+        };
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors or a transient error: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        // Tokens go out as soon as they are written, not when Nagle's algorithm allows.
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_fit_the_file_limit() {
+        assert_eq!(fitting_connections(4096, 1 << 20), 4096);
+        assert_eq!(fitting_connections(4096, 1024), 768);
+        assert_eq!(fitting_connections(4096, 100), 16);
+    }
+}

@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// Read the API key from this file (its first line).
     #[arg(long, env = "EDEN_API_KEY_FILE", conflicts_with = "api_key")]
     pub api_key_file: Option<std::path::PathBuf>,
+    /// Require this key (instead of the API key) on `/admin/*`: loading, unloading, pulling,
+    /// rescanning and restarting.
+    #[arg(long, env = "EDEN_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
     /// Allow browser pages from this origin (repeatable; `*` for any) to call the API.
     #[arg(long = "cors-origin", env = "EDEN_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -124,6 +128,9 @@ pub struct ServerArgs {
     /// The server's API key, if it needs one.
     #[arg(long, env = "EDEN_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// The server's admin key, if it has one (sent instead of the API key).
+    #[arg(long, env = "EDEN_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,7 +10,8 @@ use crate::supervisor::budget::human;
 fn call(method: &str, server: &ServerArgs, path: &str) -> Result<Value> {
     let url = format!("{}{path}", server.url.trim_end_matches('/'));
     let mut req = ureq::request(method, &url).timeout(std::time::Duration::from_secs(600));
-    if let Some(key) = server.api_key.as_deref().filter(|k| !k.is_empty()) {
+    let key = server.admin_key.as_deref().filter(|k| !k.is_empty()).or(server.api_key.as_deref());
+    if let Some(key) = key.filter(|k| !k.is_empty()) {
         req = req.set("Authorization", &format!("Bearer {key}"));
     }
     let resp = match if method == "POST" { req.send_string("") } else { req.call() } {

@@ -132,7 +132,8 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
             s.host
         );
     }
-    let access = crate::http::access::Access { api_key: api_key.map(Into::into) };
+    let admin_key = s.admin_key.as_deref().map(str::trim).filter(|k| !k.is_empty()).map(Into::into);
+    let access = crate::http::access::Access { api_key: api_key.map(Into::into), admin_key };
     let registry = Registry::new(catalog, config, b.config.clone(), defaults, limits);
     let guard = crate::http::guard::Guard {
         loopback: s.host.is_loopback(),

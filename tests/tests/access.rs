@@ -122,3 +122,18 @@ fn web_pages_cannot_drive_the_server() {
     // A client that sends no Content-Type at all is still served (no browser sends a body so).
     assert_eq!(raw(s.port, "POST", "/v1/completions", "Host: localhost\r\n", &body).0, 200);
 }
+
+#[test]
+fn the_admin_key_alone_opens_admin() {
+    let dir = bucket();
+    let s = Server::start(dir.path(), &["--api-key", "api-1", "--admin-key", "adm-1"]);
+    let api = "Authorization: Bearer api-1\r\n";
+    let adm = "Authorization: Bearer adm-1\r\n";
+    assert_eq!(request(s.port, "GET", "/v1/models", api, "").0, 200);
+    assert_eq!(request(s.port, "GET", "/admin/workers", api, "").0, 401, "the API key does not open admin");
+    assert_eq!(request(s.port, "POST", "/admin/rescan", api, "").0, 401);
+    assert_eq!(request(s.port, "GET", "/admin/workers", adm, "").0, 200);
+    let (ok, _, err) =
+        run_env(&["ps", "--url", &s.base_url()], &[("EDEN_ADMIN_KEY", "adm-1"), ("EDEN_API_KEY", "api-1")]);
+    assert!(ok, "{err}");
+}

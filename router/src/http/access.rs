@@ -1,8 +1,9 @@
-//! Access control: the optional API key and CORS.
+//! Access control: the optional API key, the optional admin key, and CORS.
 //!
 //! With a key set, every endpoint but `/health` wants `Authorization: Bearer KEY` (what OpenAI
 //! clients send) or `x-api-key: KEY`; the comparison takes the same time whatever the key
-//! guessed. CORS preflights are answered before the key is checked.
+//! guessed. With an admin key set, `/admin/*` wants that key instead (the API key does not open
+//! it). CORS preflights are answered before the key is checked.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
@@ -18,6 +19,23 @@ use super::error::ApiError;
 #[derive(Clone, Default)]
 pub struct Access {
     pub api_key: Option<Arc<str>>,
+    /// The key `/admin/*` wants, when set.
+    pub admin_key: Option<Arc<str>>,
+}
+
+impl Access {
+    /// The key a request to `path` needs, if any.
+    fn key_for(&self, path: &str) -> Option<&str> {
+        if path == "/health" {
+            return None;
+        }
+        if path.starts_with("/admin/") || path == "/admin" {
+            if let Some(k) = &self.admin_key {
+                return Some(k);
+            }
+        }
+        self.api_key.as_deref()
+    }
 }
 
 /// The key a request carries, from `Authorization: Bearer` or `x-api-key`.
@@ -37,8 +55,8 @@ pub fn key_matches(given: &[u8], key: &[u8]) -> bool {
 }
 
 pub async fn require_key(State(access): State<Access>, req: Request, next: Next) -> Response {
-    let Some(key) = &access.api_key else { return next.run(req).await };
-    if req.uri().path() == "/health" || req.method() == Method::OPTIONS {
+    let Some(key) = access.key_for(req.uri().path()) else { return next.run(req).await };
+    if req.method() == Method::OPTIONS {
         return next.run(req).await;
     }
     match presented(req.headers()) {
@@ -85,5 +103,17 @@ mod tests {
         assert!(key_matches(b"abc", b"abc"));
         assert!(!key_matches(b"abd", b"abc"));
         assert!(!key_matches(b"ab", b"abc"));
+    }
+
+    #[test]
+    fn the_admin_key_guards_admin_alone() {
+        let both = Access { api_key: Some("api".into()), admin_key: Some("adm".into()) };
+        assert_eq!(both.key_for("/v1/models"), Some("api"));
+        assert_eq!(both.key_for("/admin/workers"), Some("adm"));
+        assert_eq!(both.key_for("/health"), None);
+        let admin_only = Access { api_key: None, admin_key: Some("adm".into()) };
+        assert_eq!(admin_only.key_for("/v1/chat/completions"), None);
+        assert_eq!(admin_only.key_for("/admin/pull"), Some("adm"));
+        assert_eq!(Access::default().key_for("/admin/rescan"), None);
     }
 }

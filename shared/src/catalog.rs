@@ -15,6 +15,7 @@ use crate::gguf;
 use crate::hash::{sha256_file, Progress};
 use crate::index::{stamp, HashIndex};
 use crate::model_info::ModelInfo;
+use crate::state_file::{write_atomic, FolderLock};
 
 /// Custom IDs given with `add --id`, kept in the models folder: SHA-256 → IDs.
 pub const CUSTOM_IDS_FILE: &str = ".model-bucket-ids.json";
@@ -52,22 +53,40 @@ pub fn valid_custom_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
-/// Reads the `add --id` names of a models folder: SHA-256 → IDs.
-pub fn load_custom_ids(dir: &Path) -> BTreeMap<String, Vec<String>> {
-    fs::read(dir.join(CUSTOM_IDS_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+/// Reads the `add --id` names of a models folder: SHA-256 → IDs. A missing file is none; a
+/// corrupt one is an error naming it (it is never silently replaced).
+pub fn read_custom_ids(dir: &Path) -> std::io::Result<BTreeMap<String, Vec<String>>> {
+    let path = dir.join(CUSTOM_IDS_FILE);
+    match fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is corrupt ({e}); fix it or remove it (its custom IDs are lost then)", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e),
+    }
 }
 
-/// Records `id` as a custom ID of the model whose content hashes to `sha256`.
+/// The custom IDs for a scan: a corrupt file is reported in the log and counts as none.
+pub fn load_custom_ids(dir: &Path) -> BTreeMap<String, Vec<String>> {
+    read_custom_ids(dir).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "custom IDs not read");
+        BTreeMap::new()
+    })
+}
+
+/// Records `id` as a custom ID of the model whose content hashes to `sha256`, under the
+/// folder's lock (concurrent `add`s keep every ID).
 pub fn add_custom_id(dir: &Path, sha256: &str, id: &str) -> std::io::Result<()> {
-    let mut ids = load_custom_ids(dir);
+    let _lock = FolderLock::acquire(dir)?;
+    let mut ids = read_custom_ids(dir)?;
     let list = ids.entry(sha256.to_string()).or_default();
     if !list.iter().any(|i| i == id) {
         list.push(id.to_string());
     }
-    let path = dir.join(CUSTOM_IDS_FILE);
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(&ids).map_err(std::io::Error::other)?)?;
-    fs::rename(tmp, path)
+    write_atomic(&dir.join(CUSTOM_IDS_FILE), &serde_json::to_vec_pretty(&ids).map_err(std::io::Error::other)?)
 }
 
 impl Catalog {
@@ -238,4 +257,37 @@ fn read_one(path: &Path, index: &mut HashIndex, progress: &mut Option<HashProgre
         }
     };
     Ok(ModelInfo::from_header(&header, path.to_path_buf(), size, sha))
+}
+
+#[cfg(test)]
+mod custom_id_tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_adds_keep_every_id() {
+        let dir = tempfile::tempdir().unwrap();
+        std::thread::scope(|s| {
+            for t in 0..6 {
+                let dir = dir.path();
+                s.spawn(move || {
+                    for k in 0..10 {
+                        add_custom_id(dir, &format!("sha{}", k % 3), &format!("id-{t}-{k}")).unwrap();
+                    }
+                });
+            }
+        });
+        let ids = read_custom_ids(dir.path()).unwrap();
+        assert_eq!(ids.values().map(Vec::len).sum::<usize>(), 60);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_reported_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CUSTOM_IDS_FILE);
+        fs::write(&path, b"{ not json").unwrap();
+        let e = add_custom_id(dir.path(), "sha", "fast").unwrap_err();
+        assert!(e.to_string().contains("corrupt"), "{e}");
+        assert_eq!(fs::read(&path).unwrap(), b"{ not json");
+        assert!(load_custom_ids(dir.path()).is_empty());
+    }
 }

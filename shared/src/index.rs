@@ -11,6 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
+use crate::state_file::{write_atomic, FolderLock};
+
 pub const INDEX_FILE: &str = ".model-bucket-index.json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,16 +79,23 @@ impl HashIndex {
         self.dirty |= self.files.len() != before;
     }
 
-    /// Writes the index back if it changed (atomically: temp file, then rename).
+    /// Writes the index back if it changed: under the folder's lock, merged with what other
+    /// processes wrote meanwhile (for files still present), atomically.
     pub fn save(&mut self) {
         if !self.dirty {
             return;
         }
-        let tmp = self.path.with_extension("json.tmp");
-        let result = serde_json::to_vec_pretty(self)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| fs::write(&tmp, bytes))
-            .and_then(|_| fs::rename(&tmp, &self.path));
+        let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let result = FolderLock::acquire(&dir).and_then(|_lock| {
+            let theirs = HashIndex::load(&dir);
+            for (name, e) in theirs.files {
+                if !self.files.contains_key(&name) && dir.join(&name).exists() {
+                    self.files.insert(name, e);
+                }
+            }
+            let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+            write_atomic(&self.path, &bytes)
+        });
         match result {
             Ok(()) => self.dirty = false,
             Err(e) => tracing::debug!(path = %self.path.display(), error = %e, "hash index not saved"),

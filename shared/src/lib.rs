@@ -11,6 +11,7 @@ pub mod mem;
 pub mod model_info;
 pub mod naming;
 pub mod protocol;
+pub mod state_file;
 
 pub use catalog::{Catalog, Skipped};
 pub use config::{Config, ModelConfig};

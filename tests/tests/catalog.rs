@@ -186,3 +186,30 @@ fn a_fresh_file_waits_to_settle_unless_it_was_hashed_in_this_state() {
     assert_eq!(cat.models.len(), 1);
     assert!(cat.pending.is_empty());
 }
+
+#[test]
+fn concurrent_adds_keep_every_custom_id() {
+    let src = tempfile::tempdir().unwrap();
+    let file = link_model(SMOLLM2_FILE, src.path(), "smol.gguf");
+    let bucket = tempfile::tempdir().unwrap();
+    let d = bucket.path().to_str().unwrap().to_string();
+    // The file is placed once; then six processes record six IDs at the same time.
+    run_ok(&["add", file.to_str().unwrap(), "--models-dir", &d]);
+    let children: Vec<_> = (0..6)
+        .map(|k| {
+            std::process::Command::new(bin("model-bucket"))
+                .args(["add", file.to_str().unwrap(), "--id", &format!("name-{k}"), "--models-dir", &d])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let info: Value = serde_json::from_str(&run_ok(&["info", &smol_id(), "--json", "--models-dir", &d])).unwrap();
+    let aliases = info["aliases"].as_array().unwrap();
+    for k in 0..6 {
+        assert!(aliases.contains(&Value::from(format!("name-{k}"))), "name-{k} lost: {aliases:?}");
+    }
+}

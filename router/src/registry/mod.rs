@@ -223,6 +223,9 @@ pub struct Registry {
     slots: Mutex<HashMap<String, Slot>>,
     /// One admission (budget check, eviction, spawn) at a time.
     admission: tokio::sync::Mutex<()>,
+    /// One rescan (watcher, SIGHUP, `/admin/rescan`, pull) at a time, installed in the order
+    /// they ran: a scan that started earlier never replaces what a later one found.
+    rescans: tokio::sync::Mutex<()>,
     /// Bumped whenever memory may have been freed: a worker went idle or exited.
     freed_tx: watch::Sender<u64>,
     /// Set at shutdown: no new workers.
@@ -255,6 +258,7 @@ impl Registry {
             limits,
             slots: Mutex::new(HashMap::new()),
             admission: tokio::sync::Mutex::new(()),
+            rescans: tokio::sync::Mutex::new(()),
             freed_tx: watch::channel(0).0,
             stopping: AtomicBool::new(false),
             all_cores: crate::supervisor::cores::allowed(),

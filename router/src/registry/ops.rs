@@ -98,6 +98,7 @@ impl Registry {
     /// `reset_failed`: failed models get another chance. Files changed less than `settle` ago
     /// are left for a later scan.
     pub async fn rescan(self: &Arc<Self>, reset_failed: bool, settle: Duration) -> anyhow::Result<RescanReport> {
+        let _one = self.rescans.lock().await;
         let (dir, config) = (self.dir.clone(), self.config());
         let cat = tokio::task::spawn_blocking(move || Catalog::scan_settled(&dir, &config, None, settle)).await??;
         Ok(self.install(cat, reset_failed))

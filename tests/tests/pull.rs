@@ -26,7 +26,7 @@ fn files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != ".model-bucket-index.json")
+        .filter(|n| n != ".model-bucket-index.json" && n != ".model-bucket.lock")
         .collect();
     v.sort();
     v
@@ -150,4 +150,46 @@ fn a_pull_through_the_running_server_shows_up_in_v1_models() {
     );
     let (status, body) = s.post("/admin/pull", r#"{"model":"no-such-name"}"#).unwrap();
     assert_eq!(status, 400, "{body}");
+}
+
+fn part_len(dir: &Path, file: &str) -> u64 {
+    std::fs::metadata(dir.join(format!(".{file}.part"))).map(|m| m.len()).unwrap_or(0)
+}
+
+#[test]
+fn pulls_are_bounded_and_stop_when_their_client_leaves() {
+    let hub = Hub::start();
+    hub.set_faults(Faults { pause_per_mib: Some(Duration::from_millis(100)), ..Default::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(dir.path(), &[], &[("EDEN_HF_ENDPOINT", &hub.url())]);
+    // Only .gguf files are pulled.
+    let events: Vec<String> =
+        sse_lines(s.port, "/admin/pull", r#"{"model":"test/notes-GGUF","file":"notes.txt"}"#, Duration::from_secs(30))
+            .collect();
+    assert!(events.last().unwrap().contains("not a GGUF file name"), "{events:?}");
+    // A slow pull runs; the same file again is refused while it does.
+    let mut first = sse_lines(s.port, "/admin/pull", r#"{"model":"test/SmolLM2-GGUF"}"#, Duration::from_secs(60));
+    first.by_ref().find(|l| l.contains("downloading")).expect("the download started");
+    let again: Vec<String> =
+        sse_lines(s.port, "/admin/pull", r#"{"model":"test/SmolLM2-GGUF"}"#, Duration::from_secs(30)).collect();
+    assert!(again.last().unwrap().contains("already being pulled"), "{again:?}");
+    // Two run at once; a third is refused at once.
+    let mut second = sse_lines(s.port, "/admin/pull", r#"{"model":"gemma3-270m"}"#, Duration::from_secs(60));
+    second.by_ref().find(|l| l.contains("downloading")).expect("the second download started");
+    let (status, body) = s.post("/admin/pull", r#"{"model":"test/huge-GGUF"}"#).unwrap();
+    assert_eq!(status, 429, "{body}");
+    // Their clients leave: both downloads stop, leaving their parts to resume from.
+    drop(first);
+    drop(second);
+    std::thread::sleep(Duration::from_secs(2));
+    let (a, b) = (part_len(dir.path(), SMOLLM2_FILE), part_len(dir.path(), GEMMA_FILE));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!((part_len(dir.path(), SMOLLM2_FILE), part_len(dir.path(), GEMMA_FILE)), (a, b), "still downloading");
+    assert!(a > 0 && a < std::fs::metadata(model(SMOLLM2_FILE)).unwrap().len());
+    assert!(!dir.path().join(SMOLLM2_FILE).exists());
+    // And a place is free again.
+    hub.set_faults(Faults::default());
+    let done: Vec<String> =
+        sse_lines(s.port, "/admin/pull", r#"{"model":"test/SmolLM2-GGUF"}"#, Duration::from_secs(120)).collect();
+    assert!(done.last().unwrap().contains("\"success\""), "{done:?}");
 }

@@ -2,6 +2,10 @@
 //! are JSON objects with a `status`: `pulling` (repo, file, total), `downloading` (completed,
 //! total; at most four a second), `verifying`, then `success` with the new model, or `error`
 //! with the error envelope. The model is in `/v1/models` when `success` arrives.
+//!
+//! Bounds: at most [`pull::active::MAX_PULLS`] pulls at once (429 otherwise), one per
+//! destination file (409), only `.gguf` files (400); a client that leaves stops its download
+//! (the partial file stays, so pulling again resumes).
 
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -47,6 +51,11 @@ impl Progress for Reporter {
     fn verifying(&mut self) {
         let _ = self.tx.send(json!({ "status": "verifying" }));
     }
+
+    fn cancelled(&self) -> bool {
+        // The stream, which owns the receiver, is dropped when the client goes.
+        self.tx.is_closed()
+    }
 }
 
 fn error_event(e: &PullError) -> Value {
@@ -63,12 +72,21 @@ pub async fn pull(
 ) -> Result<Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let req = Request::parse(&body.model, body.file.as_deref(), body.revision.as_deref().unwrap_or("main"))
         .map_err(|e| ApiError::bad_param("model", e.to_string()))?;
+    let mut ticket = r.pulls.start().ok_or_else(|| {
+        ApiError::too_many(
+            format!("{} pulls are running already; try again when one ends", pull::active::MAX_PULLS),
+            10,
+        )
+    })?;
     let dir = r.catalog().dir.clone();
     let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
     let job = tokio::task::spawn_blocking(move || -> Result<std::path::PathBuf, PullError> {
         let hub = Hub::from_env();
         let files = hub.list(&req.repo, &req.revision)?;
         let target = req.target(&files)?;
+        if !ticket.claim(target.file_name()) {
+            return Err(PullError::InProgress { file: target.file_name().to_string() });
+        }
         let _ = tx.send(json!({ "status": "pulling", "repo": target.repo, "file": target.file, "total": target.size }));
         pull::fetch(&hub, &target, &dir, &mut Reporter { tx, last: Instant::now() })
     });

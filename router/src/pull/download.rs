@@ -40,6 +40,10 @@ pub trait Progress {
     fn advance(&mut self, done: u64);
     /// All bytes are in; the SHA-256 is being checked.
     fn verifying(&mut self);
+    /// Whether whoever asked has gone: the download stops (its part stays, to resume).
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// The partial file of `name` in `dir`.
@@ -135,6 +139,9 @@ fn copy_from(
         out.write_all(&buf[..n])?;
         done += n as u64;
         progress.advance(done);
+        if progress.cancelled() {
+            return Err(PullError::Cancelled);
+        }
     }
     out.sync_all()?;
     if done < t.size {

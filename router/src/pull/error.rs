@@ -24,6 +24,12 @@ pub enum PullError {
     UnknownName { name: String, known: String },
     #[error("the download kept failing after {attempts} attempts: {message} (run the same pull again to resume)")]
     Interrupted { attempts: u32, message: String },
+    #[error("{file} is not a GGUF file name (it must end in .gguf and not start with a dot)")]
+    NotGguf { file: String },
+    #[error("{file} is already being pulled")]
+    InProgress { file: String },
+    #[error("the pull was cancelled: its client left (run it again to resume)")]
+    Cancelled,
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -34,7 +40,9 @@ impl PullError {
         match self {
             PullError::NotFound { .. } | PullError::UnknownName { .. } => 404,
             PullError::Unauthorized { .. } => 401,
-            PullError::Exists { .. } => 409,
+            PullError::Exists { .. } | PullError::InProgress { .. } => 409,
+            PullError::NotGguf { .. } => 400,
+            PullError::Cancelled => 499,
             PullError::DiskFull { .. } => 507,
             PullError::Network { .. } | PullError::Http { .. } | PullError::Interrupted { .. } => 502,
             PullError::Checksum { .. } | PullError::Size { .. } => 502,

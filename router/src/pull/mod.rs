@@ -2,12 +2,14 @@
 //! picking a default quantization, the built-in list of recommended models, and a resumable,
 //! verified download that only ever shows the finished file under its real name.
 
+pub mod active;
 pub mod download;
 pub mod error;
 pub mod hub;
 pub mod pick;
 pub mod recommend;
 
+pub use active::{ActivePulls, PullTicket};
 pub use download::{fetch, Progress, Target};
 pub use error::PullError;
 pub use hub::{Hub, RepoFile};
@@ -53,6 +55,10 @@ impl Request {
             None => pick::default_choice(files)
                 .ok_or_else(|| PullError::NotFound { what: format!("any .gguf file in {}", self.repo) })?,
         };
+        let name = chosen.path.rsplit('/').next().unwrap_or(&chosen.path);
+        if !name.ends_with(".gguf") || name.starts_with('.') || name.contains('\\') {
+            return Err(PullError::NotGguf { file: chosen.path.clone() });
+        }
         Ok(Target {
             repo: self.repo.clone(),
             revision: self.revision.clone(),

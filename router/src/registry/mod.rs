@@ -233,6 +233,8 @@ pub struct Registry {
     /// The cores workers may be pinned to.
     all_cores: Vec<usize>,
     pub metrics: Metrics,
+    /// The pulls running now.
+    pub pulls: Arc<crate::pull::ActivePulls>,
     /// Unix time the catalog was scanned, for the `created` field.
     pub created: u64,
 }
@@ -263,6 +265,7 @@ impl Registry {
             stopping: AtomicBool::new(false),
             all_cores: crate::supervisor::cores::allowed(),
             metrics,
+            pulls: Arc::default(),
             created,
         })
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod hub;
+pub mod mutate;
 pub mod server;
 pub mod stress;
 pub mod worker;

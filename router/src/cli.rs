@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Client connections open at once (at most what the file limit allows); more wait.
     #[arg(long, env = "EDEN_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Requests one client (its API key, else its address) may have in flight; past that, 429
+    /// with Retry-After (0: no limit).
+    #[arg(long, env = "EDEN_MAX_CLIENT_REQUESTS", default_value_t = 0)]
+    pub max_client_requests: usize,
     /// Largest request body, in bytes.
     #[arg(long, env = "EDEN_BODY_LIMIT", default_value_t = 8 << 20)]
     pub body_limit: usize,

@@ -4,6 +4,7 @@
 //! backlog), and the process's file limit is raised to what the system allows. Stopping closes
 //! the listener, then lets open connections finish their requests.
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -63,9 +64,9 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop:
             p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             _ = &mut stop => break,
         };
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
+                Ok((tcp, peer)) => (tcp, peer),
                 Err(e) => {
                     // Out of descriptors or a transient error: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -77,7 +78,8 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop:
         };
         // Tokens go out as soon as they are written, not when Nagle's algorithm allows.
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // Handlers see the peer's address (the per-client limit counts by it).
+        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

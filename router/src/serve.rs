@@ -140,7 +140,7 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         allowed_hosts: s.allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
         cors_origins: s.cors_origins.clone(),
     };
-    let app = crate::http::app(registry.clone(), s.body_limit, access, guard);
+    let app = crate::http::app(registry.clone(), s.body_limit, access, guard, s.max_client_requests);
     let addr = SocketAddr::new(s.host, s.port);
 
     let fd_limit = listen::raise_file_limit();

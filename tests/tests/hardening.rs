@@ -253,3 +253,37 @@ fn signals_are_handled_from_the_start_and_a_second_stop_is_immediate() {
     };
     assert_eq!(status.code(), Some(130));
 }
+
+#[test]
+fn one_client_cannot_take_more_than_its_share() {
+    let dir = smol_only();
+    let s = Server::start(dir.path(), &["--parallel", "2", "--max-client-requests", "1"]);
+    let endless =
+        format!(r#"{{"model":"{}","prompt":"Once upon a time","stream":true,"logit_bias":{{"2":-100}}}}"#, smol_id());
+    let short = format!(r#"{{"model":"{}","prompt":"Hi","max_tokens":2}}"#, smol_id());
+    let as_client = |key: &str, body: &str| {
+        server::read_response(
+            server::open(s.port, "POST", "/v1/completions", &format!("Authorization: Bearer {key}\r\n"), body, None)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let c = server::open(
+        s.port,
+        "POST",
+        "/v1/completions",
+        "Authorization: Bearer client-a\r\n",
+        &endless,
+        Some(Duration::from_secs(60)),
+    )
+    .unwrap();
+    let mut busy = std::io::BufRead::lines(std::io::BufReader::new(c)).map_while(Result::ok);
+    busy.by_ref().find(|l| l.contains("\"text\"")).expect("a first token");
+    let (status, resp) = as_client("client-a", &short);
+    assert_eq!(status, 429, "{resp}");
+    assert!(resp.to_ascii_lowercase().contains("retry-after"), "{resp}");
+    assert_eq!(as_client("client-b", &short).0, 200, "another client is served");
+    // The stream ends: client A has its place back.
+    drop(busy);
+    assert!(eventually(Duration::from_secs(10), || as_client("client-a", &short).0 == 200));
+}

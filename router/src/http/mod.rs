@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod clients;
 pub mod completions;
 pub mod error;
 pub mod guard;
@@ -23,7 +24,13 @@ use error::ApiError;
 /// The whole API. `body_limit` is the largest request body accepted, in bytes; `access` says
 /// which key requests need, `guard` which hosts, origins and body types may reach it, and
 /// `guard.cors_origins` which origins CORS allows.
-pub fn app(registry: Arc<Registry>, body_limit: usize, access: access::Access, guard: guard::Guard) -> Router {
+pub fn app(
+    registry: Arc<Registry>,
+    body_limit: usize,
+    access: access::Access,
+    guard: guard::Guard,
+    max_client_requests: usize,
+) -> Router {
     let cors_origins = guard.cors_origins.clone();
     let router = Router::new()
         .route("/health", get(models::health))
@@ -40,6 +47,10 @@ pub fn app(registry: Arc<Registry>, body_limit: usize, access: access::Access, g
         .route("/metrics", get(admin::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(clients::ClientLimit::new(max_client_requests)),
+            clients::limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(access, access::require_key))
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
         .layer(CatchPanicLayer::custom(error::panic_response))

@@ -93,6 +93,8 @@ pub enum PromptIn {
 
 /// At most this many stop strings, as in OpenAI's API.
 const MAX_STOPS: usize = 16;
+/// The most `logit_bias` entries, as in OpenAI's API: each is applied at every sampling step.
+const MAX_LOGIT_BIAS: usize = 300;
 /// The longest stop string, in bytes: every generated token is checked against each.
 const MAX_STOP_BYTES: usize = 1024;
 
@@ -141,6 +143,14 @@ pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<Ge
     // OpenAI seeds are 64-bit, llama.cpp's 32-bit: fold, keeping equal seeds equal. u32::MAX
     // means "random" to llama.cpp, so it is moved one down.
     let seed = c.seed.map(|s| ((s as u64 ^ ((s as u64) >> 32)) as u32).min(u32::MAX - 1));
+    if let Some(b) = &c.logit_bias {
+        if b.len() > MAX_LOGIT_BIAS {
+            return Err(ApiError::bad_param(
+                "logit_bias",
+                format!("at most {MAX_LOGIT_BIAS} logit_bias entries, got {}", b.len()),
+            ));
+        }
+    }
     let mut logit_bias = Vec::new();
     for (tok, &bias) in c.logit_bias.iter().flatten() {
         let t: i32 = tok.parse().map_err(|_| {
@@ -276,6 +286,13 @@ mod tests {
         assert_eq!(e.status, 400);
         assert_eq!(e.param, Some("n"));
         assert!(gen(r#"{"model":"m","n":1}"#).is_ok());
+    }
+
+    #[test]
+    fn logit_bias_is_bounded() {
+        let many: serde_json::Map<String, serde_json::Value> = (0..301).map(|i| (i.to_string(), 1.0.into())).collect();
+        let body = serde_json::json!({ "model": "m", "logit_bias": many }).to_string();
+        assert_eq!(gen(&body).unwrap_err().param, Some("logit_bias"));
     }
 
     #[test]

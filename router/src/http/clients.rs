@@ -1,0 +1,116 @@
+//! An optional limit on the requests one client has in flight (`--max-client-requests`), so
+//! that one caller (another local user, a runaway script) cannot take every slot and queue
+//! place. A client is its API key when it sends one, else its address. A request past the
+//! limit gets 429 with `Retry-After`; a streamed answer holds its place until its body ends.
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use super::error::ApiError;
+
+/// Requests in flight per client.
+pub struct ClientLimit {
+    /// Requests one client may have in flight (0: no limit).
+    pub max: usize,
+    in_flight: Mutex<HashMap<String, usize>>,
+}
+
+/// One request's place; dropping it frees the place.
+struct Place {
+    limit: Arc<ClientLimit>,
+    client: String,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut m = self.limit.in_flight.lock().expect("clients lock");
+        if let Some(n) = m.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.client);
+            }
+        }
+    }
+}
+
+impl ClientLimit {
+    pub fn new(max: usize) -> ClientLimit {
+        ClientLimit { max, in_flight: Mutex::new(HashMap::new()) }
+    }
+
+    /// A place for one more request of `client`, unless it has `max` in flight.
+    fn enter(self: &Arc<Self>, client: String) -> Option<Place> {
+        let mut m = self.in_flight.lock().expect("clients lock");
+        let n = m.entry(client.clone()).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Place { limit: self.clone(), client })
+    }
+}
+
+/// Who a request comes from: a hash of its key, else its address.
+fn client_of(req: &Request) -> String {
+    let key = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .or_else(|| req.headers().get("x-api-key"))
+        .map(|v| v.as_bytes().to_vec());
+    match key {
+        Some(k) => {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            k.hash(&mut h);
+            format!("key:{:016x}", h.finish())
+        }
+        None => match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(addr)) => format!("addr:{}", addr.ip()),
+            None => "addr:unknown".into(),
+        },
+    }
+}
+
+pub async fn limit(State(l): State<Arc<ClientLimit>>, req: Request, next: Next) -> Response {
+    if l.max == 0 || req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let Some(place) = l.enter(client_of(&req)) else {
+        return ApiError::too_many(
+            format!("this client already has {} requests in flight (--max-client-requests)", l.max),
+            1,
+        )
+        .into_response();
+    };
+    let resp = next.run(req).await;
+    // The place is held until the body (a stream, maybe) has been sent or dropped.
+    resp.map(|body| {
+        Body::new(body.map_frame(move |f| {
+            let _held = &place;
+            f
+        }))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_counted_per_client_and_given_back() {
+        let l = Arc::new(ClientLimit::new(2));
+        let a1 = l.enter("a".into()).unwrap();
+        let _a2 = l.enter("a".into()).unwrap();
+        assert!(l.enter("a".into()).is_none());
+        assert!(l.enter("b".into()).is_some(), "another client is not affected");
+        drop(a1);
+        assert!(l.enter("a".into()).is_some());
+    }
+}

@@ -1,5 +1,6 @@
 //! The accept loop, with what keeps idle and trickling sockets from using up the server: a
-//! client must send a request's headers within a timeout (or its connection is closed), at
+//! client must send its first byte, then each request's headers, within a timeout (or its
+//! connection is closed); HTTP/2 connections are pinged and closed when they stop answering; at
 //! most a fixed number of connections are open at once (the next waits in the kernel's
 //! backlog), and the process's file limit is raised to what the system allows. Stopping closes
 //! the listener, then lets open connections finish their requests.
@@ -47,7 +48,7 @@ pub fn raise_file_limit() -> u64 {
 /// The connection limit that fits `fd_limit` open files.
 pub fn fitting_connections(wanted: usize, fd_limit: u64) -> usize {
     let room = fd_limit.saturating_sub(RESERVED_FDS).max(16);
-    wanted.min(usize::try_from(room).unwrap_or(usize::MAX))
+    wanted.min(usize::try_from(room).unwrap_or(usize::MAX)).max(1)
 }
 
 /// Serves `app` on `listener` until `stop` completes, then closes the listener and returns
@@ -57,7 +58,11 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop:
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_timeout)
+        .keep_alive_timeout(limits.header_timeout);
     tokio::pin!(stop);
     loop {
         let permit = tokio::select! {
@@ -78,12 +83,20 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop:
         };
         // Tokens go out as soon as they are written, not when Nagle's algorithm allows.
         let _ = tcp.set_nodelay(true);
-        // Handlers see the peer's address (the per-client limit counts by it).
-        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, watcher, app) = (builder.clone(), graceful.watcher(), app.clone());
+        let first_byte = limits.header_timeout;
         tokio::spawn(async move {
-            let _ = conn.await;
+            // The protocol is chosen from the first bytes, before any HTTP timeout applies: a
+            // socket that sends nothing is closed here.
+            let mut b = [0u8; 1];
+            if !matches!(tokio::time::timeout(first_byte, tcp.peek(&mut b)).await, Ok(Ok(n)) if n > 0) {
+                drop(permit);
+                return;
+            }
+            // Handlers see the peer's address (the per-client limit counts by it).
+            let service = TowerToHyperService::new(app.layer(axum::Extension(ConnectInfo(peer))));
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+            let _ = watcher.watch(conn).await;
             drop(permit);
         });
     }

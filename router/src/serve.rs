@@ -73,6 +73,7 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the models folder {}", dir.display()))?;
     let worker_bin = worker_bin()?;
     anyhow::ensure!(worker_bin.is_file(), "worker binary {} not found (set EDEN_WORKER_BIN)", worker_bin.display());
+    tracing::info!(dir = %dir.display(), "scanning the models folder");
     let scan = {
         let (dir, config) = (dir.clone(), config.clone());
         rt.spawn_blocking(move || bucket::scan(&dir, &config))
@@ -85,6 +86,8 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
     });
     let Some(scanned) = scanned else {
         tracing::info!("stopped during the first scan");
+        // Dropping the runtime would wait for the scan (minutes of hashing, maybe).
+        rt.shutdown_background();
         return Ok(());
     };
     let catalog = scanned.context("scan task")??;

@@ -20,19 +20,19 @@ has_libclang() {
 # install_missing WHAT PACKAGE [WHAT PACKAGE ...]: installs each PACKAGE whose WHAT is missing.
 # WHAT is a command name, or `libclang`, or `python3-venv` / `python3-pip` (modules).
 install_missing() {
-  local need=() what pkg
+  local need=() what pkg missing
   while [ $# -ge 2 ]; do
-    what=$1 pkg=$2
+    what=$1 pkg=$2 missing=0
     shift 2
     case "$what" in
-      libclang) has_libclang || need+=("$pkg") ;;
-      python3-venv) python3 -c 'import ensurepip, venv' 2>/dev/null || need+=("$pkg") ;;
-      python3-pip) python3 -m pip --version >/dev/null 2>&1 || need+=("$pkg") ;;
-      *) command -v "$what" >/dev/null 2>&1 || need+=("$pkg") ;;
+      libclang) has_libclang || missing=1 ;;
+      python3-venv) python3 -c 'import ensurepip, venv' 2>/dev/null || missing=1 ;;
+      python3-pip) python3 -m pip --version >/dev/null 2>&1 || missing=1 ;;
+      *) command -v "$what" >/dev/null 2>&1 || missing=1 ;;
     esac
     # One package can cover several missing things: name it once.
-    if [ ${#need[@]} -gt 1 ] && [[ " ${need[*]:0:${#need[@]}-1} " == *" ${need[-1]} "* ]]; then
-      unset 'need[-1]'
+    if [ $missing = 1 ] && [[ " ${need[*]-} " != *" $pkg "* ]]; then
+      need+=("$pkg")
     fi
   done
   [ ${#need[@]} -eq 0 ] && return 0
@@ -46,8 +46,8 @@ install_missing() {
     sudo="sudo"
   fi
   echo "$(basename "$0"): installing ${need[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || {
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || {
     echo "$(basename "$0"): apt-get could not install ${need[*]}" >&2
     exit 1
   }

@@ -80,8 +80,10 @@ fn die_with_parent() {
         // another (PID 1 or a subreaper). The router says who it is; "parent is PID 1" alone
         // would be wrong where the router itself is PID 1 (a container's entrypoint).
         let expected = std::env::var(PARENT_PID_ENV).ok().and_then(|v| v.parse::<i32>().ok());
-        if let Some(pid) = expected {
-            if nix::unistd::getppid() != nix::unistd::Pid::from_raw(pid) {
+        if let Some(pid) = expected.map(nix::unistd::Pid::from_raw) {
+            // A wrapper between the two (a script without `exec`) is fine while the router lives.
+            let gone = nix::sys::signal::kill(pid, None).is_err();
+            if nix::unistd::getppid() != pid && gone {
                 std::process::exit(EXIT_SOCKET);
             }
         }

@@ -1,7 +1,10 @@
 //! An optional limit on the requests one client has in flight (`--max-client-requests`), so
-//! that one caller (another local user, a runaway script) cannot take every slot and queue
-//! place. A client is its API key when it sends one, else its address. A request past the
-//! limit gets 429 with `Retry-After`; a streamed answer holds its place until its body ends.
+//! that one caller (a runaway script, another machine) cannot take every slot and queue place.
+//! A client is its address; with `--api-key`, the key it presented (checked before this runs;
+//! an unchecked header would let a caller be a new client on every request). On loopback every
+//! local caller has the same address, so there it caps all local callers together. A request
+//! past the limit gets 429 with `Retry-After`; a streamed answer holds its place until its body
+//! ends.
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -19,6 +22,8 @@ use super::error::ApiError;
 pub struct ClientLimit {
     /// Requests one client may have in flight (0: no limit).
     pub max: usize,
+    /// Tell clients apart by their (checked) API key rather than by address.
+    by_key: bool,
     in_flight: Mutex<HashMap<String, usize>>,
 }
 
@@ -41,8 +46,8 @@ impl Drop for Place {
 }
 
 impl ClientLimit {
-    pub fn new(max: usize) -> ClientLimit {
-        ClientLimit { max, in_flight: Mutex::new(HashMap::new()) }
+    pub fn new(max: usize, by_key: bool) -> ClientLimit {
+        ClientLimit { max, by_key, in_flight: Mutex::new(HashMap::new()) }
     }
 
     /// A place for one more request of `client`, unless it has `max` in flight.
@@ -57,12 +62,13 @@ impl ClientLimit {
     }
 }
 
-/// Who a request comes from: a hash of its key, else its address.
-fn client_of(req: &Request) -> String {
+/// Who a request comes from: a hash of its key (when `by_key`), else its address.
+fn client_of(req: &Request, by_key: bool) -> String {
     let key = req
         .headers()
         .get(header::AUTHORIZATION)
         .or_else(|| req.headers().get("x-api-key"))
+        .filter(|_| by_key)
         .map(|v| v.as_bytes().to_vec());
     match key {
         Some(k) => {
@@ -82,7 +88,7 @@ pub async fn limit(State(l): State<Arc<ClientLimit>>, req: Request, next: Next) 
     if l.max == 0 || req.uri().path() == "/health" {
         return next.run(req).await;
     }
-    let Some(place) = l.enter(client_of(&req)) else {
+    let Some(place) = l.enter(client_of(&req, l.by_key)) else {
         return ApiError::too_many(
             format!("this client already has {} requests in flight (--max-client-requests)", l.max),
             1,
@@ -105,7 +111,7 @@ mod tests {
 
     #[test]
     fn places_are_counted_per_client_and_given_back() {
-        let l = Arc::new(ClientLimit::new(2));
+        let l = Arc::new(ClientLimit::new(2, false));
         let a1 = l.enter("a".into()).unwrap();
         let _a2 = l.enter("a".into()).unwrap();
         assert!(l.enter("a".into()).is_none());

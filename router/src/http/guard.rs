@@ -72,7 +72,10 @@ impl Guard {
     /// authority) may run.
     pub fn verdict(&self, method: &Method, headers: &HeaderMap, host: Option<&str>) -> Result<(), ApiError> {
         if self.loopback {
-            if let Some(h) = host {
+            let Some(h) = host else {
+                return Err(forbidden("host_not_allowed", "a request must name its Host (in UTF-8)".into()));
+            };
+            {
                 let name = host_name(h);
                 if !is_loopback_name(&name) && !self.allowed_hosts.iter().any(|a| a == &name) {
                     return Err(forbidden(
@@ -154,6 +157,7 @@ mod tests {
         }
         let named = Guard { allowed_hosts: vec!["node-2.cluster".into()], ..local() };
         assert!(named.verdict(&Method::GET, &HeaderMap::new(), Some("node-2.cluster:8080")).is_ok());
+        assert!(g.verdict(&Method::GET, &HeaderMap::new(), None).is_err(), "no Host at all");
         // Off a loopback address the API key is the protection; any host name may be in use.
         assert!(Guard::default().verdict(&Method::GET, &HeaderMap::new(), Some("evil.example")).is_ok());
     }

@@ -12,8 +12,16 @@ pub struct Json<T>(pub T);
 /// Like [`Json`], keeping the body as sent too (to forward it unchanged).
 pub struct JsonRaw<T>(pub T, pub Bytes);
 
+/// Longest a client may take to send a request body: a trickled body holds a connection and a
+/// handler.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn read<S: Send + Sync, T: DeserializeOwned>(req: Request, state: &S) -> Result<(T, Bytes), ApiError> {
-    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+    let read = tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, state)).await.map_err(|_| ApiError {
+        status: axum::http::StatusCode::REQUEST_TIMEOUT,
+        ..ApiError::bad_request(format!("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs()))
+    })?;
+    let bytes = read.map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(format!("request body too large: {}", e.body_text()))
         } else {

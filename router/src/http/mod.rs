@@ -48,7 +48,7 @@ pub fn app(
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(clients::ClientLimit::new(max_client_requests)),
+            Arc::new(clients::ClientLimit::new(max_client_requests, access.api_key.is_some())),
             clients::limit,
         ))
         .layer(axum::middleware::from_fn_with_state(access, access::require_key))

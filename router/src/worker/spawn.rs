@@ -70,21 +70,45 @@ pub struct Worker {
     _runtime_dir: tempfile::TempDir,
 }
 
-/// Environment variables a worker must not inherit: keys, tokens and passwords (the API key,
-/// hub tokens, upstream keys).
+/// Environment variables a worker must not inherit: keys, tokens, passwords and credentials
+/// (the API key, hub tokens, upstream keys, an SSH agent). Defense in depth: a worker runs as
+/// the same user, which could read the router's own environment in `/proc`.
 pub fn secret_env(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
-    n == "EDEN_API_KEY"
-        || ["KEY", "TOKEN", "SECRET", "PASSWORD"].iter().any(|w| n.ends_with(w) || n.contains(&format!("{w}_")))
+    const WORDS: [&str; 9] =
+        ["KEY", "KEYS", "TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "CREDENTIALS"];
+    let word = |w: &str| {
+        n == w || n.ends_with(&format!("_{w}")) || n.contains(&format!("_{w}_")) || n.starts_with(&format!("{w}_"))
+    };
+    WORDS.iter().any(|w| word(w)) || n.ends_with("_PASS") || ["DATABASE_URL", "SSH_AUTH_SOCK"].contains(&n.as_str())
 }
 
-/// Checks that the process at the other end of `s` is the worker `pid` of this user.
+/// Whether `pid` is `ancestor` or one of its descendants (a wrapper script that starts the
+/// worker without `exec` is allowed), looking a few generations up `/proc`.
+fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    for _ in 0..4 {
+        if pid == ancestor {
+            return true;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+        // The fields after the command name (which may hold spaces and parentheses).
+        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+        match rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            Some(parent) if parent > 1 => pid = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Checks that the process at the other end of `s` is the worker `pid` of this user (or a
+/// process it started).
 fn peer_is(s: &Stream, pid: u32) -> Result<(), String> {
     use interprocess::local_socket::traits::StreamCommon;
     let creds = s.peer_creds().map_err(|e| format!("no peer credentials: {e}"))?;
     let uid = nix::unistd::geteuid().as_raw();
     match (creds.pid(), creds.euid()) {
-        (Some(p), Some(u)) if p as i64 == pid as i64 && u == uid => Ok(()),
+        (Some(p), Some(u)) if descends_from(p as u32, pid) && u == uid => Ok(()),
         (p, u) => Err(format!("peer pid {p:?} uid {u:?}, expected the worker {pid} of uid {uid}")),
     }
 }
@@ -228,4 +252,52 @@ pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, SpawnError> {
     let client = WorkerClient::start(reader, writer, utx);
     tracing::info!(model = %spec.model_id, pid, load_ms = ready.load_ms, "worker ready");
     Ok(Worker { child, pid, ready, client, unsolicited: urx, stderr_tail: tail, _runtime_dir: dir })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_recognised_and_the_rest_is_kept() {
+        for n in [
+            "EDEN_API_KEY",
+            "HF_TOKEN",
+            "OPENAI_API_KEY",
+            "AWS_SECRET_ACCESS_KEY",
+            "GITHUB_TOKENS",
+            "DB_PASSWORD",
+            "SMTP_PASS",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "DATABASE_URL",
+            "SSH_AUTH_SOCK",
+            "TOKEN_FILE",
+            "api_key",
+        ] {
+            assert!(secret_env(n), "{n}");
+        }
+        for n in [
+            "PATH",
+            "HOME",
+            "LD_LIBRARY_PATH",
+            "CUDA_VISIBLE_DEVICES",
+            "EDEN_LOG",
+            "EDEN_KV_CACHE_DIR",
+            "XDG_RUNTIME_DIR",
+            "KEYBOARD",
+            "MONKEY",
+            "PWD",
+            "EDEN_PARENT_PID",
+        ] {
+            assert!(!secret_env(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_process_descends_from_itself_and_its_parents() {
+        let me = std::process::id();
+        assert!(descends_from(me, me));
+        assert!(descends_from(me, nix::unistd::getppid().as_raw() as u32));
+        assert!(!descends_from(me, u32::MAX));
+    }
 }

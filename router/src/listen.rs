@@ -10,7 +10,6 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,7 +93,11 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop:
                 return;
             }
             // Handlers see the peer's address (the per-client limit counts by it).
-            let service = TowerToHyperService::new(app.layer(axum::Extension(ConnectInfo(peer))));
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                // A router clone is a reference count; it is always ready.
+                tower_service::Service::call(&mut app.clone(), req)
+            });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
             let _ = watcher.watch(conn).await;
             drop(permit);

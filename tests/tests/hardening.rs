@@ -14,6 +14,17 @@ fn smol_only() -> tempfile::TempDir {
     dir
 }
 
+/// A streamed completion that never ends by itself (EOS banned, no limit): it holds its slot
+/// for as long as its client reads.
+fn endless() -> String {
+    format!(r#"{{"model":"{}","prompt":"Once upon a time","stream":true,"logit_bias":{{"2":-100}}}}"#, smol_id())
+}
+
+/// A two-token completion.
+fn short() -> String {
+    format!(r#"{{"model":"{}","prompt":"Hi","max_tokens":2}}"#, smol_id())
+}
+
 /// The command line of process `pid`, split at its NULs.
 fn cmdline(pid: u32) -> Vec<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -147,8 +158,7 @@ fn the_worker_socket_is_private_and_takes_only_the_worker() {
 fn a_request_cut_off_by_an_unload_ends_in_an_error_not_a_finish() {
     let dir = smol_only();
     let s = Server::start(dir.path(), &["--shutdown-grace", "1"]);
-    let body =
-        format!(r#"{{"model":"{}","prompt":"Once upon a time","stream":true,"logit_bias":{{"2":-100}}}}"#, smol_id());
+    let body = endless();
     let mut lines = sse_lines(s.port, "/v1/completions", &body, Duration::from_secs(60));
     // It is generating: unload its model, which drains for at most the grace.
     let first = lines.by_ref().find(|l| l.contains("\"text\"")).expect("a first token");
@@ -165,12 +175,11 @@ fn a_request_cut_off_by_an_unload_ends_in_an_error_not_a_finish() {
 fn a_model_with_a_full_queue_answers_429_with_retry_after() {
     let dir = smol_only();
     let s = Server::start(dir.path(), &["--parallel", "1", "--max-queue", "1"]);
-    let endless =
-        format!(r#"{{"model":"{}","prompt":"Once upon a time","stream":true,"logit_bias":{{"2":-100}}}}"#, smol_id());
+    let endless = endless();
     // The only slot is busy for as long as this stream is read.
     let mut busy = sse_lines(s.port, "/v1/completions", &endless, Duration::from_secs(60));
     busy.by_ref().find(|l| l.contains("\"text\"")).expect("a first token");
-    let short = format!(r#"{{"model":"{}","prompt":"Hi","max_tokens":2}}"#, smol_id());
+    let short = short();
     let port = s.port;
     let body = short.clone();
     let waiting = std::thread::spawn(move || {
@@ -203,7 +212,7 @@ fn idle_and_trickling_sockets_neither_pile_up_nor_block_a_request() {
     trickle.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\n").unwrap();
     let mut kept = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     kept.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let body = format!(r#"{{"model":"{}","prompt":"Hi","max_tokens":2}}"#, smol_id());
+    let body = short();
     let (status, resp) = s.post("/v1/completions", &body).unwrap();
     assert_eq!(status, 200, "{resp}");
     // Past the timeout the server has closed each of them: a read sees the end (or a 408).
@@ -252,8 +261,7 @@ fn signals_are_handled_from_the_start_and_a_second_stop_is_immediate() {
         "the server died of an early SIGHUP"
     );
     // A stream keeps the first SIGTERM waiting (a 30 s grace); a second one ends it at once.
-    let body =
-        format!(r#"{{"model":"{}","prompt":"Once upon a time","stream":true,"logit_bias":{{"2":-100}}}}"#, smol_id());
+    let body = endless();
     let mut stream = sse_lines(port, "/v1/completions", &body, Duration::from_secs(60));
     stream.by_ref().find(|l| l.contains("\"text\"")).expect("a first token");
     server::signal(child.id(), "TERM");
@@ -275,9 +283,8 @@ fn signals_are_handled_from_the_start_and_a_second_stop_is_immediate() {
 fn one_client_cannot_take_more_than_its_share() {
     let dir = smol_only();
     let s = Server::start(dir.path(), &["--parallel", "2", "--max-client-requests", "1"]);
-    let endless =
-        format!(r#"{{"model":"{}","prompt":"Once upon a time","stream":true,"logit_bias":{{"2":-100}}}}"#, smol_id());
-    let short = format!(r#"{{"model":"{}","prompt":"Hi","max_tokens":2}}"#, smol_id());
+    let endless = endless();
+    let short = short();
     let as_client = |key: &str, body: &str| {
         server::read_response(
             server::open(s.port, "POST", "/v1/completions", &format!("Authorization: Bearer {key}\r\n"), body, None)

@@ -79,6 +79,13 @@ pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     )
 }
 
+/// A fresh models folder holding SmolLM2 alone.
+pub fn smol_bucket() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
+    dir
+}
+
 /// Puts `file` from the default models into `dir` (hard link, else copy) under `as_name`.
 pub fn link_model(file: &str, dir: &Path, as_name: &str) -> PathBuf {
     let dest = dir.join(as_name);

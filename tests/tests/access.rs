@@ -4,12 +4,6 @@
 use model_bucket_tests::*;
 use std::process::Command;
 
-fn bucket() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
-    dir
-}
-
 /// A raw request with extra header lines: the status code and the whole response.
 fn request(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
     server::read_response(server::open(port, method, path, headers, body, None).unwrap()).unwrap()
@@ -17,7 +11,7 @@ fn request(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (u
 
 #[test]
 fn the_api_key_guards_everything_but_health() {
-    let dir = bucket();
+    let dir = smol_bucket();
     let s = Server::start(dir.path(), &["--api-key", "sk-local-123"]);
     assert_eq!(request(s.port, "GET", "/health", "", "").0, 200);
     let (status, resp) = request(s.port, "GET", "/v1/models", "", "");
@@ -40,7 +34,7 @@ fn the_api_key_guards_everything_but_health() {
 
 #[test]
 fn the_key_can_come_from_a_file() {
-    let dir = bucket();
+    let dir = smol_bucket();
     let key = dir.path().join("key");
     std::fs::write(&key, "from-a-file\n").unwrap();
     let s = Server::start(dir.path(), &["--api-key-file", key.to_str().unwrap()]);
@@ -50,7 +44,7 @@ fn the_key_can_come_from_a_file() {
 
 #[test]
 fn no_public_address_without_a_key_unless_forced() {
-    let dir = bucket();
+    let dir = smol_bucket();
     let out = Command::new(bin("model-bucket"))
         .args(["serve", "--host", "0.0.0.0", "--port", "0", "--models-dir"])
         .arg(dir.path())
@@ -67,7 +61,7 @@ fn no_public_address_without_a_key_unless_forced() {
 
 #[test]
 fn cors_answers_preflights_for_allowed_origins() {
-    let dir = bucket();
+    let dir = smol_bucket();
     let s = Server::start(dir.path(), &["--cors-origin", "http://app.local", "--api-key", "k"]);
     let preflight = "Origin: http://app.local\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization,content-type\r\n";
     let (status, resp) = request(s.port, "OPTIONS", "/v1/chat/completions", preflight, "");
@@ -89,7 +83,7 @@ fn raw(port: u16, method: &str, path: &str, head: &str, body: &str) -> (u16, Str
 
 #[test]
 fn web_pages_cannot_drive_the_server() {
-    let dir = bucket();
+    let dir = smol_bucket();
     let s = Server::start(dir.path(), &["--allowed-host", "bucket.lan"]);
     let body = format!(r#"{{"model":"{}","prompt":"Hi","max_tokens":2}}"#, smol_id());
     // What a page may send without a preflight: a text/plain or form body, from its own origin.
@@ -125,7 +119,7 @@ fn web_pages_cannot_drive_the_server() {
 
 #[test]
 fn the_admin_key_alone_opens_admin() {
-    let dir = bucket();
+    let dir = smol_bucket();
     let s = Server::start(dir.path(), &["--api-key", "api-1", "--admin-key", "adm-1"]);
     let api = "Authorization: Bearer api-1\r\n";
     let adm = "Authorization: Bearer adm-1\r\n";

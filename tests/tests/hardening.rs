@@ -8,12 +8,6 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn smol_only() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
-    dir
-}
-
 /// A streamed completion that never ends by itself (EOS banned, no limit): it holds its slot
 /// for as long as its client reads.
 fn endless() -> String {
@@ -37,7 +31,7 @@ fn arg_after(args: &[String], flag: &str) -> Option<String> {
 
 #[test]
 fn a_huge_penalty_window_is_bounded_by_the_context() {
-    let dir = smol_only();
+    let dir = smol_bucket();
     let s = Server::start(dir.path(), &["--ctx", "512", "--parallel", "2"]);
     let plain = format!(r#"{{"model":"{}","prompt":"Once upon a time","max_tokens":8}}"#, smol_id());
     assert_eq!(s.post("/v1/completions", &plain).unwrap().0, 200);
@@ -63,7 +57,7 @@ fn a_huge_penalty_window_is_bounded_by_the_context() {
 
 #[test]
 fn the_router_serves_as_pid_1_and_its_workers_still_die_with_it() {
-    let dir = smol_only();
+    let dir = smol_bucket();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let kv = tempfile::tempdir().unwrap();
     // A new PID namespace, as a container's entrypoint gets: the router is PID 1 in it. With
@@ -108,7 +102,7 @@ fn the_router_serves_as_pid_1_and_its_workers_still_die_with_it() {
 
 #[test]
 fn the_worker_socket_is_private_and_takes_only_the_worker() {
-    let dir = smol_only();
+    let dir = smol_bucket();
     let fake = bin("fake-worker");
     let s = Server::start_with_env(
         dir.path(),
@@ -156,7 +150,7 @@ fn the_worker_socket_is_private_and_takes_only_the_worker() {
 
 #[test]
 fn a_request_cut_off_by_an_unload_ends_in_an_error_not_a_finish() {
-    let dir = smol_only();
+    let dir = smol_bucket();
     let s = Server::start(dir.path(), &["--shutdown-grace", "1"]);
     let body = endless();
     let mut lines = sse_lines(s.port, "/v1/completions", &body, Duration::from_secs(60));
@@ -173,7 +167,7 @@ fn a_request_cut_off_by_an_unload_ends_in_an_error_not_a_finish() {
 
 #[test]
 fn a_model_with_a_full_queue_answers_429_with_retry_after() {
-    let dir = smol_only();
+    let dir = smol_bucket();
     let s = Server::start(dir.path(), &["--parallel", "1", "--max-queue", "1"]);
     let endless = endless();
     // The only slot is busy for as long as this stream is read.
@@ -202,7 +196,7 @@ fn a_model_with_a_full_queue_answers_429_with_retry_after() {
 #[test]
 fn idle_and_trickling_sockets_neither_pile_up_nor_block_a_request() {
     use std::io::{Read, Write};
-    let dir = smol_only();
+    let dir = smol_bucket();
     let s = Server::start(dir.path(), &["--header-timeout", "2", "--max-connections", "32"]);
     // More silent sockets than the server takes connections at once.
     let mut idle: Vec<std::net::TcpStream> =
@@ -240,7 +234,7 @@ fn idle_and_trickling_sockets_neither_pile_up_nor_block_a_request() {
 
 #[test]
 fn signals_are_handled_from_the_start_and_a_second_stop_is_immediate() {
-    let dir = smol_only();
+    let dir = smol_bucket();
     // A SIGHUP while the first scan is still hashing the model file must not end the process.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let kv = tempfile::tempdir().unwrap();
@@ -281,7 +275,7 @@ fn signals_are_handled_from_the_start_and_a_second_stop_is_immediate() {
 
 #[test]
 fn one_client_cannot_take_more_than_its_share() {
-    let dir = smol_only();
+    let dir = smol_bucket();
     let s = Server::start(dir.path(), &["--parallel", "2", "--max-client-requests", "1"]);
     let endless = endless();
     let short = short();

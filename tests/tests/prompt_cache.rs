@@ -47,12 +47,6 @@ fn task_b() -> Value {
     task("the archivist", "condenses memories into a single line", "Today I repaired the garden fence.")
 }
 
-fn smol_only() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
-    dir
-}
-
 fn kv_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for d in std::fs::read_dir(dir).unwrap().flatten() {
@@ -77,7 +71,7 @@ fn metric(s: &Server, source: &str) -> u64 {
 
 #[test]
 fn a_conversation_prefills_only_its_new_tokens_and_answers_as_without_the_cache() {
-    let dir = smol_only();
+    let dir = smol_bucket();
     let s = Server::start(dir.path(), &["--parallel", "2", "--ctx", "2048"]);
     let id = smol_id();
     let mut messages = task_a();
@@ -103,7 +97,7 @@ fn a_conversation_prefills_only_its_new_tokens_and_answers_as_without_the_cache(
 
 #[test]
 fn prefixes_pushed_out_of_the_slots_come_back_from_memory_and_after_a_restart_from_disk() {
-    let dir = smol_only();
+    let dir = smol_bucket();
     let s = Server::start(dir.path(), &["--parallel", "1", "--ctx", "1024"]);
     let (id, a, b) = (smol_id(), task_a(), task_b());
     ask(&s, &id, &a, true);
@@ -149,7 +143,7 @@ fn a_prefix_survives_its_workers_eviction_under_a_one_model_budget() {
 
 #[test]
 fn a_corrupt_or_truncated_cache_file_is_ignored_and_the_prompt_prefilled() {
-    let dir = smol_only();
+    let dir = smol_bucket();
     // Two slots: each task gets a slot of its own, so every prefill starts from position 0.
     let s = Server::start(dir.path(), &["--parallel", "2", "--ctx", "1024"]);
     let (id, a, b) = (smol_id(), task_a(), task_b());
@@ -183,7 +177,7 @@ fn a_corrupt_or_truncated_cache_file_is_ignored_and_the_prompt_prefilled() {
 
 #[test]
 fn a_full_memory_cache_drops_its_oldest_entries_and_serves_on() {
-    let dir = smol_only();
+    let dir = smol_bucket();
     // Room for two of these prefixes (~300 tokens of ~23 KB each) in memory, one slot.
     let s = Server::start(
         dir.path(),
@@ -216,7 +210,7 @@ fn a_full_memory_cache_drops_its_oldest_entries_and_serves_on() {
 
 #[test]
 fn a_request_that_opts_out_leaves_nothing_for_others() {
-    let dir = smol_only();
+    let dir = smol_bucket();
     let s = Server::start(dir.path(), &["--parallel", "1", "--ctx", "1024"]);
     let id = smol_id();
     ask(&s, &id, &task_a(), false);

@@ -75,16 +75,12 @@ impl Guard {
             let Some(h) = host else {
                 return Err(forbidden("host_not_allowed", "a request must name its Host (in UTF-8)".into()));
             };
-            {
-                let name = host_name(h);
-                if !is_loopback_name(&name) && !self.allowed_hosts.iter().any(|a| a == &name) {
-                    return Err(forbidden(
-                        "host_not_allowed",
-                        format!(
-                            "Host {h:?} is not this machine; start the server with --allowed-host {name} to accept it"
-                        ),
-                    ));
-                }
+            let name = host_name(h);
+            if !is_loopback_name(&name) && !self.allowed_hosts.iter().any(|a| a == &name) {
+                return Err(forbidden(
+                    "host_not_allowed",
+                    format!("Host {h:?} is not this machine; start the server with --allowed-host {name} to accept it"),
+                ));
             }
         }
         if let Some(origin) = headers.get(header::ORIGIN) {

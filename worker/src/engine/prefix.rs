@@ -67,7 +67,7 @@ impl<'m> Engine<'m> {
         let (source, shared) = choose_source(slot, memory, disk);
         // An entry that goes back into a slot leaves the memory cache (the slot holds it now),
         // before the slot's own prefix takes its room.
-        let taken = match source {
+        let from_memory = match source {
             Source::Memory(e) => Some(self.memory.take(e)),
             _ => None,
         };
@@ -75,38 +75,26 @@ impl<'m> Engine<'m> {
         if worth_saving(self.cells[i].tokens.len(), kept_of_slot) {
             self.save_slot(i, now);
         }
-        match source {
-            Source::Slot => self.keep(i, shared, CacheTier::Slot),
-            Source::Memory(_) => {
-                let entry = taken.expect("taken above");
-                self.clear(i);
-                if cache::restore(&mut self.ctx, i as i32, &entry.state) && self.holds(i, entry.tokens.len()) {
-                    self.cells[i].tokens = entry.tokens;
-                    self.keep(i, shared, CacheTier::Memory)
-                } else {
-                    tracing::warn!(slot = i, "llama.cpp refused a prompt state from memory; prefilling");
-                    self.clear(i);
-                    (0, None)
-                }
-            }
-            Source::Disk(e) => match self.disk.as_mut().and_then(|d| d.load(e)) {
-                Some((tokens, state)) => {
-                    self.clear(i);
-                    if cache::restore(&mut self.ctx, i as i32, &state) && self.holds(i, tokens.len()) {
-                        self.cells[i].tokens = tokens;
-                        self.keep(i, shared, CacheTier::Disk)
-                    } else {
-                        if let Some(d) = self.disk.as_mut() {
-                            d.remove(&tokens, "llama.cpp refused its state");
-                        }
-                        self.clear(i);
-                        (0, None)
-                    }
-                }
+        let (tokens, state, tier) = match (source, from_memory) {
+            (Source::Memory(_), Some(e)) => (e.tokens, e.state, CacheTier::Memory),
+            (Source::Disk(e), _) => match self.disk.as_mut().and_then(|d| d.load(e)) {
+                Some((tokens, state)) => (tokens, state, CacheTier::Disk),
                 // Unreadable: it was logged and dropped; the slot's own prefix still counts.
-                None => self.keep(i, slot, CacheTier::Slot),
+                None => return self.keep(i, slot, CacheTier::Slot),
             },
+            _ => return self.keep(i, shared, CacheTier::Slot),
+        };
+        self.clear(i);
+        if cache::restore(&mut self.ctx, i as i32, &state) && self.holds(i, tokens.len()) {
+            self.cells[i].tokens = tokens;
+            return self.keep(i, shared, tier);
         }
+        tracing::warn!(slot = i, ?tier, "llama.cpp refused a cached prompt state; prefilling");
+        if let (CacheTier::Disk, Some(d)) = (tier, self.disk.as_mut()) {
+            d.remove(&tokens, "llama.cpp refused its state");
+        }
+        self.clear(i);
+        (0, None)
     }
 
     /// Keeps the first `n` cached tokens of slot `i` and drops the rest of its cells; keeps
@@ -116,20 +104,29 @@ impl<'m> Engine<'m> {
             self.clear(i);
             return (0, None);
         }
-        if n < self.cells[i].tokens.len() {
-            // llama.cpp refuses a partial removal where it cannot roll back (recurrent memory).
-            if !self.ctx.clear_kv_cache_seq(Some(i as u32), Some(n as u32), None).unwrap_or(false) {
-                self.clear(i);
-                return (0, None);
-            }
-            self.cells[i].tokens.truncate(n);
-        }
-        if !self.holds(i, n) {
+        if !self.cut(i, n) || !self.holds(i, n) {
             tracing::debug!(slot = i, n, "cached cells cannot continue here; prefilling");
             self.clear(i);
             return (0, None);
         }
         (n, Some(tier))
+    }
+
+    /// Drops slot `i`'s cells from position `n` on; false (and the slot emptied) when nothing
+    /// is left or llama.cpp cannot remove part of a sequence (recurrent memory).
+    fn cut(&mut self, i: usize, n: usize) -> bool {
+        if n == 0 {
+            self.clear(i);
+            return false;
+        }
+        if n < self.cells[i].tokens.len() {
+            if !self.ctx.clear_kv_cache_seq(Some(i as u32), Some(n as u32), None).unwrap_or(false) {
+                self.clear(i);
+                return false;
+            }
+            self.cells[i].tokens.truncate(n);
+        }
+        true
     }
 
     /// Whether sequence `i` holds positions up to exactly `len - 1`, and from far enough back
@@ -153,11 +150,7 @@ impl<'m> Engine<'m> {
     /// After a request leaves slot `i`: cells a context shift made stale are dropped.
     pub(super) fn release(&mut self, i: usize) {
         if let Some(k) = self.cells[i].shifted_at.take() {
-            if k == 0 || !self.ctx.clear_kv_cache_seq(Some(i as u32), Some(k as u32), None).unwrap_or(false) {
-                self.clear(i);
-            } else {
-                self.cells[i].tokens.truncate(k);
-            }
+            self.cut(i, k);
         }
     }
 

@@ -94,6 +94,32 @@ impl LlamaServer {
         Ok(s)
     }
 
+    /// One model, with `extra` arguments after the usual ones.
+    pub fn start_with(
+        bin: &Path,
+        model: &Path,
+        threads: u32,
+        slots: u32,
+        ctx: u32,
+        extra: &[&str],
+    ) -> Result<LlamaServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let t = threads.to_string();
+        let child = Command::new(bin)
+            .arg("-m")
+            .arg(model)
+            .args(["--port", &port.to_string(), "--host", "127.0.0.1", "-t", &t, "-tb", &t])
+            .args(["-np", &slots.to_string(), "-c", &(ctx * slots).to_string(), "--no-webui"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let s = LlamaServer { child, port };
+        s.wait_healthy()?;
+        Ok(s)
+    }
+
     fn wait_healthy(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {

@@ -3,11 +3,12 @@
 //! `docs/BENCHMARKS.md` and its plots.
 //!
 //! ```sh
-//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache]
+//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent]
 //! ```
 //! Without `--llama-server` (or `$LLAMA_SERVER`) it builds llama-server once into
 //! `~/.cache/model-bucket`. Run `scripts/setup` first (binaries and models).
 
+mod agent;
 mod cache;
 mod client;
 mod llama;
@@ -30,6 +31,8 @@ pub struct Opts {
     pub out: PathBuf,
     /// Run only the prompt-cache workloads and print their section (no files written).
     pub only_cache: bool,
+    /// Run only the agent-API workloads and print their section (no files written).
+    pub only_agent: bool,
 }
 
 fn main() -> Result<()> {
@@ -40,6 +43,7 @@ fn main() -> Result<()> {
         ctx: 2048,
         rounds: 3,
         only_cache: false,
+        only_agent: false,
         out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")),
     };
     let mut args = std::env::args().skip(1);
@@ -52,8 +56,9 @@ fn main() -> Result<()> {
             "--rounds" => o.rounds = val()?.parse()?,
             "--out" => o.out = val()?.into(),
             "--only-cache" => o.only_cache = true,
+            "--only-agent" => o.only_agent = true,
             "-h" | "--help" => {
-                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache]");
+                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent]");
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other}"),
@@ -64,12 +69,17 @@ fn main() -> Result<()> {
         println!("{}", cache::markdown(&cache::run(&o, &ls)?));
         return Ok(());
     }
+    if o.only_agent {
+        println!("{}", agent::markdown(&agent::run(&o, &ls)?));
+        return Ok(());
+    }
     let results = workloads::run(&o, &ls)?;
     let cached = cache::run(&o, &ls)?;
+    let agent = agent::run(&o, &ls)?;
     std::fs::create_dir_all(&o.out)?;
     plot::throughput(&results, &o.out.join("throughput.png"))?;
     plot::latency(&results, &o.out.join("latency.png"))?;
-    let md = report::markdown(&o, &ls, &results) + &cache::markdown(&cached);
+    let md = report::markdown(&o, &ls, &results) + &cache::markdown(&cached) + &agent::markdown(&agent);
     std::fs::write(o.out.join("BENCHMARKS.md"), &md)?;
     println!("{md}");
     eprintln!("bench: wrote {}", o.out.join("BENCHMARKS.md").display());

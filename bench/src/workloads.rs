@@ -269,6 +269,9 @@ fn direct_one_token(w: &mut TestWorker, id: u64) {
         stream: true,
         // The cold workload: every request prefilled from its first token.
         cache_prompt: false,
+        constraint: None,
+        logprobs: None,
+        tools: None,
     })));
     loop {
         match w.recv() {

@@ -137,6 +137,8 @@ pub struct ServerArgs {
     pub admin_key: Option<String>,
 }
 
+// Parsed once at start: the size of the serve arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve every model in the folder through the OpenAI-compatible API.

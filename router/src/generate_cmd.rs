@@ -44,7 +44,7 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
     let prompt = if a.raw || !chat_possible {
         Prompt::Text(a.prompt.clone())
     } else {
-        Prompt::Chat(vec![ChatMessage { role: "user".into(), content: a.prompt.clone() }])
+        Prompt::Chat(vec![ChatMessage::new("user", a.prompt.clone())])
     };
     // One request, one slot; flags given here win over the config.
     let defaults = Defaults {
@@ -74,6 +74,9 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
             stop: vec![],
             stream: true,
             cache_prompt: true,
+            constraint: None,
+            logprobs: None,
+            tools: None,
         };
         let id = req.id;
         let mut events = w.client.generate(req);
@@ -94,13 +97,14 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
                 }
             };
             match event {
-                Some(Event::Tokens { text }) => {
+                Some(Event::Tokens { text, .. }) => {
                     out.write_all(text.as_bytes())?;
                     out.flush()?;
                 }
                 Some(Event::Done(d)) => break Ok(d),
                 Some(Event::Error { kind, message }) => break Err(format!("{kind:?}: {message}")),
                 Some(Event::Gone) | None => break Err("the worker exited".into()),
+                Some(Event::Embeddings { .. }) => break Err("the worker answered with embeddings".into()),
             }
         };
         writeln!(out)?;

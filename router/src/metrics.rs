@@ -99,7 +99,7 @@ impl Metrics {
         prom.register("completion_tokens", "Tokens generated", m.completion_tokens.clone());
         prom.register(
             "prompt_tokens_by_source",
-            "Prompt tokens served from a cache (slot, memory, disk) or prefilled",
+            "Prompt tokens served from a cache (slot, memory, disk), shared with another sequence of the same prompt (shared), or prefilled",
             m.prompt_sources.clone(),
         );
         prom.register_with_unit("time_to_first_token", "Time to first token", Unit::Seconds, m.ttft.clone());

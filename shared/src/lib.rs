@@ -16,3 +16,8 @@ pub mod state_file;
 pub use catalog::{Catalog, Skipped};
 pub use config::{Config, ModelConfig};
 pub use model_info::{Capability, ModelInfo};
+
+/// The embedding context of a worker holds at most this many tokens per input (fewer when the
+/// context per request, `--ctx`, is smaller). It is created on the first embeddings request and
+/// its KV cache is part of the model's memory estimate.
+pub const EMBED_CTX_TOKENS: u32 = 2048;

@@ -167,8 +167,8 @@ class Errors(unittest.TestCase):
 
     def test_bad_parameters_are_400(self):
         with self.assertRaises(openai.BadRequestError) as cm:
-            client.chat.completions.create(model=SMOL, messages=ASK, n=2)
-        self.assertIn("n = 2", cm.exception.message)
+            client.chat.completions.create(model=SMOL, messages=ASK, n=0)
+        self.assertIn("n must be between 1 and", cm.exception.message)
         with self.assertRaises(openai.BadRequestError):
             client.chat.completions.create(model=SMOL, messages=ASK, temperature=5)
         assert_envelope(self, raw("POST", "/v1/chat/completions", content=b"{not json"), 400)

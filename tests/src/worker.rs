@@ -171,10 +171,13 @@ pub fn greedy(id: u64, prompt: Prompt, max_tokens: u32) -> GenerateRequest {
         stop: vec![],
         stream: true,
         cache_prompt: true,
+        constraint: None,
+        logprobs: None,
+        tools: None,
     }
 }
 
 /// A one-message chat prompt.
 pub fn user(text: &str) -> Prompt {
-    Prompt::Chat(vec![ChatMessage { role: "user".into(), content: text.into() }])
+    Prompt::Chat(vec![ChatMessage::new("user", text)])
 }

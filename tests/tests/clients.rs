@@ -65,7 +65,7 @@ fn start_sh_on_a_fresh_home_serves_the_daemon_through_all_four_tasks() {
 
     let out = Command::new("python3")
         .arg(repo().join("examples/gesher_el.py"))
-        .args(["--json", "--max-tokens", "12", "--base-url", &format!("http://127.0.0.1:{port}/v1")])
+        .args(["--json", "--rounds", "2", "--max-tokens", "12", "--base-url", &format!("http://127.0.0.1:{port}/v1")])
         .output()
         .expect("python3 examples/gesher_el.py");
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
@@ -79,12 +79,21 @@ fn start_sh_on_a_fresh_home_serves_the_daemon_through_all_four_tasks() {
     );
     let steps: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let tasks: Vec<&str> = steps.iter().map(|s| s["task"].as_str().unwrap()).collect();
-    assert_eq!(tasks, ["thinking", "intent", "command", "memory"]);
+    assert_eq!(tasks, ["thinking", "intent", "command", "memory"].repeat(2));
     for s in &steps {
         assert!(s["tokens"].as_u64().unwrap() > 0, "{s}");
     }
     // The chains fall back to what the folder has: Gemma for memory, SmolLM2 for the rest.
     assert_eq!(steps[0]["model"], smol_id());
     assert_eq!(steps[3]["model"], gemma_id());
+    // The intent fits its schema (the example validates it), the command is a call of an offered
+    // tool, and the second memory finds the first as its nearest.
+    let intents = ["remind", "search", "run", "chat", "ignore"];
+    assert!(intents.contains(&steps[1]["intent"]["intent"].as_str().unwrap()), "{}", steps[1]);
+    let tool = steps[2]["tool_call"]["name"].as_str().unwrap();
+    assert!(["run_shell", "set_reminder"].contains(&tool), "{}", steps[2]);
+    assert_eq!(steps[3]["nearest"], Value::Null);
+    assert_eq!(steps[7]["nearest"], steps[3]["text"], "{}", steps[7]);
+    assert_eq!(steps[7]["dimensions"], 640, "Gemma 3 270M's width");
     assert!(status.success(), "SIGTERM ends start.sh's server cleanly: {status}");
 }

@@ -5,7 +5,7 @@
 use model_bucket_tests::server::{eventually, sse_lines};
 use model_bucket_tests::*;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A streamed completion that never ends by itself (EOS banned, no limit): it holds its slot

@@ -80,6 +80,7 @@ pub fn spawn_reader(mut reader: BufReader<Half>, cmds: Sender<Command>) {
                 let cmd = match read_frame::<ToWorker>(&mut reader, &mut buf) {
                     Ok(Some(ToWorker::Generate(req))) => Command::Generate(req),
                     Ok(Some(ToWorker::Cancel { id })) => Command::Cancel(id),
+                    Ok(Some(ToWorker::Embed(req))) => Command::Embed(req),
                     Ok(Some(ToWorker::Health)) => Command::Health,
                     Ok(Some(ToWorker::Shutdown { grace_ms })) => {
                         Command::Shutdown { grace: Duration::from_millis(grace_ms) }
@@ -117,13 +118,14 @@ pub fn spawn_writer(mut writer: BufWriter<Half>, rx: Receiver<FromWorker>) -> st
                 // Coalesce what is already queued.
                 loop {
                     match rx.try_recv() {
-                        Ok(FromWorker::Tokens { id, text, n_tokens }) => match &mut msg {
-                            FromWorker::Tokens { id: cur, text: t, n_tokens: n } if *cur == id => {
+                        Ok(FromWorker::Tokens { id, text, n_tokens, mut logprobs }) => match &mut msg {
+                            FromWorker::Tokens { id: cur, text: t, n_tokens: n, logprobs: l } if *cur == id => {
                                 t.push_str(&text);
                                 *n += n_tokens;
+                                l.append(&mut logprobs);
                             }
                             _ => {
-                                next = Some(FromWorker::Tokens { id, text, n_tokens });
+                                next = Some(FromWorker::Tokens { id, text, n_tokens, logprobs });
                                 break;
                             }
                         },

@@ -64,10 +64,16 @@ pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command
     tracing::info!(model = %args.model.display(), load_ms = ready.load_ms, n_ctx_slot, slots, threads, has_chat_template, "ready");
     let _ = out.send(FromWorker::Ready(ready));
     // llama.cpp caps the batch at the context size.
-    let cfg =
-        EngineConfig { n_ctx_slot, n_batch: ctx.n_batch(), max_queue: args.max_queue, n_swa: sliding_window(&model) };
+    let cfg = EngineConfig {
+        n_ctx_slot,
+        n_batch: ctx.n_batch(),
+        max_queue: args.max_queue,
+        n_swa: sliding_window(&model),
+        slots,
+    };
     let cache = cache_config(args, n_ctx_slot, slots);
-    Engine::new(&model, ctx, template, slots, cfg, cache, out).run(cmds);
+    let embedder = crate::engine::embed::Embedder::new(&model, &backend, threads, n_ctx_slot);
+    Engine::new(&model, ctx, template, cfg, cache, embedder, out).run(cmds);
     Ok(())
 }
 

@@ -1,31 +1,33 @@
-//! `POST /v1/chat/completions` and `POST /v1/completions`, streamed or not.
+//! `POST /v1/chat/completions` and `POST /v1/completions`, streamed or not: routing a request
+//! to its model (or its task's chain), and fanning it out into one worker request per choice
+//! (prompts × `n`), which the worker batches together.
 
 use axum::extract::State;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use model_bucket_shared::protocol::{DoneInfo, ErrorKind, FinishReason, GenerateRequest, Prompt, RequestId};
-use serde_json::{json, Value};
-use std::convert::Infallible;
+use model_bucket_shared::protocol::{GenerateRequest, Prompt, RequestId};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::call::{self, gone, Call};
 use super::error::ApiError;
 use super::json::JsonRaw;
 use super::openai::{self, ChatRequest, CommonParams, CompletionRequest};
-use super::upstream;
-use crate::metrics::{ModelLabel, RequestLabel, SourceLabel};
-use crate::registry::{Lease, Registry};
+use super::respond::{Finished, Kind, Meta};
+use super::tools::{self, ToolPlan};
+use super::{stream, upstream};
+use crate::metrics::RequestLabel;
+use crate::registry::Registry;
 use crate::routing;
 use crate::worker::Event;
 use model_bucket_shared::ModelInfo;
 use std::time::Instant;
 
-/// Which endpoint a response is shaped for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Chat,
-    Text,
+/// What a request asks to generate, validated.
+#[derive(Clone)]
+struct Job {
+    kind: Kind,
+    /// One per prompt; chat has one.
+    prompts: Vec<Prompt>,
+    tools: Option<ToolPlan>,
 }
 
 pub async fn chat(
@@ -33,8 +35,12 @@ pub async fn chat(
     JsonRaw(req, raw): JsonRaw<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let result = match openai::chat_messages(&req.messages) {
-        Ok(messages) => route(r.clone(), Kind::Chat, Prompt::Chat(messages), &req.common, &raw, started).await,
+    let job = openai::chat_messages(&req.messages).and_then(|messages| {
+        let tools = tools::plan(req.tools.as_ref(), req.tool_choice.as_ref())?;
+        Ok(Job { kind: Kind::Chat, prompts: vec![Prompt::Chat(messages)], tools })
+    });
+    let result = match job {
+        Ok(job) => route(r.clone(), job, &req.common, &raw, started).await,
         Err(e) => Err(e),
     };
     count(&r, Kind::Chat, &req.common.model, &result);
@@ -46,8 +52,10 @@ pub async fn completions(
     JsonRaw(req, raw): JsonRaw<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let result = match openai::completion_prompt(&req.prompt) {
-        Ok(prompt) => route(r.clone(), Kind::Text, Prompt::Text(prompt), &req.common, &raw, started).await,
+    let result = match openai::completion_prompts(&req.prompt) {
+        Ok(prompts) => {
+            route(r.clone(), Job { kind: Kind::Text, prompts, tools: None }, &req.common, &raw, started).await
+        }
         Err(e) => Err(e),
     };
     count(&r, Kind::Text, &req.common.model, &result);
@@ -76,12 +84,12 @@ fn count(r: &Registry, kind: Kind, model: &str, result: &Result<Response, ApiErr
 /// crashed) passes the request to the next.
 async fn route(
     r: Arc<Registry>,
-    kind: Kind,
-    prompt: Prompt,
+    job: Job,
     c: &CommonParams,
     raw: &axum::body::Bytes,
     started: Instant,
 ) -> Result<Response, ApiError> {
+    let kind = job.kind;
     let cat = r.catalog();
     let config = r.config();
     let chain = match routing::task(&c.model, &config.tasks, cat.resolve(&c.model).is_some()) {
@@ -106,7 +114,7 @@ async fn route(
     for (i, candidate) in chain.iter().enumerate() {
         result = match candidate {
             routing::Candidate::Local(id) => match cat.models.iter().find(|m| &m.id == id) {
-                Some(m) => serve(r.clone(), kind, prompt.clone(), c, m, started).await,
+                Some(m) => serve(r.clone(), job.clone(), c, m, started).await,
                 None => Err(ApiError::model_not_found(id)),
             },
             routing::Candidate::Upstream(model) => match &config.upstream {
@@ -129,12 +137,12 @@ async fn route(
 
 async fn serve(
     r: Arc<Registry>,
-    kind: Kind,
-    prompt: Prompt,
+    job: Job,
     c: &CommonParams,
     m: &ModelInfo,
     started: Instant,
 ) -> Result<Response, ApiError> {
+    let kind = job.kind;
     if kind == Kind::Chat && !r.can_chat(m) {
         return Err(ApiError::bad_param(
             "messages",
@@ -145,315 +153,78 @@ async fn serve(
         ));
     }
     // Validate before starting a worker: a bad request never costs a model load.
-    let probe = openai::to_generate(RequestId(0), prompt, c)?;
+    let n = openai::choices_per_prompt(c)?;
+    if job.prompts.len() * n > openai::MAX_CHOICES {
+        return Err(ApiError::bad_param(
+            "n",
+            format!("prompts × n is {}; at most {} choices per request", job.prompts.len() * n, openai::MAX_CHOICES),
+        ));
+    }
+    let mut base = openai::to_generate(RequestId(0), Prompt::Text(String::new()), c)?;
+    if let Some(plan) = &job.tools {
+        base.tools = Some(serde_json::Value::Array(plan.tools.clone()).to_string());
+        if let Some(force) = &plan.force {
+            if base.constraint.is_some() {
+                return Err(ApiError::bad_param(
+                    "tool_choice",
+                    "a forced tool call cannot be combined with response_format, json_schema or grammar",
+                ));
+            }
+            base.constraint = Some(model_bucket_shared::protocol::Constraint::JsonSchema(force.to_string()));
+        }
+    }
     let include_usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    let stream = probe.stream;
-    // A worker that is gone before it produced anything costs nothing yet: try once more on
-    // the restarted one.
-    let mut retried = false;
-    let (meta, call, first) = loop {
-        let lease = r.lease(m).await?;
-        let live = lease.live.clone();
-        let req = GenerateRequest { id: live.client.next_id(), ..probe.clone() };
-        let meta = Meta { id: response_id(kind, req.id), created: unix_now(), model: m.id.clone(), kind };
-        let mut call = Call::start(lease, req, Tally::new(r.clone(), &m.id, started));
-        // The first event decides the status: a request the worker refuses is an HTTP error,
-        // not a 200 stream that fails.
-        match call.next().await {
-            // Leased just as the worker was told to drain (unload, rolling restart): nothing was
-            // produced, so wait for what comes next, once.
-            Event::Error { kind: ErrorKind::ShuttingDown, .. } if !retried => retried = true,
-            Event::Error { kind, message } => return Err(ApiError::from_worker(kind, message)),
-            Event::Gone if !retried => {
-                retried = true;
-                r.mark_gone(&m.id, &live);
-            }
-            Event::Gone => return Err(gone()),
-            first => break (meta, call, first),
-        }
-    };
-    if stream {
-        Ok(sse(meta, call, first, include_usage).into_response())
+    // Choice `p * n + k` is the k-th answer to prompt p; with a seed, each gets its own
+    // (seed + k) so that the n answers differ but repeat.
+    let reqs: Vec<GenerateRequest> = job
+        .prompts
+        .iter()
+        .flat_map(|p| (0..n).map(move |k| (p, k)))
+        .map(|(p, k)| GenerateRequest {
+            prompt: p.clone(),
+            sampling: model_bucket_shared::protocol::SamplingParams {
+                seed: base.sampling.seed.map(|s| s.wrapping_add(k as u32).min(u32::MAX - 1)),
+                ..base.sampling.clone()
+            },
+            ..base.clone()
+        })
+        .collect();
+    let starts = reqs.iter().map(|req| call::start(&r, m, req, started));
+    // All start together so the worker admits them in one step (one prompt's prefill is then
+    // shared by its n sequences); the first failure fails the request and cancels the rest.
+    let calls: Vec<(Call, Event)> = futures::future::try_join_all(starts).await?;
+    let names = job.tools.as_ref().map(|p| p.names.clone());
+    let meta = Meta::new(kind, m.id.clone(), names, n);
+    let logprobs = base.logprobs.is_some();
+    if base.stream {
+        Ok(stream::sse(meta, calls, logprobs, include_usage).into_response())
     } else {
-        collect(meta, call, first).await
+        collect(meta, calls, logprobs).await
     }
 }
 
-/// Response fields fixed for the whole request.
-struct Meta {
-    id: String,
-    created: u64,
-    model: String,
-    kind: Kind,
-}
-
-fn response_id(kind: Kind, id: RequestId) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    match kind {
-        Kind::Chat => format!("chatcmpl-{:x}{:x}", nanos, id.0),
-        Kind::Text => format!("cmpl-{:x}{:x}", nanos, id.0),
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// One request in flight on a worker. It holds the worker's lease until it ends; dropping it
-/// before the end (the client went away) cancels the generation so the slot is freed at once.
-struct Call {
-    lease: Lease,
-    id: RequestId,
-    events: UnboundedReceiver<Event>,
-    finished: bool,
-    tally: Tally,
-}
-
-impl Call {
-    fn start(lease: Lease, req: GenerateRequest, tally: Tally) -> Call {
-        let id = req.id;
-        let events = lease.live.client.generate(req);
-        Call { lease, id, events, finished: false, tally }
-    }
-
-    async fn next(&mut self) -> Event {
-        let e = self.events.recv().await.unwrap_or(Event::Gone);
-        match &e {
-            Event::Tokens { .. } => self.tally.first_token(),
-            Event::Done(d) => {
-                self.tally.first_token();
-                self.tally.done(d);
-                self.finished = true;
-            }
-            Event::Error { .. } | Event::Gone => self.finished = true,
-        }
-        e
-    }
-}
-
-impl Drop for Call {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.lease.live.client.cancel(self.id);
-        }
-    }
-}
-
-/// A request's contribution to the metrics: time to first token, then tokens and time per token.
-struct Tally {
-    registry: Arc<Registry>,
-    label: ModelLabel,
-    started: Instant,
-    seen_first: bool,
-}
-
-impl Tally {
-    fn new(registry: Arc<Registry>, model: &str, started: Instant) -> Tally {
-        Tally { registry, label: ModelLabel::new(model), started, seen_first: false }
-    }
-
-    fn first_token(&mut self) {
-        if !self.seen_first {
-            self.seen_first = true;
-            self.registry.metrics.ttft.get_or_create(&self.label).observe(self.started.elapsed().as_secs_f64());
-        }
-    }
-
-    fn done(&self, d: &DoneInfo) {
-        let m = &self.registry.metrics;
-        m.prompt_tokens.get_or_create(&self.label).inc_by(d.usage.prompt_tokens as u64);
-        m.completion_tokens.get_or_create(&self.label).inc_by(d.usage.completion_tokens as u64);
-        let u = &d.usage;
-        let model = &self.label.model;
-        if let Some(tier) = u.cached_from.filter(|_| u.cached_tokens > 0) {
-            let label = SourceLabel { model: model.clone(), source: tier.as_str() };
-            m.prompt_sources.get_or_create(&label).inc_by(u.cached_tokens as u64);
-        }
-        let prefilled = u.prompt_tokens.saturating_sub(u.cached_tokens) as u64;
-        m.prompt_sources.get_or_create(&SourceLabel { model: model.clone(), source: "prefill" }).inc_by(prefilled);
-        if d.usage.completion_tokens > 1 {
-            let per_token = d.timings.decode_ms / 1000.0 / (d.usage.completion_tokens - 1) as f64;
-            m.token_latency.get_or_create(&self.label).observe(per_token);
-        }
-    }
-}
-
-/// A worker that died under a request.
-fn gone() -> ApiError {
-    ApiError::bad_gateway("the worker exited while serving this request; it is being restarted")
-}
-
-fn finish_reason(f: FinishReason) -> &'static str {
-    match f {
-        FinishReason::Length => "length",
-        FinishReason::Stop | FinishReason::Cancelled => "stop",
-    }
-}
-
-fn usage(d: &DoneInfo) -> Value {
-    json!({
-        "prompt_tokens": d.usage.prompt_tokens,
-        "completion_tokens": d.usage.completion_tokens,
-        "total_tokens": d.usage.prompt_tokens + d.usage.completion_tokens,
-        "prompt_tokens_details": { "cached_tokens": d.usage.cached_tokens },
-    })
-}
-
-async fn collect(meta: Meta, mut call: Call, first: Event) -> Result<Response, ApiError> {
-    let mut text = String::new();
-    let mut event = first;
-    let done = loop {
-        match event {
-            Event::Tokens { text: t } => text.push_str(&t),
-            Event::Done(d) => break d,
-            Event::Error { kind, message } => return Err(ApiError::from_worker(kind, message)),
-            Event::Gone => return Err(gone()),
-        }
-        event = call.next().await;
-    };
-    let choice = match meta.kind {
-        Kind::Chat => json!({
-            "index": 0,
-            "message": { "role": "assistant", "content": text },
-            "logprobs": null,
-            "finish_reason": finish_reason(done.finish),
-        }),
-        Kind::Text => {
-            json!({ "index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason(done.finish) })
-        }
-    };
-    let object = if meta.kind == Kind::Chat { "chat.completion" } else { "text_completion" };
-    Ok(axum::Json(json!({
-        "id": meta.id,
-        "object": object,
-        "created": meta.created,
-        "model": meta.model,
-        "choices": [choice],
-        "usage": usage(&done),
-        "timings": {
-            "queue_ms": done.timings.queue_ms,
-            "prompt_ms": done.timings.prompt_ms,
-            "decode_ms": done.timings.decode_ms,
-            "cache_source": done.usage.cached_from.filter(|_| done.usage.cached_tokens > 0).map(|t| t.as_str()),
-        },
-    }))
-    .into_response())
-}
-
-impl Meta {
-    /// One chunk: `delta` is the text (or role) for chat, `text` for completions.
-    fn chunk(&self, content: Option<&str>, role: bool, finish: Option<&str>) -> Value {
-        let choice = match self.kind {
-            Kind::Chat => {
-                let mut delta = serde_json::Map::new();
-                if role {
-                    delta.insert("role".into(), json!("assistant"));
-                }
-                if let Some(c) = content {
-                    delta.insert("content".into(), json!(c));
-                }
-                json!({ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish })
-            }
-            Kind::Text => {
-                json!({ "index": 0, "text": content.unwrap_or(""), "logprobs": null, "finish_reason": finish })
-            }
-        };
-        let object = if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
-        json!({ "id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [choice] })
-    }
-
-    fn usage_chunk(&self, d: &DoneInfo) -> Value {
-        let object = if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
-        json!({ "id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [], "usage": usage(d) })
-    }
-}
-
-/// The text chunk of one stream, rendered once around a marker so that each token only
-/// escapes its text between a fixed head and tail (no JSON tree per token).
-struct TokenChunk {
-    head: String,
-    tail: String,
-}
-
-impl TokenChunk {
-    fn new(meta: &Meta) -> TokenChunk {
-        const MARK: &str = "\u{0}token\u{0}";
-        let full = meta.chunk(Some(MARK), false, None).to_string();
-        let encoded = serde_json::to_string(MARK).expect("a string encodes");
-        let (head, tail) = full.split_once(&encoded).expect("the marker is in the chunk");
-        TokenChunk { head: head.to_string(), tail: tail.to_string() }
-    }
-
-    /// The chunk for `text`, written into `buf` (reused between tokens).
-    fn render<'b>(&self, text: &str, buf: &'b mut Vec<u8>) -> &'b str {
-        buf.clear();
-        buf.extend_from_slice(self.head.as_bytes());
-        serde_json::to_writer(&mut *buf, text).expect("writing to a Vec cannot fail");
-        buf.extend_from_slice(self.tail.as_bytes());
-        std::str::from_utf8(buf).expect("JSON is UTF-8")
-    }
-}
-
-fn data(v: &Value) -> Result<SseEvent, Infallible> {
-    Ok(SseEvent::default().data(v.to_string()))
-}
-
-/// The SSE stream: a role chunk, text chunks as they arrive, a finish chunk, the usage chunk
-/// when asked for, then `[DONE]`. A failure midway is one error event, then `[DONE]`.
-fn sse(
-    meta: Meta,
-    mut call: Call,
-    first: Event,
-    include_usage: bool,
-) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
-    let stream = async_stream::stream! {
-        let tokens = TokenChunk::new(&meta);
-        let mut buf = Vec::with_capacity(256);
-        if meta.kind == Kind::Chat {
-            yield data(&meta.chunk(Some(""), true, None));
-        }
+/// Waits for every choice to end and renders the whole response.
+async fn collect(meta: Meta, calls: Vec<(Call, Event)>, logprobs: bool) -> Result<Response, ApiError> {
+    let each = calls.into_iter().map(|(mut call, first)| async move {
+        let mut text = String::new();
+        let mut lps = logprobs.then(Vec::new);
         let mut event = first;
         loop {
             match event {
-                Event::Tokens { text } => yield Ok(SseEvent::default().data(tokens.render(&text, &mut buf))),
-                Event::Done(d) => {
-                    let finish = finish_reason(d.finish);
-                    let last = if meta.kind == Kind::Chat { meta.chunk(None, false, Some(finish)) } else { meta.chunk(Some(""), false, Some(finish)) };
-                    yield data(&last);
-                    if include_usage {
-                        yield data(&meta.usage_chunk(&d));
+                Event::Tokens { text: t, logprobs: mut l } => {
+                    text.push_str(&t);
+                    if let Some(all) = lps.as_mut() {
+                        all.append(&mut l);
                     }
-                    break;
                 }
-                Event::Error { kind, message } => {
-                    yield data(&ApiError::from_worker(kind, message).body());
-                    break;
-                }
-                Event::Gone => {
-                    yield data(&gone().body());
-                    break;
-                }
+                Event::Done(done) => return Ok(Finished { text, logprobs: lps, done }),
+                Event::Error { kind, message } => return Err(ApiError::from_worker(kind, message)),
+                Event::Gone => return Err(gone()),
+                Event::Embeddings { .. } => return Err(ApiError::internal("the worker answered with embeddings")),
             }
             event = call.next().await;
         }
-        yield Ok(SseEvent::default().data("[DONE]"));
-    };
-    Sse::new(stream).keep_alive(KeepAlive::default())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_chunks_match_the_full_rendering() {
-        for kind in [Kind::Chat, Kind::Text] {
-            let meta = Meta { id: "x-1".into(), created: 7, model: "eden_m_1b_abcdef".into(), kind };
-            let chunk = TokenChunk::new(&meta);
-            let mut buf = Vec::new();
-            for text in ["", "Paris", "quote \" and \\ newline\n", "é✓🦀", "\u{0}"] {
-                assert_eq!(chunk.render(text, &mut buf), meta.chunk(Some(text), false, None).to_string());
-            }
-        }
-    }
+    });
+    let finished = futures::future::try_join_all(each).await?;
+    Ok(axum::Json(meta.response(&finished)).into_response())
 }

@@ -2,14 +2,19 @@
 
 pub mod access;
 pub mod admin;
+mod call;
 pub mod clients;
 pub mod completions;
+pub mod embeddings;
 pub mod error;
 pub mod guard;
 pub mod json;
 pub mod models;
 pub mod openai;
 pub mod pull;
+mod respond;
+mod stream;
+mod tools;
 pub mod upstream;
 
 use axum::extract::DefaultBodyLimit;
@@ -38,6 +43,7 @@ pub fn app(
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/admin/workers", get(admin::workers))
         .route("/admin/models/{id}/load", post(admin::load))
         .route("/admin/models/{id}/unload", post(admin::unload))

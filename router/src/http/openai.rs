@@ -1,8 +1,11 @@
 //! OpenAI request bodies and their translation into a worker [`GenerateRequest`]. Pure
 //! functions: every validation rule is unit-tested here. Unknown fields are ignored.
 
-use model_bucket_shared::protocol::{ChatMessage, GenerateRequest, Prompt, RequestId, SamplingParams};
+use model_bucket_shared::protocol::{
+    ChatMessage, Constraint, GenerateRequest, Prompt, RequestId, SamplingParams, ToolCall, MAX_TOP_LOGPROBS,
+};
 use serde::Deserialize;
+use serde_json::Value;
 use std::collections::HashMap;
 
 use super::error::ApiError;
@@ -31,6 +34,39 @@ pub struct CommonParams {
     /// Reuse the cached KV cells of the prompt's longest cached prefix (llama-server's
     /// `cache_prompt`); default true.
     pub cache_prompt: Option<bool>,
+    /// Chat: `true`/`false`; completions: how many alternatives per token.
+    pub logprobs: Option<Logprobs>,
+    pub top_logprobs: Option<i64>,
+    pub response_format: Option<ResponseFormat>,
+    /// A GBNF grammar the output must follow (llama-server's `grammar`).
+    pub grammar: Option<String>,
+    /// A JSON schema the output must follow (llama-server's `json_schema`).
+    pub json_schema: Option<Value>,
+}
+
+/// `logprobs`: a flag (chat) or a count (completions).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Logprobs {
+    Flag(bool),
+    Count(i64),
+}
+
+/// `response_format`.
+#[derive(Debug, Deserialize)]
+pub struct ResponseFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub json_schema: Option<JsonSchemaFormat>,
+    /// llama-server's shortcut: `{"type": "json_object", "schema": {...}}`.
+    pub schema: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JsonSchemaFormat {
+    pub schema: Option<Value>,
+    #[serde(default)]
+    pub strict: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +86,10 @@ pub enum Stop {
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
     pub messages: Vec<InMessage>,
+    pub tools: Option<Vec<Value>>,
+    pub tool_choice: Option<Value>,
+    /// Accepted; an unforced answer may hold several calls either way, a forced one holds one.
+    pub parallel_tool_calls: Option<bool>,
     #[serde(flatten)]
     pub common: CommonParams,
 }
@@ -59,6 +99,25 @@ pub struct InMessage {
     pub role: String,
     #[serde(default)]
     pub content: Option<Content>,
+    pub tool_calls: Option<Vec<InToolCall>>,
+    pub tool_call_id: Option<String>,
+    pub name: Option<String>,
+}
+
+/// A call in an assistant message of the history.
+#[derive(Debug, Deserialize)]
+pub struct InToolCall {
+    #[serde(default)]
+    pub id: String,
+    pub function: InFunction,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InFunction {
+    pub name: String,
+    /// JSON text, as OpenAI sends it (an object is accepted too).
+    #[serde(default)]
+    pub arguments: Value,
 }
 
 /// Message content: a string or a list of parts (only text parts are supported).
@@ -83,13 +142,21 @@ pub struct CompletionRequest {
     pub common: CommonParams,
 }
 
-/// `prompt`: a string or a one-element list of strings.
+/// `prompt`: a string, a list of strings, a token array or a list of token arrays.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum PromptIn {
     One(String),
     Many(Vec<String>),
+    Tokens(Vec<i64>),
+    ManyTokens(Vec<Vec<i64>>),
 }
+
+/// The most choices one request may ask for, prompts × `n`: each takes a slot of the worker
+/// (or waits in its queue).
+pub const MAX_CHOICES: usize = 64;
+/// The most `n` (choices per prompt).
+pub const MAX_N: i64 = 16;
 
 /// At most this many stop strings, as in OpenAI's API.
 const MAX_STOPS: usize = 16;
@@ -100,14 +167,7 @@ const MAX_STOP_BYTES: usize = 1024;
 
 /// Checks the shared parameters and builds the sampling part of a worker request.
 pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<GenerateRequest, ApiError> {
-    if let Some(n) = c.n {
-        if n != 1 {
-            return Err(ApiError::bad_param(
-                "n",
-                format!("n = {n} is not supported: this server returns one choice (n = 1)"),
-            ));
-        }
-    }
+    choices_per_prompt(c)?;
     let max_tokens = match c.max_completion_tokens.or(c.max_tokens) {
         None => None,
         Some(m) if m >= 1 && m <= u32::MAX as i64 => Some(m as u32),
@@ -180,6 +240,8 @@ pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<Ge
             format!("a stop sequence may be at most {MAX_STOP_BYTES} bytes, got {}", long.len()),
         ));
     }
+    let constraint = constraint(c)?;
+    let logprobs = logprobs(c)?;
     Ok(GenerateRequest {
         id,
         prompt,
@@ -199,7 +261,77 @@ pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<Ge
         stop,
         stream: c.stream,
         cache_prompt: c.cache_prompt.unwrap_or(true),
+        constraint,
+        logprobs,
+        tools: None,
     })
+}
+
+/// `n`, checked: choices per prompt.
+pub fn choices_per_prompt(c: &CommonParams) -> Result<usize, ApiError> {
+    match c.n {
+        None => Ok(1),
+        Some(n) if (1..=MAX_N).contains(&n) => Ok(n as usize),
+        Some(n) => Err(ApiError::bad_param("n", format!("n must be between 1 and {MAX_N}, got {n}"))),
+    }
+}
+
+/// The constraint from `response_format`, `json_schema` or `grammar` (at most one of them).
+fn constraint(c: &CommonParams) -> Result<Option<Constraint>, ApiError> {
+    let from_format = match &c.response_format {
+        None => None,
+        Some(f) => match f.kind.as_str() {
+            "text" => None,
+            "json_object" => Some(schema_text(f.schema.as_ref().unwrap_or(&serde_json::json!({"type": "object"})))?),
+            "json_schema" => {
+                let s = f.json_schema.as_ref().and_then(|j| j.schema.as_ref()).ok_or_else(|| {
+                    ApiError::bad_param("response_format", "response_format json_schema needs json_schema.schema")
+                })?;
+                Some(schema_text(s)?)
+            }
+            other => {
+                return Err(ApiError::bad_param(
+                    "response_format",
+                    format!("response_format type must be text, json_object or json_schema, got {other:?}"),
+                ))
+            }
+        },
+    };
+    let from_schema = c.json_schema.as_ref().map(schema_text).transpose()?;
+    let given = [from_format.is_some(), from_schema.is_some(), c.grammar.is_some()];
+    if given.iter().filter(|&&g| g).count() > 1 {
+        return Err(ApiError::bad_request("give at most one of response_format, json_schema and grammar"));
+    }
+    Ok(from_format.or(from_schema).map(Constraint::JsonSchema).or_else(|| c.grammar.clone().map(Constraint::Gbnf)))
+}
+
+/// A schema as JSON text; it must be an object (or `true`/`false`).
+fn schema_text(s: &Value) -> Result<String, ApiError> {
+    match s {
+        Value::Object(_) | Value::Bool(_) => Ok(s.to_string()),
+        _ => Err(ApiError::bad_param("response_format", "a JSON schema must be a JSON object")),
+    }
+}
+
+/// How many alternatives per token to report, when log-probabilities are asked for.
+fn logprobs(c: &CommonParams) -> Result<Option<u8>, ApiError> {
+    let range = |name: &'static str, n: i64| {
+        if (0..=MAX_TOP_LOGPROBS as i64).contains(&n) {
+            Ok(n as u8)
+        } else {
+            Err(ApiError::bad_param(name, format!("{name} must be between 0 and {MAX_TOP_LOGPROBS}, got {n}")))
+        }
+    };
+    let top = c.top_logprobs.map(|n| range("top_logprobs", n)).transpose()?;
+    match (&c.logprobs, top) {
+        (Some(Logprobs::Flag(true)), top) => Ok(Some(top.unwrap_or(0))),
+        (Some(Logprobs::Count(n)), None) => Ok(Some(range("logprobs", *n)?)),
+        (Some(Logprobs::Count(_)), Some(_)) => {
+            Err(ApiError::bad_param("top_logprobs", "give logprobs: true with top_logprobs, or a count alone"))
+        }
+        (_, Some(n)) if n > 0 => Err(ApiError::bad_param("top_logprobs", "top_logprobs needs logprobs: true")),
+        _ => Ok(None),
+    }
 }
 
 /// Chat messages as the worker takes them: text only.
@@ -228,18 +360,53 @@ pub fn chat_messages(msgs: &[InMessage]) -> Result<Vec<ChatMessage>, ApiError> {
                     s
                 }
             };
-            Ok(ChatMessage { role: m.role.clone(), content })
+            let tool_calls = m
+                .tool_calls
+                .iter()
+                .flatten()
+                .map(|c| ToolCall {
+                    id: c.id.clone(),
+                    name: c.function.name.clone(),
+                    arguments: match &c.function.arguments {
+                        Value::String(s) => s.clone(),
+                        Value::Null => "{}".into(),
+                        other => other.to_string(),
+                    },
+                })
+                .collect();
+            Ok(ChatMessage {
+                role: m.role.clone(),
+                content,
+                tool_calls,
+                tool_call_id: m.tool_call_id.clone(),
+                name: m.name.clone(),
+            })
         })
         .collect()
 }
 
-/// The text of a completion prompt.
-pub fn completion_prompt(p: &PromptIn) -> Result<String, ApiError> {
-    match p {
-        PromptIn::One(s) => Ok(s.clone()),
-        PromptIn::Many(v) if v.len() == 1 => Ok(v[0].clone()),
-        PromptIn::Many(v) => Err(ApiError::bad_param("prompt", format!("one prompt per request, got {}", v.len()))),
+/// The prompts of a completions request, in order.
+pub fn completion_prompts(p: &PromptIn) -> Result<Vec<Prompt>, ApiError> {
+    let tokens = |v: &[i64]| -> Result<Prompt, ApiError> {
+        v.iter()
+            .map(|&t| i32::try_from(t).ok().filter(|t| *t >= 0))
+            .collect::<Option<Vec<i32>>>()
+            .map(Prompt::Tokens)
+            .ok_or_else(|| ApiError::bad_param("prompt", "token IDs must be non-negative integers"))
+    };
+    let prompts = match p {
+        PromptIn::One(s) => vec![Prompt::Text(s.clone())],
+        PromptIn::Many(v) => v.iter().map(|s| Prompt::Text(s.clone())).collect(),
+        PromptIn::Tokens(v) => vec![tokens(v)?],
+        PromptIn::ManyTokens(v) => v.iter().map(|t| tokens(t)).collect::<Result<_, _>>()?,
+    };
+    if prompts.is_empty() {
+        return Err(ApiError::bad_param("prompt", "prompt must not be an empty list"));
     }
+    if prompts.len() > MAX_CHOICES {
+        return Err(ApiError::bad_param("prompt", format!("at most {MAX_CHOICES} prompts, got {}", prompts.len())));
+    }
+    Ok(prompts)
 }
 
 #[cfg(test)]
@@ -281,11 +448,59 @@ mod tests {
     }
 
     #[test]
-    fn n_other_than_one_is_a_clear_400() {
-        let e = gen(r#"{"model":"m","n":2}"#).unwrap_err();
-        assert_eq!(e.status, 400);
-        assert_eq!(e.param, Some("n"));
-        assert!(gen(r#"{"model":"m","n":1}"#).is_ok());
+    fn n_is_bounded() {
+        for bad in [r#"{"model":"m","n":0}"#, r#"{"model":"m","n":17}"#, r#"{"model":"m","n":-1}"#] {
+            let e = gen(bad).unwrap_err();
+            assert_eq!((e.status.as_u16(), e.param), (400, Some("n")), "{bad}");
+        }
+        assert_eq!(choices_per_prompt(&common(r#"{"model":"m","n":3}"#)).unwrap(), 3);
+        assert_eq!(choices_per_prompt(&common(r#"{"model":"m"}"#)).unwrap(), 1);
+    }
+
+    #[test]
+    fn response_formats_become_schemas() {
+        let c = |json: &str| gen(json).map(|r| r.constraint);
+        assert_eq!(c(r#"{"model":"m","response_format":{"type":"text"}}"#).unwrap(), None);
+        assert_eq!(
+            c(r#"{"model":"m","response_format":{"type":"json_object"}}"#).unwrap(),
+            Some(Constraint::JsonSchema(r#"{"type":"object"}"#.into()))
+        );
+        let schema = r#"{"type":"object","properties":{"b":{"type":"integer"},"a":{"type":"string"}}}"#;
+        let body = format!(
+            r#"{{"model":"m","response_format":{{"type":"json_schema","json_schema":{{"name":"x","strict":true,"schema":{schema}}}}}}}"#
+        );
+        // The schema keeps its key order (it decides the order of the generated fields).
+        assert_eq!(c(&body).unwrap(), Some(Constraint::JsonSchema(schema.into())));
+        assert_eq!(
+            c(r#"{"model":"m","grammar":"root ::= \"yes\""}"#).unwrap(),
+            Some(Constraint::Gbnf(r#"root ::= "yes""#.into()))
+        );
+        for bad in [
+            r#"{"model":"m","response_format":{"type":"json_schema"}}"#,
+            r#"{"model":"m","response_format":{"type":"json_schema","json_schema":{"schema":[1]}}}"#,
+            r#"{"model":"m","response_format":{"type":"yaml"}}"#,
+            r#"{"model":"m","response_format":{"type":"json_object"},"grammar":"root ::= \"a\""}"#,
+        ] {
+            assert_eq!(gen(bad).unwrap_err().status, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn logprobs_forms() {
+        let l = |json: &str| gen(json).map(|r| r.logprobs);
+        assert_eq!(l(r#"{"model":"m"}"#).unwrap(), None);
+        assert_eq!(l(r#"{"model":"m","logprobs":false}"#).unwrap(), None);
+        assert_eq!(l(r#"{"model":"m","logprobs":true}"#).unwrap(), Some(0));
+        assert_eq!(l(r#"{"model":"m","logprobs":true,"top_logprobs":5}"#).unwrap(), Some(5));
+        assert_eq!(l(r#"{"model":"m","logprobs":3}"#).unwrap(), Some(3));
+        for bad in [
+            r#"{"model":"m","logprobs":true,"top_logprobs":50}"#,
+            r#"{"model":"m","logprobs":21}"#,
+            r#"{"model":"m","top_logprobs":2}"#,
+            r#"{"model":"m","logprobs":true,"top_logprobs":-1}"#,
+        ] {
+            assert_eq!(gen(bad).unwrap_err().status, 400, "{bad}");
+        }
     }
 
     #[test]
@@ -340,8 +555,32 @@ mod tests {
 
     #[test]
     fn completion_prompt_forms() {
-        assert_eq!(completion_prompt(&PromptIn::One("a".into())).unwrap(), "a");
-        assert_eq!(completion_prompt(&PromptIn::Many(vec!["b".into()])).unwrap(), "b");
-        assert!(completion_prompt(&PromptIn::Many(vec!["a".into(), "b".into()])).is_err());
+        let p = |json: &str| completion_prompts(&serde_json::from_str::<PromptIn>(json).unwrap());
+        assert_eq!(p(r#""a""#).unwrap(), vec![Prompt::Text("a".into())]);
+        assert_eq!(p(r#"["a","b"]"#).unwrap(), vec![Prompt::Text("a".into()), Prompt::Text("b".into())]);
+        assert_eq!(p("[1,2]").unwrap(), vec![Prompt::Tokens(vec![1, 2])]);
+        assert_eq!(p("[[1],[2,3]]").unwrap(), vec![Prompt::Tokens(vec![1]), Prompt::Tokens(vec![2, 3])]);
+        assert!(p("[]").is_err());
+        assert!(p("[-1]").is_err());
+        assert!(p("[4294967296]").is_err());
+        let many = serde_json::to_string(&vec!["x"; MAX_CHOICES + 1]).unwrap();
+        assert!(p(&many).is_err());
+    }
+
+    #[test]
+    fn history_tool_calls_are_read() {
+        let req: ChatRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"},
+                {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"x\":1}"}}]},
+                {"role":"tool","tool_call_id":"call_1","name":"f","content":"2"}]}"#,
+        )
+        .unwrap();
+        let m = chat_messages(&req.messages).unwrap();
+        assert_eq!(
+            m[1].tool_calls,
+            vec![ToolCall { id: "call_1".into(), name: "f".into(), arguments: r#"{"x":1}"#.into() }]
+        );
+        assert_eq!(m[2].tool_call_id.as_deref(), Some("call_1"));
+        assert_eq!(m[2].content, "2");
     }
 }

@@ -37,9 +37,13 @@ impl Registry {
         (spec, cores)
     }
 
-    /// Bytes `m`'s worker is expected to need with `spec`, its prompt cache included.
+    /// Bytes `m`'s worker is expected to need with `spec`, its prompt cache and its embedding
+    /// context included (made on the first embeddings request, counted from the start so that
+    /// an embeddings request never pushes a worker past its reservation).
     pub(super) fn estimate(m: &ModelInfo, spec: &WorkerSpec) -> u64 {
-        let ctx = ctx_slot(m, spec.ctx) * spec.parallel as u64;
+        let slot = ctx_slot(m, spec.ctx);
+        let embed = slot.min(model_bucket_shared::EMBED_CTX_TOKENS as u64);
+        let ctx = slot * spec.parallel as u64 + embed;
         budget::estimate(m.size_bytes, m.kv_bytes_per_token, m.n_vocab, ctx).saturating_add(spec.prompt_cache)
     }
 

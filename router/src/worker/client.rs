@@ -4,7 +4,9 @@
 use futures::{SinkExt, StreamExt};
 use interprocess::local_socket::tokio::Stream;
 use model_bucket_shared::protocol::frame::FrameCodec;
-use model_bucket_shared::protocol::{DoneInfo, ErrorKind, FromWorker, GenerateRequest, RequestId, ToWorker};
+use model_bucket_shared::protocol::{
+    DoneInfo, ErrorKind, FromWorker, GenerateRequest, RequestId, ToWorker, TokenLogprob,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,8 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 pub enum Event {
     Tokens {
         text: String,
+        /// Per generated token, when the request asked for log-probabilities.
+        logprobs: Vec<TokenLogprob>,
     },
     Done(Box<DoneInfo>),
     Error {
@@ -26,6 +30,11 @@ pub enum Event {
     },
     /// The connection to the worker is lost (it exited or crashed).
     Gone,
+    /// The answer to an embeddings request.
+    Embeddings {
+        vectors: Vec<Vec<f32>>,
+        prompt_tokens: u32,
+    },
 }
 
 /// Requests waiting for replies; `None` once the connection is gone, so that a request sent
@@ -60,11 +69,15 @@ impl WorkerClient {
         RequestId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Sends a request; its events arrive on the returned channel. When the worker is gone the
-    /// channel yields `Gone` at once.
+    /// Sends a generation request; its events arrive on the returned channel. When the worker
+    /// is gone the channel yields `Gone` at once.
     pub fn generate(&self, req: GenerateRequest) -> mpsc::UnboundedReceiver<Event> {
+        self.request(req.id, ToWorker::Generate(Box::new(req)))
+    }
+
+    /// Sends a request (`msg`, whose ID is `id`); its events arrive on the returned channel.
+    pub fn request(&self, id: RequestId, msg: ToWorker) -> mpsc::UnboundedReceiver<Event> {
         let (etx, erx) = mpsc::unbounded_channel();
-        let id = req.id;
         match self.pending.lock().expect("pending lock").as_mut() {
             Some(map) => {
                 map.insert(id, etx);
@@ -74,7 +87,7 @@ impl WorkerClient {
                 return erx;
             }
         }
-        if self.tx.send(ToWorker::Generate(Box::new(req))).is_err() {
+        if self.tx.send(msg).is_err() {
             if let Some(etx) = self.pending.lock().expect("pending lock").as_mut().and_then(|m| m.remove(&id)) {
                 let _ = etx.send(Event::Gone);
             }
@@ -126,8 +139,11 @@ async fn read_loop(
             }
         };
         let (id, event, last) = match msg {
-            FromWorker::Tokens { id, text, .. } => (id, Event::Tokens { text }, false),
+            FromWorker::Tokens { id, text, logprobs, .. } => (id, Event::Tokens { text, logprobs }, false),
             FromWorker::Done(d) => (d.id, Event::Done(d), true),
+            FromWorker::Embeddings { id, vectors, prompt_tokens } => {
+                (id, Event::Embeddings { vectors, prompt_tokens }, true)
+            }
             FromWorker::Error { id: Some(id), kind, message } => (id, Event::Error { kind, message }, true),
             other => {
                 let _ = unsolicited.send(other);

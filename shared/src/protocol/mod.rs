@@ -13,7 +13,7 @@ pub mod frame;
 use serde::{Deserialize, Serialize};
 
 /// Version of the message set below. Both sides must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Exit code of a worker whose peer spoke another protocol version.
 pub const EXIT_PROTOCOL_MISMATCH: i32 = 3;
@@ -52,6 +52,16 @@ pub enum ToWorker {
     Shutdown {
         grace_ms: u64,
     },
+    /// Embed texts; answered by one [`FromWorker::Embeddings`] or an `Error`.
+    Embed(Box<EmbedRequest>),
+}
+
+/// Texts (or token arrays) to embed, each on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbedRequest {
+    pub id: RequestId,
+    /// [`Prompt::Text`] or [`Prompt::Tokens`].
+    pub inputs: Vec<Prompt>,
 }
 
 /// Worker → router.
@@ -69,6 +79,9 @@ pub enum FromWorker {
         id: RequestId,
         text: String,
         n_tokens: u32,
+        /// One entry per generated token of this message, in order, when the request asked
+        /// for them ([`GenerateRequest::logprobs`]); empty otherwise.
+        logprobs: Vec<TokenLogprob>,
     },
     /// A request ended; no more messages follow for its ID.
     Done(Box<DoneInfo>),
@@ -79,6 +92,13 @@ pub enum FromWorker {
         message: String,
     },
     Health(HealthInfo),
+    /// One vector per input, in order, each of the model's embedding width and L2-normalised;
+    /// `prompt_tokens` counts every input's tokens.
+    Embeddings {
+        id: RequestId,
+        vectors: Vec<Vec<f32>>,
+        prompt_tokens: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,10 +124,52 @@ pub struct HealthInfo {
 }
 
 /// One chat message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// Calls an assistant message made (rendered through the template's `tool_calls`).
+    pub tool_calls: Vec<ToolCall>,
+    /// On a `tool` message: the call it answers.
+    pub tool_call_id: Option<String>,
+    /// On a `tool` message: the function's name.
+    pub name: Option<String>,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
+        ChatMessage { role: role.into(), content: content.into(), ..Default::default() }
+    }
+}
+
+/// A function call made by the assistant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as JSON text (OpenAI's form).
+    pub arguments: String,
+}
+
+/// What sampling must produce.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Constraint {
+    /// A grammar in llama.cpp's GBNF, whose start rule is `root`.
+    Gbnf(String),
+    /// A JSON schema (as JSON text); llama.cpp converts it to a grammar.
+    JsonSchema(String),
+}
+
+/// The log-probability of one generated token under the model's distribution before sampling
+/// (softmax of the raw logits), with the most likely alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's text as bytes (a token may end inside a UTF-8 character).
+    pub bytes: Vec<u8>,
+    /// Natural log of its probability; ≤ 0.
+    pub logprob: f32,
+    /// The `top` most likely tokens, most likely first: (bytes, logprob).
+    pub top: Vec<(Vec<u8>, f32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +178,8 @@ pub enum Prompt {
     Text(String),
     /// Rendered through the model's chat template, with the generation prompt appended.
     Chat(Vec<ChatMessage>),
+    /// Token IDs of the model's vocabulary, used as they are.
+    Tokens(Vec<i32>),
 }
 
 /// Sampling settings; the defaults are llama-server's.
@@ -170,7 +234,18 @@ pub struct GenerateRequest {
     /// Start from the longest cached prefix of the prompt (slot, memory or disk). `false`
     /// prefills the whole prompt; the output is the same either way.
     pub cache_prompt: bool,
+    /// Sampling may only produce text this allows; `None`: free text.
+    pub constraint: Option<Constraint>,
+    /// Report each generated token's log-probability and this many alternatives (at most
+    /// [`MAX_TOP_LOGPROBS`]); `None`: no log-probabilities.
+    pub logprobs: Option<u8>,
+    /// The OpenAI `tools` list as JSON text, given to the chat template as `tools`; also makes
+    /// the worker spell out the tool-call marker tokens it generates.
+    pub tools: Option<String>,
 }
+
+/// The most alternatives a request may ask for per token (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u8 = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FinishReason {
@@ -200,6 +275,8 @@ pub enum CacheTier {
     Memory,
     /// A file written by an earlier worker for the same model.
     Disk,
+    /// Another sequence of the same prompt, prefilled at the same time (`n` > 1).
+    Shared,
 }
 
 impl CacheTier {
@@ -208,6 +285,7 @@ impl CacheTier {
             CacheTier::Slot => "slot",
             CacheTier::Memory => "memory",
             CacheTier::Disk => "disk",
+            CacheTier::Shared => "shared",
         }
     }
 }

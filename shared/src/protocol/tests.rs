@@ -8,7 +8,22 @@ fn every_to_worker() -> Vec<ToWorker> {
         ToWorker::Hello { version: PROTOCOL_VERSION },
         ToWorker::Generate(Box::new(GenerateRequest {
             id: RequestId(7),
-            prompt: Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "héllo ✓".into() }]),
+            prompt: Prompt::Chat(vec![
+                ChatMessage::new("user", "héllo ✓"),
+                ChatMessage {
+                    role: "assistant".into(),
+                    content: String::new(),
+                    tool_calls: vec![ToolCall { id: "call_1".into(), name: "f".into(), arguments: "{}".into() }],
+                    ..Default::default()
+                },
+                ChatMessage {
+                    role: "tool".into(),
+                    content: "42".into(),
+                    tool_call_id: Some("call_1".into()),
+                    name: Some("f".into()),
+                    ..Default::default()
+                },
+            ]),
             sampling: SamplingParams {
                 seed: Some(42),
                 logit_bias: vec![(2, f32::NEG_INFINITY), (5, 1.5)],
@@ -18,17 +33,27 @@ fn every_to_worker() -> Vec<ToWorker> {
             stop: vec!["\n\n".into(), "END".into()],
             stream: true,
             cache_prompt: true,
+            constraint: Some(Constraint::JsonSchema(r#"{"type":"object"}"#.into())),
+            logprobs: Some(MAX_TOP_LOGPROBS),
+            tools: Some("[]".into()),
         })),
         ToWorker::Generate(Box::new(GenerateRequest {
             id: RequestId(u64::MAX),
-            prompt: Prompt::Text(String::new()),
+            prompt: Prompt::Tokens(vec![1, 2, 3]),
             sampling: SamplingParams::default(),
             max_tokens: None,
             stop: vec![],
             stream: false,
             cache_prompt: false,
+            constraint: Some(Constraint::Gbnf("root ::= \"a\"".into())),
+            logprobs: None,
+            tools: None,
         })),
         ToWorker::Cancel { id: RequestId(3) },
+        ToWorker::Embed(Box::new(EmbedRequest {
+            id: RequestId(9),
+            inputs: vec![Prompt::Text("a memory".into()), Prompt::Tokens(vec![5, 6])],
+        })),
         ToWorker::Health,
         ToWorker::Shutdown { grace_ms: 5000 },
     ]
@@ -44,7 +69,17 @@ fn every_from_worker() -> Vec<FromWorker> {
             slots: 4,
             has_chat_template: true,
         }),
-        FromWorker::Tokens { id: RequestId(1), text: "Paris".into(), n_tokens: 2 },
+        FromWorker::Tokens { id: RequestId(1), text: "Paris".into(), n_tokens: 2, logprobs: vec![] },
+        FromWorker::Tokens {
+            id: RequestId(1),
+            text: "é".into(),
+            n_tokens: 1,
+            logprobs: vec![TokenLogprob {
+                bytes: vec![0xc3],
+                logprob: -0.5,
+                top: vec![(vec![0xc3], -0.5), (b"a".to_vec(), -1.5)],
+            }],
+        },
         FromWorker::Done(Box::new(DoneInfo {
             id: RequestId(1),
             finish: FinishReason::Length,
@@ -57,6 +92,7 @@ fn every_from_worker() -> Vec<FromWorker> {
             timings: Timings { queue_ms: 0.5, prompt_ms: 50.0, decode_ms: 150.25 },
         })),
         FromWorker::Error { id: Some(RequestId(2)), kind: ErrorKind::PromptTooLong, message: "too long".into() },
+        FromWorker::Embeddings { id: RequestId(9), vectors: vec![vec![0.5, -0.25], vec![]], prompt_tokens: 7 },
         FromWorker::Error { id: None, kind: ErrorKind::ProtocolMismatch, message: "v2".into() },
         FromWorker::Health(HealthInfo { slots_busy: 1, queued: 0, memory_bytes: 99 }),
     ]
@@ -133,6 +169,9 @@ fn oversized_frames_are_refused_before_allocation() {
         stop: vec![],
         stream: true,
         cache_prompt: true,
+        constraint: None,
+        logprobs: None,
+        tools: None,
     }));
     assert!(encode_into(&huge, &mut Vec::new()).is_err());
 }

@@ -70,7 +70,10 @@ fn main() {
                         eprintln!("fake worker: crashing on purpose after {i} tokens");
                         std::process::abort();
                     }
-                    send(&mut w, FromWorker::Tokens { id: req.id, text: "word ".into(), n_tokens: 1 });
+                    send(
+                        &mut w,
+                        FromWorker::Tokens { id: req.id, text: "word ".into(), n_tokens: 1, logprobs: vec![] },
+                    );
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 send(

@@ -10,19 +10,26 @@
 //! sequence that reaches its context is shifted (prompt head kept, the oldest half of the rest
 //! dropped) so generation has no limit but `max_tokens`.
 
+pub mod embed;
+mod logprob;
+mod pick;
 mod prefix;
 pub mod reuse;
 mod sampler;
+mod share;
 mod slot;
 pub mod template;
 pub mod text;
+mod tool_prompt;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::mem::rss_bytes;
 use model_bucket_shared::protocol::{
-    DoneInfo, ErrorKind, FinishReason, FromWorker, GenerateRequest, HealthInfo, Prompt, RequestId, Timings, Usage,
+    DoneInfo, EmbedRequest, ErrorKind, FinishReason, FromWorker, GenerateRequest, HealthInfo, Prompt, RequestId,
+    Timings, Usage,
 };
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, Sender};
@@ -33,6 +40,7 @@ use crate::cache::memory::MemoryCache;
 use crate::cache::CacheConfig;
 use prefix::Cells;
 use reuse::{choose_slot, FreeSlot};
+use share::Twin;
 use slot::{Active, Queued};
 use template::ChatTemplate;
 use text::Pushed;
@@ -49,6 +57,7 @@ pub enum Command {
     },
     /// The connection delivered an undecodable frame: report it, end every request, return.
     BadFrame(String),
+    Embed(Box<EmbedRequest>),
 }
 
 /// Engine limits.
@@ -61,6 +70,8 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// Sliding-window size of the model's attention, in tokens (0: none).
     pub n_swa: u32,
+    /// Concurrent sequences (slots).
+    pub slots: u32,
 }
 
 pub struct Engine<'m> {
@@ -82,18 +93,31 @@ pub struct Engine<'m> {
     deadline: Option<Instant>,
     /// Scratch buffer for token pieces.
     piece: Vec<u8>,
+    /// Buffers for constrained sampling and log-probabilities.
+    scratch: pick::Scratch,
+    /// Tokens that mark tool calls in some model families' output (`<tool_call>`,
+    /// `[TOOL_CALLS]`, ...), spelled out for requests that offer tools although they are
+    /// special tokens.
+    markers: Vec<LlamaToken>,
+    embedder: embed::Embedder<'m>,
+    /// Embeddings requests in arrival order; one input is embedded per step.
+    embeds: VecDeque<embed::EmbedJob>,
 }
+
+/// Tool-call markers of the families the router's parser knows.
+const TOOL_MARKERS: &[&str] = &["<tool_call>", "</tool_call>", "[TOOL_CALLS]", "<|python_tag|>", "[ARGS]", "[CALL_ID]"];
 
 impl<'m> Engine<'m> {
     pub fn new(
         model: &'m LlamaModel,
         ctx: LlamaContext<'m>,
         template: Option<ChatTemplate>,
-        slots: u32,
         cfg: EngineConfig,
         cache: CacheConfig,
+        embedder: embed::Embedder<'m>,
         out: Sender<FromWorker>,
     ) -> Engine<'m> {
+        let slots = cfg.slots;
         let batch = LlamaBatch::new(cfg.n_batch as usize, slots as i32);
         let disk = cache.disk.and_then(|(root, max)| match DiskCache::open(&root, cache.key, max) {
             Ok(d) => Some(d),
@@ -102,6 +126,14 @@ impl<'m> Engine<'m> {
                 None
             }
         });
+        // A marker counts when the vocabulary has it as one token.
+        let markers = TOOL_MARKERS
+            .iter()
+            .filter_map(|m| match model.vocab().tokenize(m.as_bytes(), false, true).as_slice() {
+                [t] => Some(*t),
+                _ => None,
+            })
+            .collect();
         Engine {
             model,
             ctx,
@@ -117,6 +149,10 @@ impl<'m> Engine<'m> {
             out,
             deadline: None,
             piece: Vec::with_capacity(64),
+            scratch: pick::Scratch::default(),
+            markers,
+            embedder,
+            embeds: VecDeque::new(),
         }
     }
 
@@ -158,11 +194,12 @@ impl<'m> Engine<'m> {
             }
             self.admit();
             self.step();
+            self.embed_next();
         }
     }
 
     fn busy(&self) -> bool {
-        !self.queue.is_empty() || self.slots.iter().any(Option::is_some)
+        !self.queue.is_empty() || self.slots.iter().any(Option::is_some) || !self.embeds.is_empty()
     }
 
     fn send(&self, m: FromWorker) {
@@ -181,6 +218,7 @@ impl<'m> Engine<'m> {
                 self.deadline = Some(Instant::now());
             }
             Command::Generate(req) => self.enqueue(req),
+            Command::Embed(req) => self.enqueue_embed(*req),
             Command::Cancel(id) => self.cancel(id),
             Command::Health => self.send(FromWorker::Health(HealthInfo {
                 slots_busy: self.slots.iter().filter(|s| s.is_some()).count() as u32,
@@ -214,8 +252,27 @@ impl<'m> Engine<'m> {
         if let Err(m) = sampler::validate(&req.sampling, self.model.n_vocab()) {
             return self.error(id, ErrorKind::BadRequest, m);
         }
+        let grammar = match req.constraint.as_ref().map(|c| sampler::grammar(self.model, c)).transpose() {
+            Ok(g) => g,
+            Err(m) => return self.error(id, ErrorKind::BadRequest, m),
+        };
+        let tools = match req.tools.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose() {
+            Ok(t) => t,
+            Err(e) => return self.error(id, ErrorKind::BadRequest, format!("tools is not valid JSON: {e}")),
+        };
         let rendered;
         let text = match &req.prompt {
+            Prompt::Tokens(ids) => {
+                let n_vocab = self.model.n_vocab();
+                if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= n_vocab) {
+                    return self.error(
+                        id,
+                        ErrorKind::BadRequest,
+                        format!("prompt token {bad} is outside the vocabulary (0..{n_vocab})"),
+                    );
+                }
+                ""
+            }
             Prompt::Text(t) => t.as_str(),
             Prompt::Chat(messages) => match &self.template {
                 None => {
@@ -225,7 +282,7 @@ impl<'m> Engine<'m> {
                         "this model has no chat template; use completions, or give it one with chat_template".into(),
                     )
                 }
-                Some(t) => match t.render(messages) {
+                Some(t) => match t.render(messages, tools.as_ref()) {
                     Ok(p) => {
                         rendered = p;
                         rendered.as_str()
@@ -235,7 +292,10 @@ impl<'m> Engine<'m> {
             },
         };
         // As llama-server does: the model's own BOS when it wants one, special tokens parsed.
-        let tokens = self.model.vocab().tokenize(text.as_bytes(), true, true);
+        let tokens = match &req.prompt {
+            Prompt::Tokens(ids) => ids.iter().map(|&t| LlamaToken(t)).collect(),
+            _ => self.model.vocab().tokenize(text.as_bytes(), true, true),
+        };
         if tokens.is_empty() {
             return self.error(id, ErrorKind::BadRequest, "the prompt is empty".into());
         }
@@ -250,10 +310,14 @@ impl<'m> Engine<'m> {
                 ),
             );
         }
-        self.queue.push_back(Queued { req, tokens, enqueued: Instant::now() });
+        self.queue.push_back(Queued { req, tokens, grammar, enqueued: Instant::now() });
     }
 
     fn cancel(&mut self, id: RequestId) {
+        if let Some(pos) = self.embeds.iter().position(|j| j.id == id) {
+            self.embeds.remove(pos);
+            return self.error(id, ErrorKind::ShuttingDown, "cancelled".into());
+        }
         if let Some(pos) = self.queue.iter().position(|q| q.req.id == id) {
             let q = self.queue.remove(pos).expect("position is valid");
             let usage = Usage { prompt_tokens: q.tokens.len() as u32, ..Default::default() };
@@ -270,8 +334,76 @@ impl<'m> Engine<'m> {
         }
     }
 
+    /// Tokenizes an embeddings request and queues it (or answers with an error).
+    fn enqueue_embed(&mut self, req: EmbedRequest) {
+        let id = req.id;
+        if self.deadline.is_some() {
+            return self.error(id, ErrorKind::ShuttingDown, "the worker is shutting down".into());
+        }
+        if self.embeds.len() >= self.cfg.max_queue {
+            return self.error(
+                id,
+                ErrorKind::Overloaded,
+                "too many embeddings requests are waiting; retry shortly".into(),
+            );
+        }
+        let n_vocab = self.model.n_vocab();
+        let mut inputs = Vec::with_capacity(req.inputs.len());
+        for (k, p) in req.inputs.iter().enumerate() {
+            let tokens: Vec<LlamaToken> = match p {
+                Prompt::Tokens(ids) => {
+                    if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= n_vocab) {
+                        let m = format!("input {k}: token {bad} is outside the vocabulary (0..{n_vocab})");
+                        return self.error(id, ErrorKind::BadRequest, m);
+                    }
+                    ids.iter().map(|&t| LlamaToken(t)).collect()
+                }
+                Prompt::Text(t) => self.model.vocab().tokenize(t.as_bytes(), true, true),
+                Prompt::Chat(_) => {
+                    return self.error(id, ErrorKind::BadRequest, "chat messages cannot be embedded".into())
+                }
+            };
+            if tokens.is_empty() {
+                return self.error(id, ErrorKind::BadRequest, format!("input {k} is empty"));
+            }
+            if tokens.len() > self.embedder.n_ctx as usize {
+                let m = format!(
+                    "input {k} is {} tokens; this model embeds at most {} tokens per input",
+                    tokens.len(),
+                    self.embedder.n_ctx
+                );
+                return self.error(id, ErrorKind::PromptTooLong, m);
+            }
+            inputs.push(tokens);
+        }
+        let tokens = inputs.iter().map(|t| t.len() as u32).sum();
+        let vectors = Vec::with_capacity(inputs.len());
+        self.embeds.push_back(embed::EmbedJob { id, inputs, vectors, tokens });
+    }
+
+    /// Embeds the next input of the oldest embeddings request; answers it when it is complete.
+    fn embed_next(&mut self) {
+        let Some(job) = self.embeds.front_mut() else { return };
+        let k = job.vectors.len();
+        match self.embedder.embed(&job.inputs[k]) {
+            Ok(v) => job.vectors.push(v),
+            Err(m) => {
+                let id = job.id;
+                self.embeds.pop_front();
+                return self.error(id, ErrorKind::Internal, m);
+            }
+        }
+        if job.vectors.len() == job.inputs.len() {
+            let job = self.embeds.pop_front().expect("front exists");
+            self.send(FromWorker::Embeddings { id: job.id, vectors: job.vectors, prompt_tokens: job.tokens });
+        }
+    }
+
     /// Ends every request with an error: a request cut short must never look complete.
     fn cancel_all(&mut self, why: &str) {
+        for job in std::mem::take(&mut self.embeds) {
+            self.error(job.id, ErrorKind::ShuttingDown, why.into());
+        }
         for q in std::mem::take(&mut self.queue) {
             self.error(q.req.id, ErrorKind::ShuttingDown, why.into());
         }
@@ -297,17 +429,29 @@ impl<'m> Engine<'m> {
             });
             // A request that will not reuse a prefix takes the least recently used slot, leaving
             // the others' prefixes to requests that will.
-            let key: &[_] = if q.req.cache_prompt { &q.tokens } else { &[] };
+            // So does one whose prompt another slot is prefilling right now: it copies that
+            // slot's cells once they are done (see [`share`]).
+            let twin = if q.req.cache_prompt { self.twin(&q.tokens) } else { None };
+            let key: &[_] = if q.req.cache_prompt && twin.is_none() { &q.tokens } else { &[] };
             let Some((i, _)) = choose_slot(free, key) else { return };
             let q = self.queue.pop_front().expect("front exists");
-            let (kept, tier) = self.prepare(i, &q.tokens, q.req.cache_prompt);
             let sampler = sampler::build(&q.req.sampling, self.model, self.cfg.n_ctx_slot);
+            if let Some(Twin::Prefilling(l, id)) = twin {
+                self.vacate(i, false);
+                self.slots[i] = Some(Active::following(q, sampler, self.cfg.n_ctx_slot, (l, id)));
+                continue;
+            }
+            let (kept, tier) = match twin {
+                Some(Twin::Generating(l)) => self.copy_prompt(l, i, q.tokens.len()),
+                _ => self.prepare(i, &q.tokens, q.req.cache_prompt),
+            };
             self.slots[i] = Some(Active::new(q, sampler, self.cfg.n_ctx_slot, kept, tier));
         }
     }
 
     /// One decode step over every active slot.
     fn step(&mut self) {
+        self.orphans();
         self.batch.clear();
         let n_ctx = self.cfg.n_ctx_slot as i32;
         // Generating sequences first: one token each, so they never wait behind a prompt.
@@ -366,10 +510,21 @@ impl<'m> Engine<'m> {
             }
             return;
         }
+        self.copy_finished_prompts();
         for i in 0..self.slots.len() {
             let Some(a) = self.slots[i].as_mut() else { continue };
             let Some(at) = a.logits_at.take() else { continue };
-            let tok = a.sampler.sample(&self.ctx, at);
+            let Some(tok) = a.picker.pick(&self.ctx, at, &mut self.scratch) else {
+                let id = a.id;
+                self.slots[i] = None;
+                self.release(i);
+                self.error(
+                    id,
+                    ErrorKind::BadRequest,
+                    "the grammar or JSON schema allows no token at this point: it cannot be satisfied".into(),
+                );
+                continue;
+            };
             if a.first_token.is_none() {
                 a.first_token = Some(Instant::now());
             }
@@ -378,8 +533,12 @@ impl<'m> Engine<'m> {
                 continue;
             }
             a.n_gen += 1;
+            if let Some(lp) = a.picker.logprob(&self.ctx, self.model, at, tok, &mut self.scratch) {
+                a.unsent_logprobs.push(lp);
+            }
             self.piece.clear();
-            self.model.vocab().token_to_piece_into(tok, &mut self.piece, false, None);
+            let special = a.markers && self.markers.contains(&tok);
+            self.model.vocab().token_to_piece_into(tok, &mut self.piece, special, None);
             let stopped = a.text.push(&self.piece, &mut a.unsent) == Pushed::Stop;
             a.unsent_tokens += 1;
             if stopped {
@@ -394,8 +553,9 @@ impl<'m> Engine<'m> {
             if a.stream && !a.unsent.is_empty() {
                 let text = std::mem::take(&mut a.unsent);
                 let n_tokens = std::mem::take(&mut a.unsent_tokens);
+                let logprobs = std::mem::take(&mut a.unsent_logprobs);
                 let id = a.id;
-                self.send(FromWorker::Tokens { id, text, n_tokens });
+                self.send(FromWorker::Tokens { id, text, n_tokens, logprobs });
             }
         }
     }
@@ -407,7 +567,12 @@ impl<'m> Engine<'m> {
         self.release(i);
         a.text.finish(&mut a.unsent);
         if !a.unsent.is_empty() || a.unsent_tokens > 0 {
-            self.send(FromWorker::Tokens { id: a.id, text: std::mem::take(&mut a.unsent), n_tokens: a.unsent_tokens });
+            self.send(FromWorker::Tokens {
+                id: a.id,
+                text: std::mem::take(&mut a.unsent),
+                n_tokens: a.unsent_tokens,
+                logprobs: std::mem::take(&mut a.unsent_logprobs),
+            });
         }
         let now = Instant::now();
         let first = a.first_token.unwrap_or(now);

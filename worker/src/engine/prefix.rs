@@ -133,7 +133,7 @@ impl<'m> Engine<'m> {
     /// for a token at position `len`: all of them, or for a sliding-window cache (whose saved
     /// state keeps only the last `n_swa` positions) every position that token attends to,
     /// `len + 1 - n_swa` on.
-    fn holds(&self, i: usize, len: usize) -> bool {
+    pub(super) fn holds(&self, i: usize, len: usize) -> bool {
         let (min, max) = (self.ctx.kv_cache_seq_pos_min(i as i32), self.ctx.kv_cache_seq_pos_max(i as i32));
         let n_swa = self.cfg.n_swa as usize;
         let oldest_needed = if n_swa > 0 { (len + 1).saturating_sub(n_swa) } else { 0 };
@@ -155,7 +155,7 @@ impl<'m> Engine<'m> {
     }
 
     /// Copies slot `i`'s cells into the host-memory cache, unless an entry already holds them.
-    fn save_slot(&mut self, i: usize, now: u64) {
+    pub(super) fn save_slot(&mut self, i: usize, now: u64) {
         let tokens = &self.cells[i].tokens;
         if self.memory.limit() == 0 || self.cells[i].private || self.memory.covers(tokens, now) {
             return;
@@ -186,7 +186,7 @@ impl<'m> Engine<'m> {
         for (j, e) in self.memory.entries().iter().enumerate() {
             candidates.push((e.used, From::Memory(j)));
         }
-        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         let mut written = 0;
         for (_, from) in candidates {
             if started.elapsed() > PERSIST_TIME {

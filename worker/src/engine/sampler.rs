@@ -5,7 +5,36 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
-use model_bucket_shared::protocol::SamplingParams;
+use model_bucket_shared::protocol::{Constraint, SamplingParams};
+
+/// The longest grammar or schema a request may give, in bytes: a grammar is compiled and run
+/// at every step of the decode loop that all of the model's requests share.
+pub const MAX_CONSTRAINT_BYTES: usize = 64 * 1024;
+
+/// The grammar sampler for a constraint, or why it cannot be built (a client error).
+pub fn grammar(model: &LlamaModel, c: &Constraint) -> Result<LlamaSampler, String> {
+    let (text, what) = match c {
+        Constraint::Gbnf(g) => (g, "grammar"),
+        Constraint::JsonSchema(s) => (s, "JSON schema"),
+    };
+    if text.len() > MAX_CONSTRAINT_BYTES {
+        return Err(format!("the {what} is {} bytes; at most {MAX_CONSTRAINT_BYTES} are allowed", text.len()));
+    }
+    let gbnf = match c {
+        Constraint::Gbnf(g) => g.clone(),
+        Constraint::JsonSchema(s) => llama_cpp_2::json_schema_to_grammar(s).map_err(|_| {
+            "the JSON schema cannot be turned into a grammar: llama.cpp's converter rejected it (check that it is \
+             valid JSON Schema and that every $ref points inside it)"
+                .to_string()
+        })?,
+    };
+    LlamaSampler::grammar(model, &gbnf, "root").map_err(|_| match c {
+        Constraint::Gbnf(_) => {
+            "the grammar does not parse as GBNF with a `root` rule (llama.cpp's grammar format)".into()
+        }
+        Constraint::JsonSchema(_) => "the grammar made from the JSON schema does not compile".into(),
+    })
+}
 
 /// Checks what llama.cpp would otherwise assert on or silently misuse.
 pub fn validate(p: &SamplingParams, n_vocab: i32) -> Result<(), String> {

@@ -2,15 +2,18 @@
 
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use model_bucket_shared::protocol::{CacheTier, GenerateRequest, RequestId};
+use model_bucket_shared::protocol::{CacheTier, GenerateRequest, RequestId, TokenLogprob};
 use std::time::Instant;
 
+use super::pick::Picker;
 use super::text::TextOut;
 
 /// A validated, tokenized request waiting for a slot.
 pub struct Queued {
     pub req: Box<GenerateRequest>,
     pub tokens: Vec<LlamaToken>,
+    /// The compiled constraint, when the request has one.
+    pub grammar: Option<LlamaSampler>,
     pub enqueued: Instant,
 }
 
@@ -32,12 +35,16 @@ pub struct Active {
     pub last: Option<LlamaToken>,
     /// Index of this sequence's logits in the current batch.
     pub logits_at: Option<i32>,
-    pub sampler: LlamaSampler,
+    pub picker: Picker,
+    /// Spell out tool-call marker tokens (the request offered tools).
+    pub markers: bool,
     pub text: TextOut,
     /// Text produced but not yet sent (all of it, for non-streamed requests).
     pub unsent: String,
     /// Generated tokens not yet reported in a `Tokens` message.
     pub unsent_tokens: u32,
+    /// Their log-probabilities, when the request asked for them.
+    pub unsent_logprobs: Vec<TokenLogprob>,
     pub n_gen: u32,
     /// Prompt tokens that were already in the cells at admission, and where they came from.
     pub cached: usize,
@@ -46,13 +53,17 @@ pub struct Active {
     pub enqueued: Instant,
     pub admitted: Instant,
     pub first_token: Option<Instant>,
+    /// Waiting for the slot (and request) that prefills the same prompt; its cells are copied
+    /// here when that prompt is done. Meanwhile `n_fed` is the prompt's length (nothing to feed)
+    /// and `n_past` 0.
+    pub follows: Option<(usize, RequestId)>,
 }
 
 impl Active {
     /// A request admitted into a slot whose cells already hold its first `cached` tokens.
     pub fn new(
         q: Queued,
-        sampler: LlamaSampler,
+        chain: LlamaSampler,
         n_ctx_slot: u32,
         cached: usize,
         cached_from: Option<CacheTier>,
@@ -68,10 +79,12 @@ impl Active {
             n_past: cached as i32,
             last: None,
             logits_at: None,
-            sampler,
+            picker: Picker { chain, grammar: q.grammar, top_logprobs: q.req.logprobs },
+            markers: q.req.tools.is_some(),
             text: TextOut::new(&q.req.stop),
             unsent: String::new(),
             unsent_tokens: 0,
+            unsent_logprobs: Vec::new(),
             n_gen: 0,
             cached,
             cached_from,
@@ -79,6 +92,20 @@ impl Active {
             enqueued: q.enqueued,
             admitted: Instant::now(),
             first_token: None,
+            follows: None,
         }
+    }
+
+    /// A request whose prompt slot `leader` is prefilling: it feeds nothing itself.
+    pub fn following(q: Queued, chain: LlamaSampler, n_ctx_slot: u32, leader: (usize, RequestId)) -> Active {
+        let mut a = Active::new(q, chain, n_ctx_slot, 0, None);
+        a.n_fed = a.prompt.len();
+        a.follows = Some(leader);
+        a
+    }
+
+    /// Whether the prompt is still being fed or decoded (no token sampled yet).
+    pub fn prefilling(&self) -> bool {
+        self.last.is_none() && self.n_gen == 0 && self.follows.is_none()
     }
 }

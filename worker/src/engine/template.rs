@@ -1,8 +1,10 @@
 //! Chat prompts: the GGUF's own Jinja `tokenizer.chat_template`, rendered the way llama-server
 //! renders it by default (`--jinja`), or a named built-in template for models without one.
 
-use minijinja::{context, Environment, Error, ErrorKind};
+use minijinja::{context, Environment, Error, ErrorKind, Value};
 use model_bucket_shared::protocol::ChatMessage;
+
+use super::tool_prompt;
 
 /// Built-in templates for `--chat-template NAME`.
 const NAMED: &[(&str, &str)] = &[
@@ -38,6 +40,9 @@ pub struct ChatTemplate {
     /// Whether the tokenizer adds BOS itself: then a BOS the template writes is dropped, as
     /// llama-server does, so the prompt does not start with two.
     strip_bos: bool,
+    /// Whether the template renders a `tools` list itself; otherwise tools are described by
+    /// the generic tool prompt ([`tool_prompt`]).
+    supports_tools: bool,
 }
 
 impl ChatTemplate {
@@ -80,17 +85,29 @@ impl ChatTemplate {
                 .replace("%B", MONTHS[(m - 1) as usize])
                 .replace("%b", &MONTHS[(m - 1) as usize][..3])
         });
+        let supports_tools = source.contains("tools");
         env.add_template_owned("chat", source).map_err(|e| format!("invalid chat template: {e}"))?;
-        Ok(ChatTemplate { env, bos, eos, strip_bos })
+        Ok(ChatTemplate { env, bos, eos, strip_bos, supports_tools })
     }
 
-    /// Renders `messages` with the assistant's generation prompt appended.
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, String> {
-        let msgs: Vec<_> = messages.iter().map(|m| context! { role => m.role, content => m.content }).collect();
+    /// Renders `messages` with the assistant's generation prompt appended. `tools` is the
+    /// OpenAI tools list (a JSON array): given to the template as `tools`, or, for a template
+    /// that does not render tools, described in a system message by the generic tool prompt.
+    pub fn render(&self, messages: &[ChatMessage], tools: Option<&serde_json::Value>) -> Result<String, String> {
+        let generic;
+        let (messages, tools) = match tools {
+            Some(t) if !self.supports_tools => {
+                generic = tool_prompt::rewrite(messages, t);
+                (generic.as_slice(), None)
+            }
+            other => (messages, other),
+        };
+        let msgs: Vec<_> = messages.iter().map(message).collect();
         let tmpl = self.env.get_template("chat").map_err(|e| e.to_string())?;
         let out = tmpl
             .render(context! {
                 messages => msgs,
+                tools => tools.map(Value::from_serialize),
                 add_generation_prompt => true,
                 bos_token => self.bos,
                 eos_token => self.eos,
@@ -101,6 +118,36 @@ impl ChatTemplate {
             _ => Ok(out),
         }
     }
+}
+
+/// A message as chat templates read it (Hugging Face's convention): tool calls carry their
+/// arguments as an object when they parse as JSON, as templates that print them with `tojson`
+/// expect.
+fn message(m: &ChatMessage) -> Value {
+    let calls: Vec<_> = m
+        .tool_calls
+        .iter()
+        .map(|c| {
+            let args = serde_json::from_str::<serde_json::Value>(&c.arguments)
+                .unwrap_or_else(|_| serde_json::Value::String(c.arguments.clone()));
+            context! {
+                id => c.id,
+                type => "function",
+                function => context! { name => c.name, arguments => Value::from_serialize(&args) },
+            }
+        })
+        .collect();
+    let mut fields = vec![("role", Value::from(m.role.as_str())), ("content", Value::from(m.content.as_str()))];
+    if !calls.is_empty() {
+        fields.push(("tool_calls", Value::from(calls)));
+    }
+    if let Some(id) = &m.tool_call_id {
+        fields.push(("tool_call_id", Value::from(id.as_str())));
+    }
+    if let Some(name) = &m.name {
+        fields.push(("name", Value::from(name.as_str())));
+    }
+    Value::from_iter(fields)
 }
 
 /// Days since 1970-01-01 → (year, month 1-12, day 1-31), proleptic Gregorian.
@@ -123,14 +170,14 @@ mod tests {
     const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
     fn user(text: &str) -> Vec<ChatMessage> {
-        vec![ChatMessage { role: "user".into(), content: text.into() }]
+        vec![ChatMessage::new("user", text)]
     }
 
     #[test]
     fn smollm2_adds_its_default_system_prompt() {
         let t = ChatTemplate::new(SMOLLM2.into(), "<|im_start|>".into(), "<|im_end|>".into(), false).unwrap();
         assert_eq!(
-            t.render(&user("Hi")).unwrap(),
+            t.render(&user("Hi"), None).unwrap(),
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
              <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
@@ -139,9 +186,12 @@ mod tests {
     #[test]
     fn named_templates_render() {
         let g = ChatTemplate::new(named("gemma").unwrap().into(), "<bos>".into(), "<eos>".into(), true).unwrap();
-        assert_eq!(g.render(&user(" Hi ")).unwrap(), "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n");
+        assert_eq!(
+            g.render(&user(" Hi "), None).unwrap(),
+            "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+        );
         let c = ChatTemplate::new(named("chatml").unwrap().into(), "".into(), "".into(), false).unwrap();
-        assert_eq!(c.render(&user("Hi")).unwrap(), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(c.render(&user("Hi"), None).unwrap(), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
         assert!(named("nope").is_none());
     }
 
@@ -149,11 +199,11 @@ mod tests {
     fn template_errors_are_reported_not_panics() {
         let t =
             ChatTemplate::new("{{ raise_exception('no system role') }}".into(), "".into(), "".into(), false).unwrap();
-        assert!(t.render(&user("x")).unwrap_err().contains("no system role"));
+        assert!(t.render(&user("x"), None).unwrap_err().contains("no system role"));
         assert!(ChatTemplate::new("{% for %}".into(), "".into(), "".into(), false).is_err());
         let py =
             ChatTemplate::new("{{ messages[0].content.strip().upper() }}".into(), "".into(), "".into(), false).unwrap();
-        assert_eq!(py.render(&user("  hi ")).unwrap(), "HI");
+        assert_eq!(py.render(&user("  hi "), None).unwrap(), "HI");
     }
 
     #[test]

@@ -1,0 +1,186 @@
+//! `POST /v1/embeddings`: one L2-normalised vector per input, computed by the model's worker in
+//! its embedding context (see the worker's `engine::embed`), as floats or base64.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use model_bucket_shared::protocol::{EmbedRequest, Prompt, ToWorker};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::call::{self, gone};
+use super::error::ApiError;
+use super::json::JsonRaw;
+use crate::metrics::RequestLabel;
+use crate::registry::Registry;
+use crate::routing;
+use crate::worker::Event;
+
+/// The most inputs per request (OpenAI's limit).
+pub const MAX_INPUTS: usize = 2048;
+
+#[derive(Debug, Deserialize)]
+pub struct EmbeddingsRequest {
+    pub model: String,
+    pub input: Input,
+    #[serde(default)]
+    pub encoding_format: Option<String>,
+    /// Accepted only as the model's own width: vectors are not truncated.
+    pub dimensions: Option<u64>,
+}
+
+/// `input`: a string, a list of strings, a token array or a list of token arrays.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Input {
+    One(String),
+    Many(Vec<String>),
+    Tokens(Vec<i64>),
+    ManyTokens(Vec<Vec<i64>>),
+}
+
+/// The inputs as worker prompts, checked.
+pub fn inputs(input: &Input) -> Result<Vec<Prompt>, ApiError> {
+    let tokens = |v: &[i64]| -> Result<Prompt, ApiError> {
+        v.iter()
+            .map(|&t| i32::try_from(t).ok().filter(|t| *t >= 0))
+            .collect::<Option<Vec<i32>>>()
+            .map(Prompt::Tokens)
+            .ok_or_else(|| ApiError::bad_param("input", "token IDs must be non-negative integers"))
+    };
+    let out: Vec<Prompt> = match input {
+        Input::One(s) => vec![Prompt::Text(s.clone())],
+        Input::Many(v) => v.iter().map(|s| Prompt::Text(s.clone())).collect(),
+        Input::Tokens(v) => vec![tokens(v)?],
+        Input::ManyTokens(v) => v.iter().map(|t| tokens(t)).collect::<Result<_, _>>()?,
+    };
+    if out.is_empty() {
+        return Err(ApiError::bad_param("input", "input must not be an empty list"));
+    }
+    if out.len() > MAX_INPUTS {
+        return Err(ApiError::bad_param("input", format!("at most {MAX_INPUTS} inputs, got {}", out.len())));
+    }
+    let empty = |p: &Prompt| match p {
+        Prompt::Text(s) => s.is_empty(),
+        Prompt::Tokens(t) => t.is_empty(),
+        Prompt::Chat(_) => true,
+    };
+    if let Some(i) = out.iter().position(empty) {
+        return Err(ApiError::bad_param("input", format!("input {i} is empty")));
+    }
+    Ok(out)
+}
+
+/// Whether vectors go out as base64 (little-endian f32) rather than JSON numbers.
+fn base64_format(f: Option<&str>) -> Result<bool, ApiError> {
+    match f {
+        None | Some("float") => Ok(false),
+        Some("base64") => Ok(true),
+        Some(other) => Err(ApiError::bad_param(
+            "encoding_format",
+            format!("encoding_format must be float or base64, got {other:?}"),
+        )),
+    }
+}
+
+pub async fn embeddings(
+    State(r): State<Arc<Registry>>,
+    JsonRaw(req, _raw): JsonRaw<EmbeddingsRequest>,
+) -> Result<Response, ApiError> {
+    let result = serve(&r, &req).await;
+    let status = match &result {
+        Ok(resp) => resp.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    };
+    let model = r.catalog().resolve(&req.model).map(|m| m.id.clone()).unwrap_or_else(|| "unknown".into());
+    r.metrics.requests.get_or_create(&RequestLabel { model, endpoint: "embeddings", status }).inc();
+    result
+}
+
+async fn serve(r: &Arc<Registry>, req: &EmbeddingsRequest) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let inputs = inputs(&req.input)?;
+    let b64 = base64_format(req.encoding_format.as_deref())?;
+    let cat = r.catalog();
+    let config = r.config();
+    let id = match routing::task(&req.model, &config.tasks, cat.resolve(&req.model).is_some()) {
+        Some(task) => match routing::live_candidates(r, &config.tasks[task], false).into_iter().find_map(|c| match c {
+            routing::Candidate::Local(id) => Some(id),
+            routing::Candidate::Upstream(_) => None,
+        }) {
+            Some(id) => id,
+            None => {
+                return Err(ApiError::unavailable(format!("no local model of task {task} can serve embeddings"), 30))
+            }
+        },
+        None => cat.resolve(&req.model).ok_or_else(|| ApiError::model_not_found(&req.model))?.id.clone(),
+    };
+    let m = cat.models.iter().find(|m| m.id == id).ok_or_else(|| ApiError::model_not_found(&id))?;
+    let msg = |id| ToWorker::Embed(Box::new(EmbedRequest { id, inputs: inputs.clone() }));
+    let (_call, first) = call::start_with(r, m, msg, started).await?;
+    let (vectors, prompt_tokens) = match first {
+        Event::Embeddings { vectors, prompt_tokens } => (vectors, prompt_tokens),
+        Event::Error { kind, message } => return Err(ApiError::from_worker(kind, message)),
+        Event::Gone => return Err(gone()),
+        Event::Tokens { .. } | Event::Done(_) => return Err(ApiError::internal("the worker answered with text")),
+    };
+    if let Some(d) = req.dimensions {
+        let width = vectors.first().map_or(0, Vec::len) as u64;
+        if d != width {
+            return Err(ApiError::bad_param(
+                "dimensions",
+                format!("model {} gives {width}-dimensional vectors; dimensions must be {width} or left out", m.id),
+            ));
+        }
+    }
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if b64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({ "object": "embedding", "index": i, "embedding": embedding })
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "object": "list",
+        "data": data,
+        "model": m.id,
+        "usage": { "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens },
+    }))
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Vec<Prompt>, ApiError> {
+        inputs(&serde_json::from_str::<Input>(json).unwrap())
+    }
+
+    #[test]
+    fn input_forms() {
+        assert_eq!(parse(r#""a""#).unwrap(), vec![Prompt::Text("a".into())]);
+        assert_eq!(parse(r#"["a","b"]"#).unwrap().len(), 2);
+        assert_eq!(parse("[1,2]").unwrap(), vec![Prompt::Tokens(vec![1, 2])]);
+        assert_eq!(parse("[[1],[2]]").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn bad_inputs_are_400s() {
+        for bad in ["[]", r#""""#, r#"["a",""]"#, "[-3]", "[[1],[]]"] {
+            assert_eq!(parse(bad).unwrap_err().status, 400, "{bad}");
+        }
+        let many = serde_json::to_string(&vec!["x"; MAX_INPUTS + 1]).unwrap();
+        assert!(parse(&many).is_err());
+        assert!(base64_format(Some("hex")).is_err());
+        assert!(base64_format(Some("base64")).unwrap());
+    }
+}

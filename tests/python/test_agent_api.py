@@ -277,6 +277,16 @@ class Logprobs(unittest.TestCase):
             self.assertEqual(lps, sorted(lps, reverse=True))
             self.assertLessEqual(sum(math.exp(x) for x in lps), 1.0001)
 
+    def test_a_long_unstreamed_answer_keeps_every_logprob(self):
+        # More tokens than one worker message carries for an unstreamed answer.
+        r = client.completions.create(
+            model=SMOL, prompt="Once upon a time", max_tokens=1100, temperature=0, logprobs=1, logit_bias={"2": -100}
+        )
+        lp = r.choices[0].logprobs
+        self.assertEqual(r.usage.completion_tokens, 1100)
+        self.assertEqual(len(lp.tokens), 1100)
+        self.assertEqual("".join(lp.tokens), r.choices[0].text)
+
     def test_streamed_and_completions_logprobs(self):
         stream = client.chat.completions.create(
             model=SMOL, messages=ASK_WEATHER, max_tokens=6, temperature=0, logprobs=True, top_logprobs=2, stream=True
@@ -406,6 +416,11 @@ class BadInput(unittest.TestCase):
         assert_400(self, raw("POST", chat, json={**ask, "logprobs": True, "top_logprobs": 50}), "top_logprobs")
         assert_400(self, raw("POST", chat, json={**ask, "n": 0}), "n must be")
         assert_400(self, raw("POST", "/v1/embeddings", json={"model": SMOL, "input": []}), "empty")
+        assert_400(self, raw("POST", "/v1/embeddings", json={"model": SMOL, "input": ["x"] * 2049}), "at most 2048")
+        # What the worker's schema converter and grammar parser would choke on is refused first.
+        wide = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(200)}}
+        assert_400(self, raw("POST", chat, json={**ask, "json_schema": wide}), "properties")
+        assert_400(self, raw("POST", chat, json={**ask, "grammar": 'root ::= "a"{100000}'}), "repetition")
         assert_400(self, raw("POST", "/v1/completions", json={"model": SMOL, "prompt": []}), "empty")
         # Constraints nothing can satisfy end the request, not the worker (llama.cpp aborts on a
         # grammar with no way forward).

@@ -2,8 +2,8 @@
 //! engine commands, and a writer thread that sends results, coalescing token deltas.
 
 use interprocess::local_socket::Stream;
-use model_bucket_shared::protocol::frame::{read_frame, write_frame, FrameError, SharedStream};
-use model_bucket_shared::protocol::{ErrorKind, FromWorker, ToWorker, PROTOCOL_VERSION};
+use model_bucket_shared::protocol::frame::{read_frame, write_frame, FrameError, SharedStream, MAX_FRAME_BYTES};
+use model_bucket_shared::protocol::{ErrorKind, FromWorker, RequestId, ToWorker, PROTOCOL_VERSION};
 use std::io::{BufReader, BufWriter, Write};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -105,6 +105,21 @@ pub fn spawn_reader(mut reader: BufReader<Half>, cmds: Sender<Command>) {
         .expect("spawn reader thread");
 }
 
+/// Merged token messages stop growing past this much text, in bytes...
+const MERGE_BYTES: usize = 1 << 20;
+/// ... or this many log-probabilities.
+const MERGE_LOGPROBS: usize = 4096;
+
+/// The request a message answers, if any.
+fn request_of(m: &FromWorker) -> Option<RequestId> {
+    match m {
+        FromWorker::Tokens { id, .. } | FromWorker::Embeddings { id, .. } => Some(*id),
+        FromWorker::Done(d) => Some(d.id),
+        FromWorker::Error { id, .. } => *id,
+        _ => None,
+    }
+}
+
 /// Sends every message from `rx` until all senders are gone. Consecutive token deltas of one
 /// request that are already waiting travel as one message; the socket is flushed whenever the
 /// queue runs dry.
@@ -119,7 +134,9 @@ pub fn spawn_writer(mut writer: BufWriter<Half>, rx: Receiver<FromWorker>) -> st
                 loop {
                     match rx.try_recv() {
                         Ok(FromWorker::Tokens { id, text, n_tokens, mut logprobs }) => match &mut msg {
-                            FromWorker::Tokens { id: cur, text: t, n_tokens: n, logprobs: l } if *cur == id => {
+                            FromWorker::Tokens { id: cur, text: t, n_tokens: n, logprobs: l }
+                                if *cur == id && t.len() < MERGE_BYTES && l.len() < MERGE_LOGPROBS =>
+                            {
                                 t.push_str(&text);
                                 *n += n_tokens;
                                 l.append(&mut logprobs);
@@ -136,9 +153,25 @@ pub fn spawn_writer(mut writer: BufWriter<Half>, rx: Receiver<FromWorker>) -> st
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = write_frame(&mut writer, &msg, &mut scratch) {
-                    tracing::warn!(error = %e, "cannot write to the router");
-                    return;
+                match write_frame(&mut writer, &msg, &mut scratch) {
+                    Ok(()) => {}
+                    // Too large for one frame: that request fails, the connection goes on.
+                    Err(FrameError::TooLarge(len)) => {
+                        tracing::warn!(len, "a message is too large for one frame");
+                        if let Some(id) = request_of(&msg) {
+                            let message = format!(
+                                "the answer is {len} bytes, more than one message between worker and router may hold ({MAX_FRAME_BYTES} bytes); ask for less (fewer inputs, fewer tokens, or stream)"
+                            );
+                            let e = FromWorker::Error { id: Some(id), kind: ErrorKind::BadRequest, message };
+                            if write_frame(&mut writer, &e, &mut scratch).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot write to the router");
+                        return;
+                    }
                 }
                 if next.is_none() {
                     if writer.flush().is_err() {

@@ -162,7 +162,14 @@ async fn serve(
     }
     let mut base = openai::to_generate(RequestId(0), Prompt::Text(String::new()), c)?;
     if let Some(plan) = &job.tools {
-        base.tools = Some(serde_json::Value::Array(plan.tools.clone()).to_string());
+        let tools = serde_json::Value::Array(plan.tools.clone()).to_string();
+        if tools.len() > tools::MAX_TOOLS_BYTES {
+            return Err(ApiError::bad_param(
+                "tools",
+                format!("the tools are {} bytes of JSON; at most {} are allowed", tools.len(), tools::MAX_TOOLS_BYTES),
+            ));
+        }
+        base.tools = Some(tools);
         if let Some(force) = &plan.force {
             if base.constraint.is_some() {
                 return Err(ApiError::bad_param(
@@ -170,7 +177,8 @@ async fn serve(
                     "a forced tool call cannot be combined with response_format, json_schema or grammar",
                 ));
             }
-            base.constraint = Some(model_bucket_shared::protocol::Constraint::JsonSchema(force.to_string()));
+            let schema = openai::schema_text(force).map_err(|e| ApiError { param: Some("tools"), ..e })?;
+            base.constraint = Some(model_bucket_shared::protocol::Constraint::JsonSchema(schema));
         }
     }
     let include_usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);

@@ -9,6 +9,7 @@ pub mod embeddings;
 pub mod error;
 pub mod guard;
 pub mod json;
+mod limits;
 pub mod models;
 pub mod openai;
 pub mod pull;

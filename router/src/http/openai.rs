@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 use super::error::ApiError;
+use super::limits;
 
 /// Fields shared by chat and text completions.
 #[derive(Debug, Default, Deserialize)]
@@ -302,13 +303,21 @@ fn constraint(c: &CommonParams) -> Result<Option<Constraint>, ApiError> {
     if given.iter().filter(|&&g| g).count() > 1 {
         return Err(ApiError::bad_request("give at most one of response_format, json_schema and grammar"));
     }
+    if let Some(g) = &c.grammar {
+        limits::grammar(g).map_err(|m| ApiError::bad_param("grammar", m))?;
+    }
     Ok(from_format.or(from_schema).map(Constraint::JsonSchema).or_else(|| c.grammar.clone().map(Constraint::Gbnf)))
 }
 
-/// A schema as JSON text; it must be an object (or `true`/`false`).
-fn schema_text(s: &Value) -> Result<String, ApiError> {
+/// A schema as JSON text, within [`limits`]; it must be an object (or `true`/`false`).
+pub fn schema_text(s: &Value) -> Result<String, ApiError> {
     match s {
-        Value::Object(_) | Value::Bool(_) => Ok(s.to_string()),
+        Value::Object(_) | Value::Bool(_) => {
+            limits::schema(s).map_err(|m| ApiError::bad_param("response_format", m))?;
+            let t = s.to_string();
+            limits::text(&t, "JSON schema").map_err(|m| ApiError::bad_param("response_format", m))?;
+            Ok(t)
+        }
         _ => Err(ApiError::bad_param("response_format", "a JSON schema must be a JSON object")),
     }
 }

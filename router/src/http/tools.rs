@@ -19,6 +19,8 @@ use super::error::ApiError;
 
 /// At most this many tools per request (OpenAI's limit).
 pub const MAX_TOOLS: usize = 128;
+/// The tools list as JSON, in bytes at most: it is rendered into every choice's prompt.
+pub const MAX_TOOLS_BYTES: usize = 64 * 1024;
 
 /// What a request's `tools` and `tool_choice` ask of generation.
 #[derive(Debug, Clone, PartialEq)]

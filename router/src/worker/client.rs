@@ -3,7 +3,7 @@
 
 use futures::{SinkExt, StreamExt};
 use interprocess::local_socket::tokio::Stream;
-use model_bucket_shared::protocol::frame::FrameCodec;
+use model_bucket_shared::protocol::frame::{FrameCodec, FrameError, MAX_FRAME_BYTES};
 use model_bucket_shared::protocol::{
     DoneInfo, ErrorKind, FromWorker, GenerateRequest, RequestId, ToWorker, TokenLogprob,
 };
@@ -59,7 +59,7 @@ impl WorkerClient {
     ) -> WorkerClient {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
-        tokio::spawn(write_loop(writer, rx));
+        tokio::spawn(write_loop(writer, rx, pending.clone()));
         tokio::spawn(read_loop(reader, pending.clone(), unsolicited));
         WorkerClient { tx, pending, next_id: Arc::new(AtomicU64::new(1)) }
     }
@@ -108,20 +108,49 @@ impl WorkerClient {
 async fn write_loop(
     mut writer: FramedWrite<WriteHalf<Stream>, FrameCodec<FromWorker, ToWorker>>,
     mut rx: mpsc::UnboundedReceiver<ToWorker>,
+    pending: Pending,
 ) {
     while let Some(m) = rx.recv().await {
         // Batch what is already queued into one flush.
-        if writer.feed(m).await.is_err() {
+        if !feed(&mut writer, m, &pending).await {
             return;
         }
         while let Ok(m) = rx.try_recv() {
-            if writer.feed(m).await.is_err() {
+            if !feed(&mut writer, m, &pending).await {
                 return;
             }
         }
         if writer.flush().await.is_err() {
             return;
         }
+    }
+}
+
+/// Queues one message; false when the connection is unusable. A request too large for one
+/// frame fails on its own (the codec leaves nothing of it in the buffer).
+async fn feed(
+    writer: &mut FramedWrite<WriteHalf<Stream>, FrameCodec<FromWorker, ToWorker>>,
+    m: ToWorker,
+    pending: &Pending,
+) -> bool {
+    let id = match &m {
+        ToWorker::Generate(req) => Some(req.id),
+        ToWorker::Embed(req) => Some(req.id),
+        _ => None,
+    };
+    match writer.feed(m).await {
+        Ok(()) => true,
+        Err(FrameError::TooLarge(len)) => {
+            let tx = id.and_then(|id| pending.lock().expect("pending lock").as_mut().and_then(|p| p.remove(&id)));
+            if let Some(tx) = tx {
+                let message = format!(
+                    "the request is {len} bytes once encoded for the worker, more than one message may hold ({MAX_FRAME_BYTES} bytes)"
+                );
+                let _ = tx.send(Event::Error { kind: ErrorKind::BadRequest, message });
+            }
+            true
+        }
+        Err(_) => false,
     }
 }
 

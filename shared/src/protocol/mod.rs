@@ -244,6 +244,10 @@ pub struct GenerateRequest {
     pub tools: Option<String>,
 }
 
+/// The longest grammar or schema text a request may carry, in bytes: it is compiled and run on
+/// the decode loop all of the model's requests share.
+pub const MAX_CONSTRAINT_BYTES: usize = 64 * 1024;
+
 /// The most alternatives a request may ask for per token (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: u8 = 20;
 

@@ -1,11 +1,16 @@
 //! Embeddings: a second llama.cpp context of the same model, with embeddings on, created on the
 //! first embeddings request (a worker that never embeds never pays for it).
 //!
-//! Each input is decoded on its own as one sequence and pooled the way the GGUF says (its
-//! `pooling_type`), or by the mean over its tokens for a generative model, as llama-server does
-//! with `--embeddings --pooling mean`; the vector is L2-normalised, as llama-server's
-//! `/v1/embeddings` returns it. The decode loop embeds one input per step, between generation
-//! steps, so a large embeddings request does not stall the model's other requests.
+//! Each input is decoded on its own as one sequence. A model whose GGUF names a pooling
+//! (`<arch>.pooling_type`, the embedding models) is pooled that way by llama.cpp, the input in one
+//! batch. A generative model is pooled by the mean of its tokens' last hidden states, as
+//! llama-server does with `--embeddings --pooling mean`, but the input is decoded in chunks of
+//! [`CHUNK`] tokens and the mean is taken here: llama.cpp keeps logits for every output token, so a
+//! whole input in one batch would need `tokens × vocabulary` floats (hundreds of MiB for a
+//! 2,048-token input), a chunk needs `CHUNK × vocabulary`. The vector is L2-normalised, as
+//! llama-server's `/v1/embeddings` returns it. The decode loop embeds one input per step, between
+//! generation steps, so a large embeddings request does not stall the model's other requests for
+//! long.
 
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::context::LlamaContext;
@@ -19,6 +24,10 @@ use std::num::NonZeroU32;
 /// The longest input of the embedding context, in tokens, unless the context per slot is
 /// smaller (also its KV cache size, which the router counts in the model's memory estimate).
 pub const EMBED_CTX: u32 = model_bucket_shared::EMBED_CTX_TOKENS;
+/// Tokens per decode of a generative model's input.
+pub const CHUNK: u32 = model_bucket_shared::EMBED_CHUNK_TOKENS;
+/// The longest input of a model with its own pooling (decoded in one batch).
+const POOLED_CTX: u32 = 512;
 
 /// The embedding context, made when first needed.
 pub struct Embedder<'m> {
@@ -27,7 +36,12 @@ pub struct Embedder<'m> {
     threads: i32,
     /// Tokens per input at most.
     pub n_ctx: u32,
+    /// The GGUF names a pooling: llama.cpp pools, one batch per input. Otherwise the mean of
+    /// the tokens' hidden states is taken here, [`CHUNK`] tokens per batch.
+    model_pooling: bool,
     ctx: Option<(LlamaContext<'m>, LlamaBatch<'static>)>,
+    /// The running sum of hidden states (mean pooling).
+    sum: Vec<f64>,
 }
 
 /// An embeddings request in progress.
@@ -41,30 +55,29 @@ pub struct EmbedJob {
 impl<'m> Embedder<'m> {
     /// `n_ctx_slot`: the context of each generation slot, in tokens.
     pub fn new(model: &'m LlamaModel, backend: &'m LlamaBackend, threads: i32, n_ctx_slot: u32) -> Embedder<'m> {
-        let n_ctx = n_ctx_slot.clamp(16, EMBED_CTX);
-        Embedder { model, backend, threads, n_ctx, ctx: None }
-    }
-
-    /// The pooling of the GGUF (`<arch>.pooling_type`), else the mean.
-    fn pooling(&self) -> LlamaPoolingType {
-        let arch = self.model.meta_val_str("general.architecture").unwrap_or_default();
-        match self.model.meta_val_str(&format!("{arch}.pooling_type")) {
-            Ok(p) if p != "0" => LlamaPoolingType::Unspecified,
-            _ => LlamaPoolingType::Mean,
-        }
+        let arch = model.meta_val_str("general.architecture").unwrap_or_default();
+        let model_pooling = matches!(model.meta_val_str(&format!("{arch}.pooling_type")), Ok(p) if p != "0");
+        let most = if model_pooling { POOLED_CTX } else { EMBED_CTX };
+        let n_ctx = n_ctx_slot.clamp(16, most);
+        Embedder { model, backend, threads, n_ctx, model_pooling, ctx: None, sum: Vec::new() }
     }
 
     /// The normalised embedding of `tokens` (at most `n_ctx` of them).
     pub fn embed(&mut self, tokens: &[LlamaToken]) -> Result<Vec<f32>, String> {
         if self.ctx.is_none() {
             let n = NonZeroU32::new(self.n_ctx);
+            let (batch, pooling) = if self.model_pooling {
+                (self.n_ctx, LlamaPoolingType::Unspecified)
+            } else {
+                (CHUNK.min(self.n_ctx), LlamaPoolingType::None)
+            };
             let params = LlamaContextParams::default()
                 .with_n_ctx(n)
-                .with_n_batch(self.n_ctx)
-                .with_n_ubatch(self.n_ctx)
+                .with_n_batch(batch)
+                .with_n_ubatch(batch)
                 .with_n_seq_max(1)
                 .with_embeddings(true)
-                .with_pooling_type(self.pooling())
+                .with_pooling_type(pooling)
                 .with_n_threads(self.threads)
                 .with_n_threads_batch(self.threads);
             let ctx = self
@@ -72,18 +85,41 @@ impl<'m> Embedder<'m> {
                 .new_context(self.backend, params)
                 .map_err(|e| format!("llama.cpp could not create the embedding context: {e}"))?;
             tracing::info!(n_ctx = self.n_ctx, "embedding context created");
-            self.ctx = Some((ctx, LlamaBatch::new(self.n_ctx as usize, 1)));
+            self.ctx = Some((ctx, LlamaBatch::new(batch as usize, 1)));
         }
         let (ctx, batch) = self.ctx.as_mut().expect("created above");
         ctx.clear_kv_cache();
-        batch.clear();
-        for (i, &t) in tokens.iter().enumerate() {
-            // Every position is an output: pooling reads them all.
-            batch.add(t, i as i32, &[0], true).map_err(|e| e.to_string())?;
+        if self.model_pooling {
+            batch.clear();
+            for (i, &t) in tokens.iter().enumerate() {
+                // Every position is an output: pooling reads them all.
+                batch.add(t, i as i32, &[0], true).map_err(|e| e.to_string())?;
+            }
+            ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
+            let v = ctx.embeddings_seq_ith(0).map_err(|_| "llama.cpp produced no pooled embedding".to_string())?;
+            return Ok(normalize(v));
         }
-        ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
-        let v = ctx.embeddings_seq_ith(0).map_err(|_| "llama.cpp produced no pooled embedding".to_string())?;
-        Ok(normalize(v))
+        self.sum.clear();
+        for (c, chunk) in tokens.chunks(CHUNK as usize).enumerate() {
+            batch.clear();
+            for (k, &t) in chunk.iter().enumerate() {
+                let pos = (c * CHUNK as usize + k) as i32;
+                batch.add(t, pos, &[0], true).map_err(|e| e.to_string())?;
+            }
+            ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
+            for k in 0..chunk.len() {
+                let h = ctx.embeddings_ith(k as i32).map_err(|_| "llama.cpp produced no embedding".to_string())?;
+                if self.sum.is_empty() {
+                    self.sum.resize(h.len(), 0.0);
+                }
+                for (s, &x) in self.sum.iter_mut().zip(h) {
+                    *s += f64::from(x);
+                }
+            }
+        }
+        let n = tokens.len().max(1) as f64;
+        let mean: Vec<f32> = self.sum.iter().map(|&s| (s / n) as f32).collect();
+        Ok(normalize(&mean))
     }
 }
 

@@ -27,6 +27,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::mem::rss_bytes;
+use model_bucket_shared::protocol::frame::MAX_FRAME_BYTES;
 use model_bucket_shared::protocol::{
     DoneInfo, EmbedRequest, ErrorKind, FinishReason, FromWorker, GenerateRequest, HealthInfo, Prompt, RequestId,
     Timings, Usage,
@@ -100,9 +101,16 @@ pub struct Engine<'m> {
     /// special tokens.
     markers: Vec<LlamaToken>,
     embedder: embed::Embedder<'m>,
+    /// The last JSON schema converted to a grammar, and the grammar.
+    schema_memo: Option<(String, String)>,
     /// Embeddings requests in arrival order; one input is embedded per step.
     embeds: VecDeque<embed::EmbedJob>,
 }
+
+/// A non-streamed request's text is sent once this much is pending, in bytes...
+const UNSTREAMED_BYTES: usize = 256 * 1024;
+/// ... or once this many log-probabilities are.
+const UNSTREAMED_LOGPROBS: usize = 1024;
 
 /// Tool-call markers of the families the router's parser knows.
 const TOOL_MARKERS: &[&str] = &["<tool_call>", "</tool_call>", "[TOOL_CALLS]", "<|python_tag|>", "[ARGS]", "[CALL_ID]"];
@@ -152,6 +160,7 @@ impl<'m> Engine<'m> {
             scratch: pick::Scratch::default(),
             markers,
             embedder,
+            schema_memo: None,
             embeds: VecDeque::new(),
         }
     }
@@ -252,7 +261,8 @@ impl<'m> Engine<'m> {
         if let Err(m) = sampler::validate(&req.sampling, self.model.n_vocab()) {
             return self.error(id, ErrorKind::BadRequest, m);
         }
-        let grammar = match req.constraint.as_ref().map(|c| sampler::grammar(self.model, c)).transpose() {
+        let memo = &mut self.schema_memo;
+        let grammar = match req.constraint.as_ref().map(|c| sampler::grammar(self.model, c, memo)).transpose() {
             Ok(g) => g,
             Err(m) => return self.error(id, ErrorKind::BadRequest, m),
         };
@@ -337,6 +347,9 @@ impl<'m> Engine<'m> {
     /// Tokenizes an embeddings request and queues it (or answers with an error).
     fn enqueue_embed(&mut self, req: EmbedRequest) {
         let id = req.id;
+        if req.inputs.is_empty() {
+            return self.error(id, ErrorKind::BadRequest, "no inputs to embed".into());
+        }
         if self.deadline.is_some() {
             return self.error(id, ErrorKind::ShuttingDown, "the worker is shutting down".into());
         }
@@ -375,6 +388,16 @@ impl<'m> Engine<'m> {
                 return self.error(id, ErrorKind::PromptTooLong, m);
             }
             inputs.push(tokens);
+        }
+        // The answer is one message: its vectors must fit one frame with room to spare.
+        let width = self.model.n_embd().max(1) as usize;
+        let most = MAX_FRAME_BYTES / 2 / (width * 4 + 16);
+        if inputs.len() > most {
+            let m = format!(
+                "{} inputs of {width} dimensions are more than one answer holds; send at most {most} inputs per request",
+                inputs.len()
+            );
+            return self.error(id, ErrorKind::BadRequest, m);
         }
         let tokens = inputs.iter().map(|t| t.len() as u32).sum();
         let vectors = Vec::with_capacity(inputs.len());
@@ -550,7 +573,14 @@ impl<'m> Engine<'m> {
                 continue;
             }
             a.last = Some(tok);
-            if a.stream && !a.unsent.is_empty() {
+            // A non-streamed answer still travels in bounded pieces: one message must stay far
+            // below the frame limit, however long the answer and its log-probabilities grow.
+            let flush = if a.stream {
+                !a.unsent.is_empty()
+            } else {
+                a.unsent.len() >= UNSTREAMED_BYTES || a.unsent_logprobs.len() >= UNSTREAMED_LOGPROBS
+            };
+            if flush {
                 let text = std::mem::take(&mut a.unsent);
                 let n_tokens = std::mem::take(&mut a.unsent_tokens);
                 let logprobs = std::mem::take(&mut a.unsent_logprobs);

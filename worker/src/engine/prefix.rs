@@ -99,7 +99,7 @@ impl<'m> Engine<'m> {
 
     /// Keeps the first `n` cached tokens of slot `i` and drops the rest of its cells; keeps
     /// nothing when the cells cannot serve a continuation from `n`.
-    fn keep(&mut self, i: usize, n: usize, tier: CacheTier) -> (usize, Option<CacheTier>) {
+    pub(super) fn keep(&mut self, i: usize, n: usize, tier: CacheTier) -> (usize, Option<CacheTier>) {
         if n == 0 {
             self.clear(i);
             return (0, None);

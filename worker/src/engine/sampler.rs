@@ -7,12 +7,16 @@ use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::protocol::{Constraint, SamplingParams};
 
-/// The longest grammar or schema a request may give, in bytes: a grammar is compiled and run
-/// at every step of the decode loop that all of the model's requests share.
-pub const MAX_CONSTRAINT_BYTES: usize = 64 * 1024;
+use model_bucket_shared::protocol::MAX_CONSTRAINT_BYTES;
 
 /// The grammar sampler for a constraint, or why it cannot be built (a client error).
-pub fn grammar(model: &LlamaModel, c: &Constraint) -> Result<LlamaSampler, String> {
+/// `memo` holds the last schema converted and its grammar: the choices of one request (`n`,
+/// prompt lists) share a schema, which is converted once.
+pub fn grammar(
+    model: &LlamaModel,
+    c: &Constraint,
+    memo: &mut Option<(String, String)>,
+) -> Result<LlamaSampler, String> {
     let (text, what) = match c {
         Constraint::Gbnf(g) => (g, "grammar"),
         Constraint::JsonSchema(s) => (s, "JSON schema"),
@@ -21,14 +25,20 @@ pub fn grammar(model: &LlamaModel, c: &Constraint) -> Result<LlamaSampler, Strin
         return Err(format!("the {what} is {} bytes; at most {MAX_CONSTRAINT_BYTES} are allowed", text.len()));
     }
     let gbnf = match c {
-        Constraint::Gbnf(g) => g.clone(),
-        Constraint::JsonSchema(s) => llama_cpp_2::json_schema_to_grammar(s).map_err(|_| {
-            "the JSON schema cannot be turned into a grammar: llama.cpp's converter rejected it (check that it is \
-             valid JSON Schema and that every $ref points inside it)"
-                .to_string()
-        })?,
+        Constraint::Gbnf(g) => g.as_str(),
+        Constraint::JsonSchema(s) => {
+            if memo.as_ref().is_none_or(|(schema, _)| schema != s) {
+                let g = llama_cpp_2::json_schema_to_grammar(s).map_err(|_| {
+                    "the JSON schema cannot be turned into a grammar: llama.cpp's converter rejected it (check that \
+                     it is valid JSON Schema and that every $ref points inside it)"
+                        .to_string()
+                })?;
+                *memo = Some((s.clone(), g));
+            }
+            memo.as_ref().map(|(_, g)| g.as_str()).expect("set above")
+        }
     };
-    LlamaSampler::grammar(model, &gbnf, "root").map_err(|_| match c {
+    LlamaSampler::grammar(model, gbnf, "root").map_err(|_| match c {
         Constraint::Gbnf(_) => {
             "the grammar does not parse as GBNF with a `root` rule (llama.cpp's grammar format)".into()
         }

@@ -8,14 +8,15 @@
 //! - If that slot is already generating (the request arrived a step late), its cells are copied
 //!   at once, cut back to the prompt without its last token, and only that token is decoded.
 //!
-//! A copy between sequences copies the sequence's whole KV buffer (llama.cpp keeps each
-//! sequence in its own stream), so it is only made for prompts of [`MIN_SAVED_TOKENS`] or more.
+//! A copy goes through llama.cpp's sequence state (serialized and loaded back, used cells only),
+//! so it is only made for prompts of [`MIN_SAVED_TOKENS`] or more.
 
 use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::protocol::{CacheTier, RequestId};
 
 use super::reuse::{worth_saving, MIN_SAVED_TOKENS};
 use super::Engine;
+use crate::cache;
 
 /// A busy slot working on the same prompt as a new request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,19 +77,30 @@ impl<'m> Engine<'m> {
     /// tokens of the `n`-token prompt they share; returns what [`Engine::prepare`] returns.
     pub(super) fn copy_prompt(&mut self, l: usize, i: usize, n: usize) -> (usize, Option<CacheTier>) {
         self.vacate(i, false);
-        let copied = self.ctx.kv_cache_seq_cp(l as i32, i as i32, None, None).is_ok();
-        let tokens = std::mem::take(&mut self.cells[l].tokens);
-        self.cells[i].tokens.extend_from_slice(&tokens[..n - 1]);
-        self.cells[l].tokens = tokens;
-        // The copy holds what `l` generated too: drop it, and the prompt's last token, which is
-        // decoded again for this request's own first logits.
-        let cut = copied && self.ctx.clear_kv_cache_seq(Some(i as u32), Some(n as u32 - 1), None).unwrap_or(false);
-        if cut && self.holds(i, n - 1) {
-            return (n - 1, Some(CacheTier::Shared));
+        if !self.copy_seq(l, i) {
+            tracing::warn!(slot = i, "llama.cpp did not copy a prompt's cells; prefilling");
+            self.clear(i);
+            return (0, None);
         }
-        tracing::warn!(slot = i, "llama.cpp did not copy a prompt's cells; prefilling");
-        self.clear(i);
-        (0, None)
+        // The copy holds what `l` generated too: keep the prompt but its last token, which is
+        // decoded again for this request's own first logits.
+        self.keep(i, n - 1, CacheTier::Shared)
+    }
+
+    /// Copies sequence `from`'s cells into sequence `to` (emptied first) through llama.cpp's
+    /// sequence state: only the used cells are copied, and at once (a `seq_cp` between streams
+    /// is deferred to the next decode, where a save or restore of either slot would race it).
+    fn copy_seq(&mut self, from: usize, to: usize) -> bool {
+        self.clear(to);
+        let Some(state) = cache::seq_state(&self.ctx, from as i32) else { return false };
+        if !cache::restore(&mut self.ctx, to as i32, &state) {
+            self.clear(to);
+            return false;
+        }
+        let tokens = std::mem::take(&mut self.cells[from].tokens);
+        self.cells[to].tokens.extend_from_slice(&tokens);
+        self.cells[from].tokens = tokens;
+        self.holds(to, self.cells[to].tokens.len())
     }
 
     /// Empties slot `i` for a request that will copy another slot's cells; what it held is
@@ -118,12 +130,7 @@ impl<'m> Engine<'m> {
                 _ => continue,
             };
             let n = self.cells[l].tokens.len();
-            self.clear(i);
-            let copied = self.ctx.kv_cache_seq_cp(l as i32, i as i32, None, None).is_ok();
-            let prompt = std::mem::take(&mut self.cells[l].tokens);
-            self.cells[i].tokens.extend_from_slice(&prompt);
-            self.cells[l].tokens = prompt;
-            let ok = copied && self.holds(i, n);
+            let ok = self.copy_seq(l, i);
             let a = self.slots[i].as_mut().expect("checked above");
             a.follows = None;
             if ok {

@@ -22,6 +22,6 @@ pub use model_info::{Capability, ModelInfo};
 /// its KV cache is part of the model's memory estimate.
 pub const EMBED_CTX_TOKENS: u32 = 2048;
 /// A generative model's embedding input is decoded this many tokens at a time: llama.cpp keeps
-/// logits for every token of a batch, so this bounds that buffer to `chunk × vocabulary` floats
-/// (counted in the memory estimate too).
-pub const EMBED_CHUNK_TOKENS: u32 = 64;
+/// logits for every token of a batch, in its output buffer and again in its compute buffer, so
+/// this bounds those to `2 × chunk × vocabulary` floats (counted in the memory estimate).
+pub const EMBED_CHUNK_TOKENS: u32 = 32;

@@ -4,6 +4,7 @@ tool binding, structured output, batched completions and embeddings.
 Run by tests/tests/agent_api.rs; EDEN_BASE_URL, EDEN_SMOL and EDEN_GEMMA say where and what.
 """
 
+import asyncio
 import math
 import os
 import unittest
@@ -50,6 +51,9 @@ class LangChain(unittest.TestCase):
         self.assertEqual(len(batched), 2)
         self.assertTrue(all(batched), batched)
         self.assertNotEqual(batched[0], batched[1])
+        together = asyncio.run(llm.abatch(prompts))
+        self.assertEqual(len(together), 2)
+        self.assertTrue(all(together), together)
 
     def test_embeddings(self):
         emb = OpenAIEmbeddings(model=GEMMA, check_embedding_ctx_length=False, **KW)

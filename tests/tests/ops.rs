@@ -23,7 +23,7 @@ fn complete(s: &Server, model: &str) -> (u16, String) {
 const SMALL: [&str; 4] = ["--ctx", "512", "--parallel", "2"];
 
 /// A budget that holds either default model but not both.
-const ONE_MODEL_BUDGET: &str = "400MiB";
+const ONE_MODEL_BUDGET: &str = "480MiB";
 
 fn budget_server(dir: &std::path::Path, extra: &[&str]) -> Server {
     let mut args = vec!["--ram-budget", ONE_MODEL_BUDGET, "--evict-wait", "2"];
@@ -35,7 +35,7 @@ fn budget_server(dir: &std::path::Path, extra: &[&str]) -> Server {
 fn assert_under_budget(s: &Server) {
     let v = s.get_json("/admin/workers");
     let budget = v["ram_budget_bytes"].as_u64().unwrap();
-    assert_eq!(budget, 400 << 20);
+    assert_eq!(budget, 480 << 20);
     let used = v["ram_used_bytes"].as_u64().unwrap();
     let rss: u64 = v["workers"].as_array().unwrap().iter().map(|w| w["memory_bytes"].as_u64().unwrap_or(0)).sum();
     assert!(used <= budget && rss <= budget, "over budget: counted {used}, resident {rss}, budget {budget}: {v}");

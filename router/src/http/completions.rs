@@ -154,10 +154,22 @@ async fn serve(
     }
     // Validate before starting a worker: a bad request never costs a model load.
     let n = openai::choices_per_prompt(c)?;
-    if job.prompts.len() * n > openai::MAX_CHOICES {
+    let choices = job.prompts.len() * n;
+    if choices > openai::MAX_CHOICES {
         return Err(ApiError::bad_param(
             "n",
-            format!("prompts × n is {}; at most {} choices per request", job.prompts.len() * n, openai::MAX_CHOICES),
+            format!("prompts × n is {choices}; at most {} choices per request", openai::MAX_CHOICES),
+        ));
+    }
+    // Every choice is a request of the worker: more than it holds at once could never succeed.
+    let capacity = r.capacity(m);
+    if choices > capacity {
+        return Err(ApiError::bad_param(
+            "n",
+            format!(
+                "prompts × n is {choices}, more than model {} holds at once ({capacity}: its slots and queue)",
+                m.id
+            ),
         ));
     }
     let mut base = openai::to_generate(RequestId(0), Prompt::Text(String::new()), c)?;

@@ -44,8 +44,9 @@ impl Registry {
         let slot = ctx_slot(m, spec.ctx);
         let embed = slot.min(model_bucket_shared::EMBED_CTX_TOKENS as u64);
         let ctx = slot * spec.parallel as u64 + embed;
-        // The embedding context's logits: one chunk of tokens × the vocabulary, in f32.
-        let embed_logits = model_bucket_shared::EMBED_CHUNK_TOKENS as u64 * m.n_vocab.unwrap_or(128_000) * 4;
+        // The embedding context's logits, in its output and its compute buffer: one chunk of
+        // tokens × the vocabulary, in f32, twice.
+        let embed_logits = 2 * model_bucket_shared::EMBED_CHUNK_TOKENS as u64 * m.n_vocab.unwrap_or(128_000) * 4;
         budget::estimate(m.size_bytes, m.kv_bytes_per_token, m.n_vocab, ctx)
             .saturating_add(spec.prompt_cache)
             .saturating_add(embed_logits)

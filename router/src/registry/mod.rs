@@ -283,6 +283,12 @@ impl Registry {
         self.catalog().model_config(&self.config(), &m.id)
     }
 
+    /// How many requests `m`'s worker holds at once: its slots plus its queue.
+    pub fn capacity(&self, m: &ModelInfo) -> usize {
+        let spec = worker_spec(m, &self.model_config(m), &self.defaults);
+        spec.parallel as usize + spec.max_queue as usize
+    }
+
     /// Whether chat requests can be served for `m`.
     pub fn can_chat(&self, m: &ModelInfo) -> bool {
         m.has_chat_template || self.model_config(m).chat_template.is_some()

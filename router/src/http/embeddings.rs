@@ -13,6 +13,7 @@ use std::time::Instant;
 use super::call::{self, gone};
 use super::error::ApiError;
 use super::json::JsonRaw;
+use super::openai::{self, PromptIn};
 use crate::metrics::RequestLabel;
 use crate::registry::Registry;
 use crate::routing;
@@ -24,44 +25,17 @@ pub const MAX_INPUTS: usize = 2048;
 #[derive(Debug, Deserialize)]
 pub struct EmbeddingsRequest {
     pub model: String,
-    pub input: Input,
+    /// A string, a list of strings, a token array or a list of token arrays.
+    pub input: PromptIn,
     #[serde(default)]
     pub encoding_format: Option<String>,
     /// Accepted only as the model's own width: vectors are not truncated.
     pub dimensions: Option<u64>,
 }
 
-/// `input`: a string, a list of strings, a token array or a list of token arrays.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Input {
-    One(String),
-    Many(Vec<String>),
-    Tokens(Vec<i64>),
-    ManyTokens(Vec<Vec<i64>>),
-}
-
-/// The inputs as worker prompts, checked.
-pub fn inputs(input: &Input) -> Result<Vec<Prompt>, ApiError> {
-    let tokens = |v: &[i64]| -> Result<Prompt, ApiError> {
-        v.iter()
-            .map(|&t| i32::try_from(t).ok().filter(|t| *t >= 0))
-            .collect::<Option<Vec<i32>>>()
-            .map(Prompt::Tokens)
-            .ok_or_else(|| ApiError::bad_param("input", "token IDs must be non-negative integers"))
-    };
-    let out: Vec<Prompt> = match input {
-        Input::One(s) => vec![Prompt::Text(s.clone())],
-        Input::Many(v) => v.iter().map(|s| Prompt::Text(s.clone())).collect(),
-        Input::Tokens(v) => vec![tokens(v)?],
-        Input::ManyTokens(v) => v.iter().map(|t| tokens(t)).collect::<Result<_, _>>()?,
-    };
-    if out.is_empty() {
-        return Err(ApiError::bad_param("input", "input must not be an empty list"));
-    }
-    if out.len() > MAX_INPUTS {
-        return Err(ApiError::bad_param("input", format!("at most {MAX_INPUTS} inputs, got {}", out.len())));
-    }
+/// The inputs as worker prompts, checked: at least one, none empty, at most [`MAX_INPUTS`].
+pub fn inputs(input: &PromptIn) -> Result<Vec<Prompt>, ApiError> {
+    let out = openai::prompts(input, "input", MAX_INPUTS)?;
     let empty = |p: &Prompt| match p {
         Prompt::Text(s) => s.is_empty(),
         Prompt::Tokens(t) => t.is_empty(),
@@ -162,7 +136,7 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> Result<Vec<Prompt>, ApiError> {
-        inputs(&serde_json::from_str::<Input>(json).unwrap())
+        inputs(&serde_json::from_str::<PromptIn>(json).unwrap())
     }
 
     #[test]

@@ -396,12 +396,17 @@ pub fn chat_messages(msgs: &[InMessage]) -> Result<Vec<ChatMessage>, ApiError> {
 
 /// The prompts of a completions request, in order.
 pub fn completion_prompts(p: &PromptIn) -> Result<Vec<Prompt>, ApiError> {
+    prompts(p, "prompt", MAX_CHOICES)
+}
+
+/// `p` as worker prompts, in order, for parameter `param`: at least one, at most `most`.
+pub fn prompts(p: &PromptIn, param: &'static str, most: usize) -> Result<Vec<Prompt>, ApiError> {
     let tokens = |v: &[i64]| -> Result<Prompt, ApiError> {
         v.iter()
             .map(|&t| i32::try_from(t).ok().filter(|t| *t >= 0))
             .collect::<Option<Vec<i32>>>()
             .map(Prompt::Tokens)
-            .ok_or_else(|| ApiError::bad_param("prompt", "token IDs must be non-negative integers"))
+            .ok_or_else(|| ApiError::bad_param(param, "token IDs must be non-negative integers"))
     };
     let prompts = match p {
         PromptIn::One(s) => vec![Prompt::Text(s.clone())],
@@ -410,10 +415,10 @@ pub fn completion_prompts(p: &PromptIn) -> Result<Vec<Prompt>, ApiError> {
         PromptIn::ManyTokens(v) => v.iter().map(|t| tokens(t)).collect::<Result<_, _>>()?,
     };
     if prompts.is_empty() {
-        return Err(ApiError::bad_param("prompt", "prompt must not be an empty list"));
+        return Err(ApiError::bad_param(param, format!("{param} must not be an empty list")));
     }
-    if prompts.len() > MAX_CHOICES {
-        return Err(ApiError::bad_param("prompt", format!("at most {MAX_CHOICES} prompts, got {}", prompts.len())));
+    if prompts.len() > most {
+        return Err(ApiError::bad_param(param, format!("at most {most} {param}s, got {}", prompts.len())));
     }
     Ok(prompts)
 }

@@ -272,17 +272,10 @@ impl<'m> Engine<'m> {
         };
         let rendered;
         let text = match &req.prompt {
-            Prompt::Tokens(ids) => {
-                let n_vocab = self.model.n_vocab();
-                if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= n_vocab) {
-                    return self.error(
-                        id,
-                        ErrorKind::BadRequest,
-                        format!("prompt token {bad} is outside the vocabulary (0..{n_vocab})"),
-                    );
-                }
-                ""
-            }
+            Prompt::Tokens(ids) => match self.vocab_tokens(ids) {
+                Ok(_) => "",
+                Err(m) => return self.error(id, ErrorKind::BadRequest, format!("prompt {m}")),
+            },
             Prompt::Text(t) => t.as_str(),
             Prompt::Chat(messages) => match &self.template {
                 None => {
@@ -344,6 +337,15 @@ impl<'m> Engine<'m> {
         }
     }
 
+    /// Token IDs as tokens, when every one is in the vocabulary.
+    fn vocab_tokens(&self, ids: &[i32]) -> Result<Vec<LlamaToken>, String> {
+        let n_vocab = self.model.n_vocab();
+        match ids.iter().find(|&&t| t < 0 || t >= n_vocab) {
+            Some(bad) => Err(format!("token {bad} is outside the vocabulary (0..{n_vocab})")),
+            None => Ok(ids.iter().map(|&t| LlamaToken(t)).collect()),
+        }
+    }
+
     /// Tokenizes an embeddings request and queues it (or answers with an error).
     fn enqueue_embed(&mut self, req: EmbedRequest) {
         let id = req.id;
@@ -360,17 +362,13 @@ impl<'m> Engine<'m> {
                 "too many embeddings requests are waiting; retry shortly".into(),
             );
         }
-        let n_vocab = self.model.n_vocab();
         let mut inputs = Vec::with_capacity(req.inputs.len());
         for (k, p) in req.inputs.iter().enumerate() {
             let tokens: Vec<LlamaToken> = match p {
-                Prompt::Tokens(ids) => {
-                    if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= n_vocab) {
-                        let m = format!("input {k}: token {bad} is outside the vocabulary (0..{n_vocab})");
-                        return self.error(id, ErrorKind::BadRequest, m);
-                    }
-                    ids.iter().map(|&t| LlamaToken(t)).collect()
-                }
+                Prompt::Tokens(ids) => match self.vocab_tokens(ids) {
+                    Ok(t) => t,
+                    Err(m) => return self.error(id, ErrorKind::BadRequest, format!("input {k}: {m}")),
+                },
                 Prompt::Text(t) => self.model.vocab().tokenize(t.as_bytes(), true, true),
                 Prompt::Chat(_) => {
                     return self.error(id, ErrorKind::BadRequest, "chat messages cannot be embedded".into())

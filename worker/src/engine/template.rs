@@ -128,8 +128,7 @@ fn message(m: &ChatMessage) -> Value {
         .tool_calls
         .iter()
         .map(|c| {
-            let args = serde_json::from_str::<serde_json::Value>(&c.arguments)
-                .unwrap_or_else(|_| serde_json::Value::String(c.arguments.clone()));
+            let args = tool_prompt::arguments(&c.arguments);
             context! {
                 id => c.id,
                 type => "function",
@@ -204,6 +203,51 @@ mod tests {
         let py =
             ChatTemplate::new("{{ messages[0].content.strip().upper() }}".into(), "".into(), "".into(), false).unwrap();
         assert_eq!(py.render(&user("  hi "), None).unwrap(), "HI");
+    }
+
+    #[test]
+    fn tools_reach_a_template_that_renders_them() {
+        let src = "{% if tools %}<tools>{% for t in tools %}{{ t.function.name }};{% endfor %}</tools>{% endif %}\
+                   {% for m in messages %}{{ m.role }}:{{ m.content }}{% for c in m.tool_calls or [] %}\
+                   <call id={{ c.id }}>{{ c.function.name }} {{ c.function.arguments | tojson }}</call>{% endfor %}\
+                   {% if m.tool_call_id %}({{ m.tool_call_id }}){% endif %}|{% endfor %}";
+        let t = ChatTemplate::new(src.into(), "".into(), "".into(), false).unwrap();
+        let tools = serde_json::json!([{ "type": "function", "function": { "name": "get_weather" } }]);
+        let msgs = vec![
+            ChatMessage::new("user", "Weather?"),
+            ChatMessage {
+                role: "assistant".into(),
+                tool_calls: vec![model_bucket_shared::protocol::ToolCall {
+                    id: "call_1".into(),
+                    name: "get_weather".into(),
+                    arguments: r#"{"city":"Oslo"}"#.into(),
+                }],
+                ..Default::default()
+            },
+            ChatMessage {
+                role: "tool".into(),
+                content: "5C".into(),
+                tool_call_id: Some("call_1".into()),
+                ..Default::default()
+            },
+        ];
+        let out = t.render(&msgs, Some(&tools)).unwrap();
+        assert_eq!(
+            out,
+            r#"<tools>get_weather;</tools>user:Weather?|assistant:<call id=call_1>get_weather {"city":"Oslo"}</call>|tool:5C(call_1)|"#
+        );
+        // Without tools the template sees none.
+        assert_eq!(t.render(&msgs[..1], None).unwrap(), "user:Weather?|");
+    }
+
+    #[test]
+    fn a_template_without_tools_gets_the_generic_prompt() {
+        let t = ChatTemplate::new(named("chatml").unwrap().into(), "".into(), "".into(), false).unwrap();
+        let tools = serde_json::json!([{ "type": "function", "function": { "name": "get_weather" } }]);
+        let out = t.render(&user("Weather?"), Some(&tools)).unwrap();
+        assert!(out.starts_with("<|im_start|>system\nYou can call these tools"), "{out}");
+        assert!(out.contains(r#"{"name":"get_weather""#), "{out}");
+        assert!(out.ends_with("<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\n"), "{out}");
     }
 
     #[test]

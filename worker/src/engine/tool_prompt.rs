@@ -9,6 +9,12 @@
 
 use model_bucket_shared::protocol::ChatMessage;
 
+/// A call's arguments as a JSON value: the parsed object when the text is JSON (templates print
+/// them with `tojson`), else the text itself.
+pub fn arguments(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_string()))
+}
+
 /// The conversation with the tools described in its system message.
 pub fn rewrite(messages: &[ChatMessage], tools: &serde_json::Value) -> Vec<ChatMessage> {
     let intro = describe(tools);
@@ -26,11 +32,7 @@ pub fn rewrite(messages: &[ChatMessage], tools: &serde_json::Value) -> Vec<ChatM
                 let calls: Vec<String> = m
                     .tool_calls
                     .iter()
-                    .map(|c| {
-                        let args = serde_json::from_str::<serde_json::Value>(&c.arguments)
-                            .unwrap_or_else(|_| serde_json::Value::String(c.arguments.clone()));
-                        serde_json::json!({ "name": c.name, "arguments": args }).to_string()
-                    })
+                    .map(|c| serde_json::json!({ "name": c.name, "arguments": arguments(&c.arguments) }).to_string())
                     .collect();
                 let calls = if calls.len() == 1 { calls[0].clone() } else { format!("[{}]", calls.join(", ")) };
                 let text = if m.content.is_empty() { calls } else { format!("{}\n{calls}", m.content) };

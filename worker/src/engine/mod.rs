@@ -14,6 +14,7 @@ pub mod embed;
 mod logprob;
 mod pick;
 mod prefix;
+mod pyjson;
 pub mod reuse;
 mod sampler;
 mod share;

@@ -1,10 +1,11 @@
 //! Chat prompts: the GGUF's own Jinja `tokenizer.chat_template`, rendered the way llama-server
 //! renders it by default (`--jinja`), or a named built-in template for models without one.
 
+use minijinja::value::Kwargs;
 use minijinja::{context, Environment, Error, ErrorKind, Value};
 use model_bucket_shared::protocol::ChatMessage;
 
-use super::tool_prompt;
+use super::{pyjson, tool_prompt};
 
 /// Built-in templates for `--chat-template NAME`.
 const NAMED: &[(&str, &str)] = &[
@@ -54,6 +55,13 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // Python's `json.dumps`, as Hugging Face's `tojson` is (minijinja's own writes compact,
+        // HTML-escaped JSON).
+        env.add_filter("tojson", |v: Value, args: Kwargs| -> Result<Value, Error> {
+            let indent: Option<usize> = args.get("indent")?;
+            let json = serde_json::to_value(&v).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+            Ok(Value::from_safe_string(pyjson::dumps(&json, indent)))
+        });
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
         });
@@ -234,10 +242,28 @@ mod tests {
         let out = t.render(&msgs, Some(&tools)).unwrap();
         assert_eq!(
             out,
-            r#"<tools>get_weather;</tools>user:Weather?|assistant:<call id=call_1>get_weather {"city":"Oslo"}</call>|tool:5C(call_1)|"#
+            r#"<tools>get_weather;</tools>user:Weather?|assistant:<call id=call_1>get_weather {"city": "Oslo"}</call>|tool:5C(call_1)|"#
         );
         // Without tools the template sees none.
         assert_eq!(t.render(&msgs[..1], None).unwrap(), "user:Weather?|");
+    }
+
+    #[test]
+    fn tojson_writes_as_python_does_keeping_key_order() {
+        let t = ChatTemplate::new(
+            "{{ tools | tojson }}|{{ tools[0] | tojson(indent=1) }}|{{ messages[0].content | tojson }}".into(),
+            "".into(),
+            "".into(),
+            false,
+        )
+        .unwrap();
+        let tools =
+            serde_json::json!([{ "type": "function", "function": { "name": "f", "description": "a<b & 'c'" } }]);
+        assert_eq!(
+            t.render(&user("é"), Some(&tools)).unwrap(),
+            "[{\"type\": \"function\", \"function\": {\"name\": \"f\", \"description\": \"a<b & 'c'\"}}]|\
+             {\n \"type\": \"function\",\n \"function\": {\n  \"name\": \"f\",\n  \"description\": \"a<b & 'c'\"\n }\n}|\"é\""
+        );
     }
 
     #[test]

@@ -18,8 +18,11 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use model_bucket_shared::protocol::RequestId;
+use model_bucket_shared::protocol::frame::MAX_FRAME_BYTES;
+use model_bucket_shared::protocol::{EmbedRequest, ErrorKind, FromWorker, Prompt, RequestId};
 use std::num::NonZeroU32;
+
+use super::Engine;
 
 /// The longest input of the embedding context, in tokens, unless the context per slot is
 /// smaller (also its KV cache size, which the router counts in the model's memory estimate).
@@ -120,6 +123,82 @@ impl<'m> Embedder<'m> {
         let n = tokens.len().max(1) as f64;
         let mean: Vec<f32> = self.sum.iter().map(|&s| (s / n) as f32).collect();
         Ok(normalize(&mean))
+    }
+}
+
+impl<'m> Engine<'m> {
+    /// Tokenizes an embeddings request and queues it (or answers with an error).
+    pub(super) fn enqueue_embed(&mut self, req: EmbedRequest) {
+        let id = req.id;
+        if req.inputs.is_empty() {
+            return self.error(id, ErrorKind::BadRequest, "no inputs to embed".into());
+        }
+        if self.deadline.is_some() {
+            return self.error(id, ErrorKind::ShuttingDown, "the worker is shutting down".into());
+        }
+        if self.embeds.len() >= self.cfg.max_queue {
+            return self.error(
+                id,
+                ErrorKind::Overloaded,
+                "too many embeddings requests are waiting; retry shortly".into(),
+            );
+        }
+        let mut inputs = Vec::with_capacity(req.inputs.len());
+        for (k, p) in req.inputs.iter().enumerate() {
+            let tokens: Vec<LlamaToken> = match p {
+                Prompt::Tokens(ids) => match self.vocab_tokens(ids) {
+                    Ok(t) => t,
+                    Err(m) => return self.error(id, ErrorKind::BadRequest, format!("input {k}: {m}")),
+                },
+                Prompt::Text(t) => self.model.vocab().tokenize(t.as_bytes(), true, true),
+                Prompt::Chat(_) => {
+                    return self.error(id, ErrorKind::BadRequest, "chat messages cannot be embedded".into())
+                }
+            };
+            if tokens.is_empty() {
+                return self.error(id, ErrorKind::BadRequest, format!("input {k} is empty"));
+            }
+            if tokens.len() > self.embedder.n_ctx as usize {
+                let m = format!(
+                    "input {k} is {} tokens; this model embeds at most {} tokens per input",
+                    tokens.len(),
+                    self.embedder.n_ctx
+                );
+                return self.error(id, ErrorKind::PromptTooLong, m);
+            }
+            inputs.push(tokens);
+        }
+        // The answer is one message: its vectors must fit one frame with room to spare.
+        let width = self.model.n_embd().max(1) as usize;
+        let most = MAX_FRAME_BYTES / 2 / (width * 4 + 16);
+        if inputs.len() > most {
+            let m = format!(
+                "{} inputs of {width} dimensions are more than one answer holds; send at most {most} inputs per request",
+                inputs.len()
+            );
+            return self.error(id, ErrorKind::BadRequest, m);
+        }
+        let tokens = inputs.iter().map(|t| t.len() as u32).sum();
+        let vectors = Vec::with_capacity(inputs.len());
+        self.embeds.push_back(EmbedJob { id, inputs, vectors, tokens });
+    }
+
+    /// Embeds the next input of the oldest embeddings request; answers it when it is complete.
+    pub(super) fn embed_next(&mut self) {
+        let Some(job) = self.embeds.front_mut() else { return };
+        let k = job.vectors.len();
+        match self.embedder.embed(&job.inputs[k]) {
+            Ok(v) => job.vectors.push(v),
+            Err(m) => {
+                let id = job.id;
+                self.embeds.pop_front();
+                return self.error(id, ErrorKind::Internal, m);
+            }
+        }
+        if job.vectors.len() == job.inputs.len() {
+            let job = self.embeds.pop_front().expect("front exists");
+            self.send(FromWorker::Embeddings { id: job.id, vectors: job.vectors, prompt_tokens: job.tokens });
+        }
     }
 }
 

@@ -28,7 +28,6 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::mem::rss_bytes;
-use model_bucket_shared::protocol::frame::MAX_FRAME_BYTES;
 use model_bucket_shared::protocol::{
     DoneInfo, EmbedRequest, ErrorKind, FinishReason, FromWorker, GenerateRequest, HealthInfo, Prompt, RequestId,
     Timings, Usage,
@@ -271,13 +270,14 @@ impl<'m> Engine<'m> {
             Ok(t) => t,
             Err(e) => return self.error(id, ErrorKind::BadRequest, format!("tools is not valid JSON: {e}")),
         };
-        let rendered;
-        let text = match &req.prompt {
+        // As llama-server does: the model's own BOS when it wants one, special tokens parsed.
+        let tokenize = |text: &str| self.model.vocab().tokenize(text.as_bytes(), true, true);
+        let tokens = match &req.prompt {
             Prompt::Tokens(ids) => match self.vocab_tokens(ids) {
-                Ok(_) => "",
+                Ok(t) => t,
                 Err(m) => return self.error(id, ErrorKind::BadRequest, format!("prompt {m}")),
             },
-            Prompt::Text(t) => t.as_str(),
+            Prompt::Text(t) => tokenize(t),
             Prompt::Chat(messages) => match &self.template {
                 None => {
                     return self.error(
@@ -287,18 +287,10 @@ impl<'m> Engine<'m> {
                     )
                 }
                 Some(t) => match t.render(messages, tools.as_ref()) {
-                    Ok(p) => {
-                        rendered = p;
-                        rendered.as_str()
-                    }
+                    Ok(p) => tokenize(&p),
                     Err(m) => return self.error(id, ErrorKind::BadRequest, m),
                 },
             },
-        };
-        // As llama-server does: the model's own BOS when it wants one, special tokens parsed.
-        let tokens = match &req.prompt {
-            Prompt::Tokens(ids) => ids.iter().map(|&t| LlamaToken(t)).collect(),
-            _ => self.model.vocab().tokenize(text.as_bytes(), true, true),
         };
         if tokens.is_empty() {
             return self.error(id, ErrorKind::BadRequest, "the prompt is empty".into());
@@ -344,80 +336,6 @@ impl<'m> Engine<'m> {
         match ids.iter().find(|&&t| t < 0 || t >= n_vocab) {
             Some(bad) => Err(format!("token {bad} is outside the vocabulary (0..{n_vocab})")),
             None => Ok(ids.iter().map(|&t| LlamaToken(t)).collect()),
-        }
-    }
-
-    /// Tokenizes an embeddings request and queues it (or answers with an error).
-    fn enqueue_embed(&mut self, req: EmbedRequest) {
-        let id = req.id;
-        if req.inputs.is_empty() {
-            return self.error(id, ErrorKind::BadRequest, "no inputs to embed".into());
-        }
-        if self.deadline.is_some() {
-            return self.error(id, ErrorKind::ShuttingDown, "the worker is shutting down".into());
-        }
-        if self.embeds.len() >= self.cfg.max_queue {
-            return self.error(
-                id,
-                ErrorKind::Overloaded,
-                "too many embeddings requests are waiting; retry shortly".into(),
-            );
-        }
-        let mut inputs = Vec::with_capacity(req.inputs.len());
-        for (k, p) in req.inputs.iter().enumerate() {
-            let tokens: Vec<LlamaToken> = match p {
-                Prompt::Tokens(ids) => match self.vocab_tokens(ids) {
-                    Ok(t) => t,
-                    Err(m) => return self.error(id, ErrorKind::BadRequest, format!("input {k}: {m}")),
-                },
-                Prompt::Text(t) => self.model.vocab().tokenize(t.as_bytes(), true, true),
-                Prompt::Chat(_) => {
-                    return self.error(id, ErrorKind::BadRequest, "chat messages cannot be embedded".into())
-                }
-            };
-            if tokens.is_empty() {
-                return self.error(id, ErrorKind::BadRequest, format!("input {k} is empty"));
-            }
-            if tokens.len() > self.embedder.n_ctx as usize {
-                let m = format!(
-                    "input {k} is {} tokens; this model embeds at most {} tokens per input",
-                    tokens.len(),
-                    self.embedder.n_ctx
-                );
-                return self.error(id, ErrorKind::PromptTooLong, m);
-            }
-            inputs.push(tokens);
-        }
-        // The answer is one message: its vectors must fit one frame with room to spare.
-        let width = self.model.n_embd().max(1) as usize;
-        let most = MAX_FRAME_BYTES / 2 / (width * 4 + 16);
-        if inputs.len() > most {
-            let m = format!(
-                "{} inputs of {width} dimensions are more than one answer holds; send at most {most} inputs per request",
-                inputs.len()
-            );
-            return self.error(id, ErrorKind::BadRequest, m);
-        }
-        let tokens = inputs.iter().map(|t| t.len() as u32).sum();
-        let vectors = Vec::with_capacity(inputs.len());
-        self.embeds.push_back(embed::EmbedJob { id, inputs, vectors, tokens });
-    }
-
-    /// Embeds the next input of the oldest embeddings request; answers it when it is complete.
-    fn embed_next(&mut self) {
-        let Some(job) = self.embeds.front_mut() else { return };
-        let k = job.vectors.len();
-        match self.embedder.embed(&job.inputs[k]) {
-            Ok(v) => job.vectors.push(v),
-            Err(m) => {
-                let id = job.id;
-                self.embeds.pop_front();
-                return self.error(id, ErrorKind::Internal, m);
-            }
-        }
-        if job.vectors.len() == job.inputs.len() {
-            let job = self.embeds.pop_front().expect("front exists");
-            self.send(FromWorker::Embeddings { id: job.id, vectors: job.vectors, prompt_tokens: job.tokens });
         }
     }
 

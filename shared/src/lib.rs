@@ -8,6 +8,7 @@ pub mod gguf;
 pub mod hash;
 pub mod index;
 pub mod mem;
+pub mod model_id;
 pub mod model_info;
 pub mod naming;
 pub mod protocol;
@@ -15,6 +16,7 @@ pub mod state_file;
 
 pub use catalog::{Catalog, Skipped};
 pub use config::{Config, ModelConfig};
+pub use model_id::ModelId;
 pub use model_info::{Capability, ModelInfo};
 
 /// The embedding context of a worker holds at most this many tokens per input (fewer when the

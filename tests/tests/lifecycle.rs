@@ -30,7 +30,7 @@ fn a_worker_killed_mid_stream_ends_that_stream_with_an_error_and_the_next_reques
     let dir = bucket();
     let s = Server::start(dir.path(), &["--parallel", "2", "--ctx", "512"]);
     let mut lines = sse_lines(s.port, "/v1/completions", &endless(100_000), Duration::from_secs(30));
-    assert!(lines.next().is_some(), "the stream started");
+    assert!(lines.next().is_some(), "the stream started:\n{}", s.log());
     let pid = s.worker_pid(&smol_id()).expect("worker loaded");
     signal(pid, "KILL");
     let rest: Vec<String> = lines.collect();

@@ -13,14 +13,14 @@ use crate::metrics::ModelLabel;
 use crate::registry::Registry;
 
 pub async fn workers(State(r): State<Arc<Registry>>) -> Json<Value> {
-    let workers = r.workers();
+    let workers = r.workers().await;
     let used: u64 = workers.iter().map(|w| w.budget_bytes).sum();
     Json(json!({ "ram_budget_bytes": r.limits.ram_budget, "ram_used_bytes": used, "workers": workers }))
 }
 
 /// The worker view of one model, or its state when it has no worker.
-fn model_status(r: &Registry, id: &str) -> Value {
-    match r.workers().into_iter().find(|w| w.model == id) {
+async fn model_status(r: &Registry, id: &str) -> Value {
+    match r.workers().await.into_iter().find(|w| w.model == id) {
         Some(w) => json!(w),
         None => json!({ "model": id, "state": r.state(id).name() }),
     }
@@ -30,13 +30,13 @@ pub async fn load(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Res
     let cat = r.catalog();
     let m = cat.resolve(&id).ok_or_else(|| ApiError::model_not_found(&id))?;
     r.load(m).await?;
-    Ok(Json(model_status(&r, &m.id)))
+    Ok(Json(model_status(&r, &m.id).await))
 }
 
 pub async fn unload(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let cat = r.catalog();
     let m = cat.resolve(&id).ok_or_else(|| ApiError::model_not_found(&id))?;
-    let state = r.unload(&m.id);
+    let state = r.unload(&m.id).await;
     Ok(Json(json!({ "model": m.id, "state": state })))
 }
 
@@ -60,7 +60,7 @@ pub async fn metrics(State(r): State<Arc<Registry>>) -> impl IntoResponse {
     m.slots_busy.clear();
     m.queue_depth.clear();
     let mut used = 0;
-    for w in r.workers() {
+    for w in r.workers().await {
         let l = ModelLabel::new(&w.model);
         used += w.budget_bytes;
         if let Some(b) = w.memory_bytes {

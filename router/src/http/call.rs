@@ -55,7 +55,7 @@ pub async fn start_with(
             Event::Error { kind, message } => return Err(ApiError::from_worker(kind, message)),
             Event::Gone if !retried => {
                 retried = true;
-                r.mark_gone(&m.id, &live);
+                r.mark_gone(&live).await;
             }
             Event::Gone => return Err(gone()),
             first => return Ok((call, first)),

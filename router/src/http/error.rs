@@ -131,6 +131,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::registry::RegistryError> for ApiError {
+    /// The status each supervisor answer deserves: a model that cannot fit the budget at all is
+    /// a 507 (retrying will not help); one that failed while the request waited is a 502 (the
+    /// worker failed under it); everything else is a 503 with the time worth waiting.
+    fn from(e: crate::registry::RegistryError) -> ApiError {
+        use crate::registry::RegistryError as E;
+        let message = e.to_string();
+        match e {
+            E::TooLarge { .. } => ApiError::insufficient_memory(message),
+            E::Failed { while_waiting: true, .. } => ApiError::bad_gateway(message),
+            E::Failed { while_waiting: false, .. } => ApiError::unavailable(message, 30),
+            E::ShuttingDown | E::StillLoading { .. } | E::Queued { .. } | E::Evicting { .. } | E::NoMemory { .. } => {
+                ApiError::unavailable(message, 5)
+            }
+        }
+    }
+}
+
 /// A panic in a handler becomes a 500 in the same envelope (the router keeps running).
 pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::internal("internal error (the request panicked; see the server log)").into_response()

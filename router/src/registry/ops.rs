@@ -1,16 +1,15 @@
 //! What ops ask of the registry: load, unload, rolling restart, rescan, config reload, and the
 //! per-worker view `/admin/workers` and `/metrics` show.
 
-use model_bucket_shared::{Catalog, Config, ModelInfo};
+use model_bucket_shared::{Catalog, Config, ModelId, ModelInfo};
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Registry, State};
-use crate::http::error::ApiError;
-use crate::supervisor::lifecycle::{Event, Phase};
+use super::driver::Msg;
+use super::{Registry, RegistryError, State};
+use crate::supervisor::machine::Input;
 
 /// A file modified less than this long ago is still being written: it is left for a later scan.
 pub const SETTLE: Duration = Duration::from_secs(2);
@@ -54,43 +53,40 @@ pub struct WorkerView {
 impl Registry {
     /// Drains `id`'s worker (in-flight requests finish within the drain grace) and unloads it.
     /// Returns the state it is left in.
-    pub fn unload(&self, id: &str) -> &'static str {
-        self.step(id, Event::Stop);
+    pub async fn unload(&self, id: &str) -> &'static str {
+        self.tell_and_wait(Input::Stop { model: ModelId::from(id) }).await;
         self.state(id).name()
     }
 
     /// Loads `m` now (also out of `failed`) and waits until it is ready.
-    pub async fn load(self: &Arc<Self>, m: &ModelInfo) -> Result<(), ApiError> {
-        self.step(&m.id, Event::Reset);
+    pub async fn load(&self, m: &ModelInfo) -> Result<(), RegistryError> {
+        self.tell_and_wait(Input::Reset { model: ModelId::from(m.id.as_str()) }).await;
         self.lease(m).await.map(drop)
     }
 
     /// Restarts every running worker, one at a time: drain, respawn, wait until ready.
-    pub async fn restart_all(self: &Arc<Self>) {
-        let ids: Vec<String> = {
-            let slots = self.slots.lock().expect("slots lock");
-            slots.iter().filter(|(_, s)| s.life.phase == Phase::Ready).map(|(id, _)| id.clone()).collect()
-        };
+    pub async fn restart_all(&self) {
+        let ids = self.ask(Msg::Ready).await.unwrap_or_default();
         tracing::info!(workers = ids.len(), "rolling restart");
         for id in ids {
-            let mut rx = match self.slots.lock().expect("slots lock").get(&id) {
-                Some(s) => s.view.subscribe(),
-                None => continue,
-            };
-            self.step(&id, Event::Restart);
+            let State::Ready(old) = self.state(id.as_str()) else { continue };
+            let mut changes = self.changes.subscribe();
+            self.tell(Input::Restart { model: id.clone() });
             let limit = self.defaults.load_timeout + self.limits.drain_grace;
             let back = tokio::time::timeout(limit, async {
                 loop {
-                    if rx.changed().await.is_err() {
-                        return;
+                    match self.state(id.as_str()) {
+                        State::Ready(new) if new.gen != old.gen => return,
+                        State::Failed(_) | State::Unloaded => return,
+                        _ => {}
                     }
-                    if matches!(&*rx.borrow(), State::Ready(_) | State::Failed(_) | State::Unloaded) {
+                    if changes.changed().await.is_err() {
                         return;
                     }
                 }
             })
             .await;
-            tracing::info!(model = %id, state = self.state(&id).name(), done = back.is_ok(), "restarted");
+            tracing::info!(model = %id, state = self.state(id.as_str()).name(), done = back.is_ok(), "restarted");
         }
     }
 
@@ -118,15 +114,14 @@ impl Registry {
         *self.catalog.write().expect("catalog lock") = Arc::new(cat);
         for id in &report.removed {
             tracing::info!(model = %id, "model file removed: draining its worker");
-            self.step(id, Event::Stop);
+            self.tell(Input::Stop { model: ModelId::from(id.as_str()) });
         }
         for id in &report.added {
             tracing::info!(model = %id, "new model");
         }
         if reset_failed {
-            let ids: Vec<String> = self.slots.lock().expect("slots lock").keys().cloned().collect();
-            for id in ids {
-                self.step(&id, Event::Reset);
+            for id in old.union(&new) {
+                self.tell(Input::Reset { model: ModelId::from(id.as_str()) });
             }
         }
         report
@@ -148,44 +143,33 @@ impl Registry {
     }
 
     /// Every model that has (or had) a worker and is not simply stopped.
-    pub fn workers(&self) -> Vec<WorkerView> {
-        let slots = self.slots.lock().expect("slots lock");
-        let mut out: Vec<WorkerView> = slots
-            .iter()
-            .filter(|(_, s)| s.life.phase != Phase::Stopped)
-            .map(|(id, s)| {
-                let live = s.live.as_ref();
-                let active = live.map(|l| l.active.load(Ordering::Acquire)).unwrap_or(0);
+    pub async fn workers(&self) -> Vec<WorkerView> {
+        let rows = self.ask(Msg::Rows).await.unwrap_or_default();
+        rows.into_iter()
+            .map(|(row, live)| {
+                let live = live.as_ref();
+                let active = live.map(|l| l.active()).unwrap_or(0);
                 let n_slots = live.map(|l| l.ready.slots);
                 let cap = n_slots.unwrap_or(0) as usize;
+                let pid = live.map(|l| l.pid);
                 WorkerView {
-                    model: id.clone(),
-                    state: s.life.phase.name(),
-                    pid: live.map(|l| l.pid),
-                    cores: s.cores.clone(),
+                    model: row.model.to_string(),
+                    state: row.phase,
+                    pid,
+                    cores: row.cores,
                     gpus: live.and_then(|l| l.gpus.clone()),
-                    // Read from /proc below, outside the lock.
-                    memory_bytes: None,
-                    budget_bytes: s.bytes,
+                    memory_bytes: pid.and_then(|p| model_bucket_shared::mem::rss_bytes(Some(p))),
+                    budget_bytes: row.budget_bytes,
                     slots: n_slots,
                     slots_busy: active.min(cap),
                     queued: active.saturating_sub(cap),
-                    restarts: s.life.restarts,
-                    evictions: s.evictions,
-                    last_exit: s.life.last_exit.clone(),
+                    restarts: row.restarts,
+                    evictions: row.evictions,
+                    last_exit: row.last_exit,
                     idle_secs: live.filter(|_| active == 0).map(|l| l.last_used().elapsed().as_secs()),
-                    error: match &s.life.phase {
-                        Phase::Failed(r) => Some(r.clone()),
-                        _ => None,
-                    },
+                    error: row.error,
                 }
             })
-            .collect();
-        drop(slots);
-        for w in &mut out {
-            w.memory_bytes = w.pid.and_then(|p| model_bucket_shared::mem::rss_bytes(Some(p)));
-        }
-        out.sort_by(|a, b| a.model.cmp(&b.model));
-        out
+            .collect()
     }
 }

@@ -6,4 +6,4 @@ pub mod logs;
 pub mod spawn;
 
 pub use client::Event;
-pub use spawn::{spawn, WorkerSpec};
+pub use spawn::{spawn, Worker, WorkerSpec};

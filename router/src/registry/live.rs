@@ -1,0 +1,137 @@
+//! A running worker as requests see it, and a request's lease on it. Taking and returning a
+//! lease is one atomic operation on the worker's lease count: requests never wait for the
+//! supervisor, and the supervisor learns only of the transitions between idle and busy.
+
+use model_bucket_shared::protocol::ReadyInfo;
+use model_bucket_shared::ModelId;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::driver::Msg;
+use crate::supervisor::machine::{Gen, Input};
+use crate::worker::client::WorkerClient;
+
+/// Set in the lease count once the worker is closed to new leases (it is being evicted).
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// A running worker process, from ready until it exits.
+pub struct Live {
+    pub model: ModelId,
+    /// The process's number in the supervisor.
+    pub gen: Gen,
+    pub client: WorkerClient,
+    pub ready: ReadyInfo,
+    pub pid: u32,
+    pub gpus: Option<Vec<u32>>,
+    /// Leases held (running or queued in the worker), plus [`CLOSED`] once closed.
+    leases: AtomicUsize,
+    /// When the last lease was released, in ms since [`epoch`].
+    last_used_ms: AtomicU64,
+    facts: UnboundedSender<Msg>,
+}
+
+impl Live {
+    pub(super) fn new(
+        model: ModelId,
+        gen: Gen,
+        w: &crate::worker::Worker,
+        gpus: Option<Vec<u32>>,
+        facts: UnboundedSender<Msg>,
+    ) -> Live {
+        Live {
+            model,
+            gen,
+            client: w.client.clone(),
+            ready: w.ready.clone(),
+            pid: w.pid,
+            gpus,
+            leases: AtomicUsize::new(0),
+            last_used_ms: AtomicU64::new(now_ms()),
+            facts,
+        }
+    }
+
+    /// Requests holding a lease now.
+    pub fn active(&self) -> usize {
+        self.leases.load(Ordering::Acquire) & !CLOSED
+    }
+
+    /// When it last finished serving (or started, if it never has).
+    pub fn last_used(&self) -> Instant {
+        epoch() + Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed))
+    }
+
+    /// A lease, unless the worker is closed; the first lease tells the supervisor it is busy.
+    pub fn try_lease(self: &Arc<Self>) -> Option<Lease> {
+        let before = take(&self.leases)?;
+        if before == 0 {
+            self.fact(Input::Busy { model: self.model.clone(), gen: self.gen });
+        }
+        Some(Lease { live: self.clone() })
+    }
+
+    /// Closes the worker to new leases if none is held; returns whether it did.
+    pub(super) fn try_close(&self) -> bool {
+        close(&self.leases)
+    }
+
+    fn fact(&self, input: Input) {
+        // The driver is gone only when the server is: nothing is left to tell.
+        let _ = self.facts.send(Msg::Fact(input));
+    }
+}
+
+/// A request's hold on a worker: while any lease is alive the worker counts as busy and is
+/// never evicted or unloaded for idleness.
+pub struct Lease {
+    pub live: Arc<Live>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let live = &self.live;
+        live.last_used_ms.store(now_ms(), Ordering::Relaxed);
+        if live.leases.fetch_sub(1, Ordering::AcqRel) & !CLOSED == 1 {
+            live.fact(Input::Idle { model: live.model.clone(), gen: live.gen });
+        }
+    }
+}
+
+/// Adds a lease to `count` unless it is closed; returns the count before.
+fn take(count: &AtomicUsize) -> Option<usize> {
+    count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n & CLOSED == 0).then_some(n + 1)).ok()
+}
+
+/// Closes `count` if it is zero; returns whether it did.
+fn close(count: &AtomicUsize) -> bool {
+    count.compare_exchange(0, CLOSED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+}
+
+/// The time every `last_used` is counted from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closes_only_when_idle_and_then_gives_no_lease() {
+        let leases = AtomicUsize::new(0);
+        assert_eq!(take(&leases), Some(0));
+        assert_eq!(take(&leases), Some(1));
+        assert!(!close(&leases), "held");
+        leases.fetch_sub(2, Ordering::AcqRel);
+        assert!(close(&leases));
+        assert_eq!(take(&leases), None, "closed");
+        assert_eq!(leases.load(Ordering::Acquire) & !CLOSED, 0);
+    }
+}

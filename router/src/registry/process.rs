@@ -1,0 +1,57 @@
+//! One worker process from spawn to exit: reports to the supervisor that it loaded (or could
+//! not), that its connection was lost, and how it ended; kills it when told to.
+
+use model_bucket_shared::ModelId;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Notify;
+
+use super::driver::Msg;
+use super::live::Live;
+use crate::supervisor::machine::{Gen, Input};
+use crate::worker::{self, WorkerSpec};
+
+/// Time the log follower gets to catch a dying worker's last lines before they go into the
+/// exit reason.
+const LAST_WORDS: Duration = Duration::from_millis(50);
+
+/// Runs worker `gen` of `model` until it exits. `kill` ends it at once once it is up.
+pub(super) async fn run(model: ModelId, gen: Gen, spec: WorkerSpec, facts: UnboundedSender<Msg>, kill: Arc<Notify>) {
+    let tell = |input: Input| {
+        let _ = facts.send(Msg::Fact(input));
+    };
+    let mut w = match worker::spawn(&spec).await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(model = %model, error = %e, "worker failed to start");
+            tell(Input::StartFailed { model, gen, reason: e.to_string() });
+            return;
+        }
+    };
+    let live = Arc::new(Live::new(model.clone(), gen, &w, spec.gpus.clone(), facts.clone()));
+    let _ = facts.send(Msg::Up(live));
+    let mut connected = true;
+    let status = loop {
+        tokio::select! {
+            msg = w.unsolicited.recv(), if connected => match msg {
+                Some(msg) => tracing::warn!(model = %model, ?msg, "worker message"),
+                // The connection is gone but perhaps not the process (a frame the router could
+                // not read): the supervisor decides what follows.
+                None => {
+                    connected = false;
+                    tracing::error!(model = %model, pid = w.pid, "lost the connection to the worker");
+                    tell(Input::ConnectionLost { model: model.clone(), gen });
+                }
+            },
+            status = w.child.wait() => break status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+            () = kill.notified() => {
+                let _ = w.child.start_kill();
+            }
+        }
+    };
+    tokio::time::sleep(LAST_WORDS).await;
+    let reason = format!("worker exited ({status}); last log: {}", w.stderr_tail.last(3));
+    tracing::info!(model = %model, pid = w.pid, %status, "worker process ended");
+    tell(Input::Exited { model, gen, reason });
+}

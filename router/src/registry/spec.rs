@@ -1,0 +1,76 @@
+//! How a model's worker is started and what it is expected to hold: the spec from the config
+//! and the server's defaults, the automatic core spread, the memory estimate.
+
+use model_bucket_shared::{ModelConfig, ModelInfo};
+
+use super::{Defaults, Registry};
+use crate::supervisor::budget;
+use crate::worker::WorkerSpec;
+
+/// Context per slot a worker uses when nothing sets it, in tokens (the worker's rule).
+const DEFAULT_CTX: u64 = 4096;
+
+/// How `m`'s worker is started: its config settings first, then the defaults.
+pub fn worker_spec(m: &ModelInfo, mc: &ModelConfig, d: &Defaults) -> WorkerSpec {
+    WorkerSpec {
+        model_id: m.id.clone(),
+        model_path: m.path.clone(),
+        worker_bin: d.worker_bin.clone(),
+        ctx: mc.ctx.or(d.ctx),
+        threads: mc.threads.or(d.threads),
+        parallel: mc.parallel.unwrap_or(d.parallel),
+        cpus: mc.cpus.clone(),
+        gpus: mc.gpus.clone(),
+        gpu_layers: mc.gpu_layers.unwrap_or(0),
+        chat_template: mc.chat_template.clone(),
+        load_timeout: d.load_timeout,
+        max_queue: d.max_queue,
+        // By default as much again as the slots' own KV cache.
+        prompt_cache: mc.prompt_cache_mib.map(|mib| mib << 20).or(d.prompt_cache).unwrap_or_else(|| {
+            let ctx = ctx_slot(m, mc.ctx.or(d.ctx));
+            budget::kv_bytes(m.size_bytes, m.kv_bytes_per_token, ctx * mc.parallel.unwrap_or(d.parallel) as u64)
+        }),
+        model_sha256: m.sha256.clone(),
+        kv_cache: d.kv_cache.clone(),
+    }
+}
+
+/// Context per slot of `m`'s worker, in tokens: the configured one, else the model's, at most
+/// [`DEFAULT_CTX`] (as the worker decides).
+pub fn ctx_slot(m: &ModelInfo, configured: Option<u32>) -> u64 {
+    configured.map(u64::from).unwrap_or_else(|| m.context_length.unwrap_or(DEFAULT_CTX).min(DEFAULT_CTX))
+}
+
+/// Bytes `m`'s worker is expected to need with `spec`, its prompt cache and its embedding
+/// context included (made on the first embeddings request, counted from the start so that an
+/// embeddings request never pushes a worker past its reservation).
+pub fn estimate(m: &ModelInfo, spec: &WorkerSpec) -> u64 {
+    let slot = ctx_slot(m, spec.ctx);
+    let embed = slot.min(model_bucket_shared::EMBED_CTX_TOKENS as u64);
+    let ctx = slot * spec.parallel as u64 + embed;
+    // The embedding context's logits, in its output and its compute buffer: one chunk of
+    // tokens × the vocabulary, in f32, twice.
+    let embed_logits = 2 * model_bucket_shared::EMBED_CHUNK_TOKENS as u64 * m.n_vocab.unwrap_or(128_000) * 4;
+    budget::estimate(m.size_bytes, m.kv_bytes_per_token, m.n_vocab, ctx)
+        .saturating_add(spec.prompt_cache)
+        .saturating_add(embed_logits)
+}
+
+impl Registry {
+    /// The spec `m`'s worker starts with now: config and defaults, plus cores from the
+    /// automatic spread (away from `taken`, the other workers' cores) when the config pins
+    /// none and it runs fewer threads than there are cores.
+    pub(super) fn spec_for(&self, m: &ModelInfo, taken: &[Vec<usize>]) -> (WorkerSpec, Option<Vec<usize>>) {
+        let mut spec = worker_spec(m, &self.model_config(m), &self.defaults);
+        let cores = match (&spec.cpus, spec.threads) {
+            (Some(list), _) => model_bucket_shared::cpus::parse_cpu_list(list).ok(),
+            (None, Some(t)) if (t as usize) < self.all_cores.len() => {
+                let picked = crate::supervisor::cores::assign(&self.all_cores, taken, t as usize);
+                spec.cpus = Some(crate::supervisor::cores::format_list(&picked));
+                Some(picked)
+            }
+            _ => None,
+        };
+        (spec, cores)
+    }
+}

@@ -1,0 +1,618 @@
+//! Every model's worker state and the RAM budget in one value with one entry point:
+//! [`Supervisor::handle`] takes a fact (a request's demand, a worker ready or gone, a lease
+//! released, a tick, an operator's command) at a time and returns the commands that follow
+//! from it. It starts no process and reads no clock: the registry's driver task carries out the
+//! [`Effect`]s and feeds back what happened, so every decision (and every race between facts)
+//! is replayed in tests as a list of inputs.
+//!
+//! Invariants kept by `handle`:
+//! - a model has at most one process; every process-related fact names the process
+//!   generation it is about, and a fact about an older generation changes nothing;
+//! - the bytes reserved for models never exceed the budget because of an admission: a model is
+//!   only spawned when [`budget::plan`] says it fits (measured growth can exceed it, and the
+//!   tick then evicts idle workers);
+//! - a worker some request holds is never evicted: eviction is an [`Effect::Evict`] that the
+//!   driver carries out only if the worker's lease count is zero, atomically with refusing new
+//!   leases, and answers [`Input::EvictRefused`] otherwise;
+//! - every waiting request gets exactly one answer, [`Effect::Admit`] or [`Effect::Reject`],
+//!   by its deadline at the latest.
+
+mod admission;
+#[cfg(test)]
+mod tests;
+
+use model_bucket_shared::ModelId;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::budget::{self, Plan, Resident};
+use super::error::RegistryError;
+use super::lifecycle::{self, Lifecycle, Phase, Policy};
+
+/// A worker process's number, unique over the server's life.
+pub type Gen = u64;
+/// A waiting request's number, chosen by the driver.
+pub type WaiterId = u64;
+
+/// Limits the supervisor decides with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The most memory all workers together may hold, in bytes.
+    pub budget: u64,
+    pub policy: Policy,
+    /// Time a drained worker gets to finish its requests.
+    pub drain_grace: Duration,
+    /// Time beyond the grace before a draining worker is killed.
+    pub kill_margin: Duration,
+    /// Longest an admission waits for other workers to free memory.
+    pub evict_wait: Duration,
+    /// Idle time after which a ready worker is unloaded, unless its model sets its own.
+    pub idle_ttl: Option<Duration>,
+}
+
+/// A fact.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A request wants `model`, which needs `need` bytes and unloads after `ttl` idle (`None`:
+    /// the server's); it waits as `waiter` until `deadline`.
+    Demand { waiter: WaiterId, model: ModelId, need: u64, ttl: Option<Duration>, deadline: Instant },
+    /// The worker of `gen` was given these cores (`None`: all).
+    Placed { model: ModelId, gen: Gen, cores: Option<Vec<usize>> },
+    /// The worker loaded its model and holds `memory_bytes`.
+    Ready { model: ModelId, gen: Gen, memory_bytes: u64 },
+    /// The worker could not start or load.
+    StartFailed { model: ModelId, gen: Gen, reason: String },
+    /// The worker process ended.
+    Exited { model: ModelId, gen: Gen, reason: String },
+    /// The connection to the worker is gone (a request or the reader saw it) but the process
+    /// may not be: nobody can talk to it any more.
+    ConnectionLost { model: ModelId, gen: Gen },
+    /// A request took the first lease on the worker.
+    Busy { model: ModelId, gen: Gen },
+    /// The last lease on the worker was released.
+    Idle { model: ModelId, gen: Gen },
+    /// The worker was closed to new leases for an [`Effect::Evict`].
+    Evicted { model: ModelId, gen: Gen },
+    /// An [`Effect::Evict`] found the worker held by a request.
+    EvictRefused { model: ModelId, gen: Gen },
+    /// The worker's resident memory, in bytes.
+    Measured { model: ModelId, gen: Gen, bytes: u64 },
+    /// Time passed: deadlines, idle TTLs, the budget.
+    Tick,
+    /// Unload (an operator, or the file left the folder).
+    Stop { model: ModelId },
+    /// Drain and start again with the current settings (SIGUSR1).
+    Restart { model: ModelId },
+    /// Forget a failure (SIGHUP, rescan, an explicit load).
+    Reset { model: ModelId },
+    /// The server is stopping: no new workers; every worker drains.
+    Shutdown,
+}
+
+/// What requests see of a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    Unloaded,
+    Loading,
+    /// Its worker of this generation takes requests.
+    Ready(Gen),
+    Draining,
+    Failed(String),
+}
+
+impl View {
+    pub fn name(&self) -> &'static str {
+        match self {
+            View::Unloaded => "unloaded",
+            View::Loading => "loading",
+            View::Ready(_) => "ready",
+            View::Draining => "draining",
+            View::Failed(_) => "failed",
+        }
+    }
+}
+
+/// A command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Start a worker for `model`, numbered `gen`, and report [`Input::Placed`], then
+    /// [`Input::Ready`] or [`Input::StartFailed`], then [`Input::Exited`].
+    Spawn {
+        model: ModelId,
+        gen: Gen,
+    },
+    /// Ask the worker to finish its requests within `grace` and exit.
+    Drain {
+        model: ModelId,
+        gen: Gen,
+        grace: Duration,
+    },
+    /// End the process now.
+    Kill {
+        model: ModelId,
+        gen: Gen,
+        why: &'static str,
+    },
+    /// Close the worker to new leases if none is held, then answer [`Input::Evicted`];
+    /// otherwise answer [`Input::EvictRefused`].
+    Evict {
+        model: ModelId,
+        gen: Gen,
+        why: &'static str,
+    },
+    /// Show requests this state of `model`.
+    Publish {
+        model: ModelId,
+        view: View,
+    },
+    /// The waiter's model is ready: take a lease.
+    Admit {
+        waiter: WaiterId,
+    },
+    Reject {
+        waiter: WaiterId,
+        error: RegistryError,
+    },
+    /// A ready worker crashed; `failed`: too often, the model is now failed.
+    Crashed {
+        model: ModelId,
+        reason: String,
+        failed: bool,
+    },
+}
+
+/// One waiting request.
+#[derive(Debug, Clone)]
+struct Waiter {
+    id: WaiterId,
+    deadline: Instant,
+}
+
+/// One model's supervision state.
+#[derive(Debug, Clone)]
+struct Entry {
+    life: Lifecycle,
+    /// The current (or last) process's generation.
+    gen: Gen,
+    /// A process of `gen` exists (starting, ready or draining).
+    process: bool,
+    /// Its connection works; false once it was lost.
+    reachable: bool,
+    /// When it is killed if it has not exited (draining).
+    kill_at: Option<Instant>,
+    killed: bool,
+    /// When the backoff ends.
+    retry_at: Option<Instant>,
+    /// What it counts against the budget, in bytes: the estimate while loading, then the
+    /// larger of the estimate and the measured memory; 0 when stopped or failed.
+    bytes: u64,
+    /// The estimate of the last admission, in bytes.
+    need: u64,
+    cores: Option<Vec<usize>>,
+    busy: bool,
+    last_used: Instant,
+    ttl: Option<Duration>,
+    /// An eviction is in flight.
+    evicting: bool,
+    evictions: u64,
+    waiters: Vec<Waiter>,
+    published: View,
+}
+
+impl Entry {
+    fn new(now: Instant) -> Entry {
+        Entry {
+            life: Lifecycle::default(),
+            gen: 0,
+            process: false,
+            reachable: false,
+            kill_at: None,
+            killed: false,
+            retry_at: None,
+            bytes: 0,
+            need: 0,
+            cores: None,
+            busy: false,
+            last_used: now,
+            ttl: None,
+            evicting: false,
+            evictions: 0,
+            waiters: Vec::new(),
+            published: View::Unloaded,
+        }
+    }
+
+    fn view(&self) -> View {
+        match &self.life.phase {
+            Phase::Stopped => View::Unloaded,
+            Phase::Ready if self.reachable => View::Ready(self.gen),
+            Phase::Starting | Phase::Backoff | Phase::Ready => View::Loading,
+            Phase::Draining { .. } => View::Draining,
+            Phase::Failed(r) => View::Failed(r.clone()),
+        }
+    }
+}
+
+/// A model waiting for memory to start, in arrival order.
+#[derive(Debug, Clone)]
+struct Admission {
+    model: ModelId,
+    /// Set when it reaches the head of the queue: it waits for evictions until then.
+    evict_deadline: Option<Instant>,
+}
+
+/// One model as `/admin/workers` shows it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub model: ModelId,
+    pub phase: &'static str,
+    pub gen: Gen,
+    pub cores: Option<Vec<usize>>,
+    pub budget_bytes: u64,
+    pub restarts: u32,
+    pub evictions: u64,
+    pub last_exit: Option<String>,
+    pub error: Option<String>,
+}
+
+pub struct Supervisor {
+    settings: Settings,
+    models: BTreeMap<ModelId, Entry>,
+    admissions: VecDeque<Admission>,
+    next_gen: Gen,
+    stopping: bool,
+}
+
+impl Supervisor {
+    pub fn new(settings: Settings) -> Supervisor {
+        Supervisor { settings, models: BTreeMap::new(), admissions: VecDeque::new(), next_gen: 0, stopping: false }
+    }
+
+    /// Applies `input` at `now`; returns what to carry out, in order.
+    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Effect> {
+        let mut out = Vec::new();
+        self.apply(now, input, &mut out);
+        self.expire(now, &mut out);
+        self.requeue();
+        self.admit(now, &mut out);
+        self.publish(&mut out);
+        out
+    }
+
+    /// The earliest time a deadline falls due: the driver sends a [`Input::Tick`] then.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let per_model = self.models.values().flat_map(|e| {
+            let kill = e.kill_at.filter(|_| e.process && !e.killed);
+            let waits = e.waiters.iter().map(|w| w.deadline);
+            kill.into_iter().chain(e.retry_at).chain(waits)
+        });
+        per_model.chain(self.admissions.iter().filter_map(|a| a.evict_deadline)).min()
+    }
+
+    /// Whether any worker process still exists.
+    pub fn has_processes(&self) -> bool {
+        self.models.values().any(|e| e.process)
+    }
+
+    /// The cores given to every worker but `except`'s.
+    pub fn cores_taken(&self, except: &ModelId) -> Vec<Vec<usize>> {
+        self.models.iter().filter(|(id, _)| *id != except).filter_map(|(_, e)| e.cores.clone()).collect()
+    }
+
+    /// Models whose worker is ready now.
+    pub fn ready(&self) -> Vec<ModelId> {
+        self.models.iter().filter(|(_, e)| e.life.phase == Phase::Ready).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Every model that has (or had) a worker and is not simply stopped.
+    pub fn rows(&self) -> Vec<Row> {
+        let rows = self.models.iter().filter(|(_, e)| e.life.phase != Phase::Stopped);
+        rows.map(|(id, e)| Row {
+            model: id.clone(),
+            phase: e.life.phase.name(),
+            gen: e.gen,
+            cores: e.cores.clone(),
+            budget_bytes: e.bytes,
+            restarts: e.life.restarts,
+            evictions: e.evictions,
+            last_exit: e.life.last_exit.clone(),
+            error: match &e.life.phase {
+                Phase::Failed(r) => Some(r.clone()),
+                _ => None,
+            },
+        })
+        .collect()
+    }
+
+    /// Bytes reserved by all models together.
+    pub fn reserved(&self) -> u64 {
+        self.models.values().map(|e| e.bytes).sum()
+    }
+
+    fn entry(&mut self, model: &ModelId, now: Instant) -> &mut Entry {
+        self.models.entry(model.clone()).or_insert_with(|| Entry::new(now))
+    }
+
+    /// The entry a fact about process `gen` of `model` concerns, if it is still current.
+    fn current(&mut self, model: &ModelId, gen: Gen) -> Option<&mut Entry> {
+        self.models.get_mut(model).filter(|e| e.gen == gen && e.process)
+    }
+
+    fn apply(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
+        match input {
+            Input::Demand { waiter, model, need, ttl, deadline } => {
+                self.demand(now, waiter, model, need, ttl, deadline, out)
+            }
+            Input::Placed { model, gen, cores } => {
+                if let Some(e) = self.current(&model, gen) {
+                    e.cores = cores;
+                }
+            }
+            Input::Ready { model, gen, memory_bytes } => {
+                if let Some(e) = self.current(&model, gen) {
+                    e.bytes = e.need.max(memory_bytes);
+                    e.last_used = now;
+                    e.busy = false;
+                    e.reachable = true;
+                    self.step(&model, lifecycle::Event::Ready, now, out);
+                }
+            }
+            Input::StartFailed { model, gen, reason } => {
+                if let Some(e) = self.current(&model, gen) {
+                    e.process = false;
+                    self.step(&model, lifecycle::Event::StartFailed(reason), now, out);
+                }
+            }
+            Input::Exited { model, gen, reason } => {
+                let Some(e) = self.current(&model, gen) else { return };
+                e.process = false;
+                e.kill_at = None;
+                e.busy = false;
+                e.evicting = false;
+                let was_ready = e.life.phase == Phase::Ready;
+                // A process that ends before it was ready failed to start.
+                let ev = if e.life.phase == Phase::Starting {
+                    lifecycle::Event::StartFailed(reason.clone())
+                } else {
+                    lifecycle::Event::Exited(reason.clone())
+                };
+                self.step(&model, ev, now, out);
+                if was_ready {
+                    let failed = matches!(self.models[&model].life.phase, Phase::Failed(_));
+                    out.push(Effect::Crashed { model, reason, failed });
+                }
+            }
+            Input::ConnectionLost { model, gen } => {
+                if let Some(e) = self.current(&model, gen) {
+                    e.reachable = false;
+                    if !e.killed {
+                        e.killed = true;
+                        out.push(Effect::Kill { model, gen, why: "its connection was lost" });
+                    }
+                }
+            }
+            Input::Busy { model, gen } => {
+                if let Some(e) = self.current(&model, gen) {
+                    e.busy = true;
+                }
+            }
+            Input::Idle { model, gen } => {
+                if let Some(e) = self.current(&model, gen) {
+                    e.busy = false;
+                    e.last_used = now;
+                }
+            }
+            Input::Evicted { model, gen } => {
+                let Some(e) = self.models.get_mut(&model).filter(|e| e.gen == gen) else { return };
+                e.evicting = false;
+                e.evictions += 1;
+                self.step(&model, lifecycle::Event::Stop, now, out);
+            }
+            Input::EvictRefused { model, gen } => {
+                if let Some(e) = self.current(&model, gen) {
+                    e.evicting = false;
+                    e.busy = true;
+                }
+            }
+            Input::Measured { model, gen, bytes } => {
+                if let Some(e) = self.current(&model, gen).filter(|e| e.bytes > 0) {
+                    e.bytes = e.need.max(bytes);
+                }
+            }
+            Input::Tick => self.housekeep(now, out),
+            Input::Stop { model } => {
+                if self.models.contains_key(&model) {
+                    self.step(&model, lifecycle::Event::Stop, now, out);
+                }
+            }
+            Input::Restart { model } => {
+                if self.models.contains_key(&model) {
+                    self.step(&model, lifecycle::Event::Restart, now, out);
+                }
+            }
+            Input::Reset { model } => {
+                if self.models.contains_key(&model) {
+                    self.step(&model, lifecycle::Event::Reset, now, out);
+                }
+            }
+            Input::Shutdown => {
+                self.stopping = true;
+                self.admissions.clear();
+                let ids: Vec<ModelId> = self.models.keys().cloned().collect();
+                for id in ids {
+                    for w in std::mem::take(&mut self.entry(&id, now).waiters) {
+                        out.push(Effect::Reject { waiter: w.id, error: RegistryError::ShuttingDown });
+                    }
+                    self.step(&id, lifecycle::Event::Stop, now, out);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn demand(
+        &mut self,
+        now: Instant,
+        waiter: WaiterId,
+        model: ModelId,
+        need: u64,
+        ttl: Option<Duration>,
+        deadline: Instant,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.stopping {
+            out.push(Effect::Reject { waiter, error: RegistryError::ShuttingDown });
+            return;
+        }
+        let e = self.entry(&model, now);
+        e.ttl = ttl;
+        if e.life.phase == Phase::Stopped {
+            e.need = need;
+        }
+        match e.view() {
+            // The request raced a publish: it can take a lease now.
+            View::Ready(_) => out.push(Effect::Admit { waiter }),
+            View::Failed(reason) => out
+                .push(Effect::Reject { waiter, error: RegistryError::Failed { model, reason, while_waiting: false } }),
+            _ => e.waiters.push(Waiter { id: waiter, deadline }),
+        }
+    }
+
+    /// Feeds a lifecycle event to `model` and carries out what it returns.
+    fn step(&mut self, model: &ModelId, ev: lifecycle::Event, now: Instant, out: &mut Vec<Effect>) {
+        let (settings, next_gen) = (&self.settings, &mut self.next_gen);
+        let Some(e) = self.models.get_mut(model) else { return };
+        match e.life.step(ev, now, &settings.policy) {
+            Some(lifecycle::Effect::Spawn) => {
+                *next_gen += 1;
+                e.gen = *next_gen;
+                e.process = true;
+                e.reachable = true;
+                e.killed = false;
+                e.kill_at = None;
+                e.retry_at = None;
+                e.busy = false;
+                out.push(Effect::Spawn { model: model.clone(), gen: e.gen });
+            }
+            Some(lifecycle::Effect::RetryAfter(delay)) => e.retry_at = Some(now + delay),
+            Some(lifecycle::Effect::Drain) => {
+                let grace = settings.drain_grace;
+                e.kill_at = Some(now + grace + settings.kill_margin);
+                out.push(Effect::Drain { model: model.clone(), gen: e.gen, grace });
+            }
+            None => {}
+        }
+        match &e.life.phase {
+            Phase::Stopped | Phase::Failed(_) => {
+                e.bytes = 0;
+                e.cores = None;
+                e.retry_at = None;
+            }
+            Phase::Backoff => {}
+            _ => e.retry_at = None,
+        }
+        match e.view() {
+            View::Ready(_) => {
+                for w in e.waiters.drain(..) {
+                    out.push(Effect::Admit { waiter: w.id });
+                }
+            }
+            View::Failed(reason) => {
+                for w in e.waiters.drain(..) {
+                    let error =
+                        RegistryError::Failed { model: model.clone(), reason: reason.clone(), while_waiting: true };
+                    out.push(Effect::Reject { waiter: w.id, error });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Deadlines that have passed: waiters answered, backoffs over, drains past their grace.
+    fn expire(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let head = self.admissions.front().map(|a| a.model.clone());
+        let ids: Vec<ModelId> = self.models.keys().cloned().collect();
+        for id in ids {
+            let queued = self.admissions.iter().any(|a| a.model == id);
+            let e = self.models.get_mut(&id).expect("listed");
+            let mut kept = Vec::with_capacity(e.waiters.len());
+            for w in e.waiters.drain(..) {
+                if w.deadline > now {
+                    kept.push(w);
+                    continue;
+                }
+                let error = if !queued {
+                    RegistryError::StillLoading { model: id.clone() }
+                } else if head.as_ref() == Some(&id) {
+                    RegistryError::Evicting { model: id.clone() }
+                } else {
+                    RegistryError::Queued { model: id.clone() }
+                };
+                out.push(Effect::Reject { waiter: w.id, error });
+            }
+            e.waiters = kept;
+            if e.process && !e.killed && e.kill_at.is_some_and(|t| t <= now) {
+                e.killed = true;
+                out.push(Effect::Kill { model: id.clone(), gen: e.gen, why: "it did not exit after draining" });
+            }
+            if e.retry_at.is_some_and(|t| t <= now) {
+                e.retry_at = None;
+                self.step(&id, lifecycle::Event::RetryDue, now, out);
+            }
+        }
+    }
+
+    /// The tick's own work: idle workers past their TTL and growth over the budget.
+    fn housekeep(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let default_ttl = self.settings.idle_ttl;
+        for (id, e) in self.models.iter_mut() {
+            let ttl = e.ttl.or(default_ttl).filter(|t| !t.is_zero());
+            let idle = e.life.phase == Phase::Ready && e.reachable && !e.busy && !e.evicting;
+            if idle && ttl.is_some_and(|t| now.duration_since(e.last_used) >= t) {
+                e.evicting = true;
+                out.push(Effect::Evict { model: id.clone(), gen: e.gen, why: "idle past its ttl" });
+            }
+        }
+        if let Plan::Evict(victims) = budget::plan(0, self.settings.budget, &self.residents(None)) {
+            self.evict(victims, "workers grew over the RAM budget", out);
+        }
+    }
+
+    /// What the budget planner needs to know about every model but `except`.
+    fn residents(&self, except: Option<&ModelId>) -> Vec<Resident> {
+        let others = self.models.iter().filter(|(id, e)| Some(*id) != except && e.bytes > 0);
+        others
+            .map(|(id, e)| Resident {
+                id: id.to_string(),
+                bytes: e.bytes,
+                busy: e.busy,
+                // A model waiting to restart after a crash holds no process: evicting it frees
+                // its reservation at once. One already being evicted is not chosen twice.
+                evictable: matches!(e.life.phase, Phase::Ready | Phase::Backoff) && !e.evicting,
+                leaving: e.life.phase == (Phase::Draining { restart: false }) || e.evicting,
+                last_used: e.last_used,
+            })
+            .collect()
+    }
+
+    fn evict(&mut self, victims: Vec<String>, why: &'static str, out: &mut Vec<Effect>) {
+        for v in victims {
+            let id = ModelId::from(v.as_str());
+            if let Some(e) = self.models.get_mut(&id).filter(|e| !e.evicting) {
+                e.evicting = true;
+                out.push(Effect::Evict { model: id, gen: e.gen, why });
+            }
+        }
+    }
+
+    /// Emits the views that changed.
+    fn publish(&mut self, out: &mut Vec<Effect>) {
+        for (id, e) in self.models.iter_mut() {
+            let view = e.view();
+            if view != e.published {
+                e.published = view.clone();
+                out.push(Effect::Publish { model: id.clone(), view });
+            }
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Replays: a sequence of facts and the commands it must produce. Each race the supervision
+//! reviews found has one here.
+
+use super::*;
+
+const MIB: u64 = 1 << 20;
+
+fn settings() -> Settings {
+    Settings {
+        budget: 1000 * MIB,
+        policy: Policy {
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(8),
+            max_crashes: 3,
+            window: Duration::from_secs(60),
+        },
+        drain_grace: Duration::from_secs(10),
+        kill_margin: Duration::from_secs(3),
+        evict_wait: Duration::from_secs(30),
+        idle_ttl: None,
+    }
+}
+
+/// A supervisor and a clock the replay moves.
+struct Replay {
+    s: Supervisor,
+    t0: Instant,
+    now: Instant,
+}
+
+fn id(name: &str) -> ModelId {
+    ModelId::from(name)
+}
+
+impl Replay {
+    fn new() -> Replay {
+        Replay::with(settings())
+    }
+
+    fn with(settings: Settings) -> Replay {
+        let t0 = Instant::now();
+        Replay { s: Supervisor::new(settings), t0, now: t0 }
+    }
+
+    fn at(&mut self, secs: u64) -> &mut Replay {
+        self.now = self.t0 + Duration::from_secs(secs);
+        self
+    }
+
+    fn feed(&mut self, input: Input) -> Vec<Effect> {
+        self.s.handle(self.now, input)
+    }
+
+    /// A request for `model` (needing `mib`) waiting 60 s at most.
+    fn demand(&mut self, waiter: WaiterId, model: &str, mib: u64) -> Vec<Effect> {
+        let deadline = self.now + Duration::from_secs(60);
+        self.feed(Input::Demand { waiter, model: id(model), need: mib * MIB, ttl: None, deadline })
+    }
+
+    /// `model` started as `gen` and is ready; returns the effects of the ready.
+    fn ready(&mut self, model: &str, gen: Gen) -> Vec<Effect> {
+        self.feed(Input::Ready { model: id(model), gen, memory_bytes: MIB })
+    }
+
+    /// Loads `model` for request `waiter` and checks it is admitted; returns its generation.
+    fn load(&mut self, waiter: WaiterId, model: &str, mib: u64) -> Gen {
+        let out = self.demand(waiter, model, mib);
+        let gen = spawned(&out, model).unwrap_or_else(|| panic!("{model} not spawned: {out:?}"));
+        assert!(self.ready(model, gen).contains(&Effect::Admit { waiter }));
+        gen
+    }
+
+    fn view(&self, model: &str) -> View {
+        self.s.models[&id(model)].view()
+    }
+}
+
+fn spawned(out: &[Effect], model: &str) -> Option<Gen> {
+    out.iter().find_map(|e| match e {
+        Effect::Spawn { model: m, gen } if m == model => Some(*gen),
+        _ => None,
+    })
+}
+
+fn evicted(out: &[Effect]) -> Vec<String> {
+    out.iter()
+        .filter_map(|e| match e {
+            Effect::Evict { model, .. } => Some(model.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rejection(out: &[Effect], waiter: WaiterId) -> Option<RegistryError> {
+    out.iter().find_map(|e| match e {
+        Effect::Reject { waiter: w, error } if *w == waiter => Some(error.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn concurrent_requests_share_one_load() {
+    let mut r = Replay::new();
+    let first = r.demand(1, "a", 100);
+    assert_eq!(spawned(&first, "a"), Some(1));
+    assert!(first.contains(&Effect::Publish { model: id("a"), view: View::Loading }));
+    for w in 2..6 {
+        let out = r.demand(w, "a", 100);
+        assert!(spawned(&out, "a").is_none(), "{out:?}");
+    }
+    let out = r.ready("a", 1);
+    for w in 1..6 {
+        assert!(out.contains(&Effect::Admit { waiter: w }), "{out:?}");
+    }
+    assert!(out.contains(&Effect::Publish { model: id("a"), view: View::Ready(1) }));
+    // A request that raced the publish is admitted at once.
+    assert_eq!(r.demand(9, "a", 100), vec![Effect::Admit { waiter: 9 }]);
+}
+
+#[test]
+fn a_busy_worker_is_never_evicted() {
+    // The eviction is decided while the worker looks idle, but a request leases it before the
+    // driver carries it out: the driver's guard refuses, and nothing is stopped.
+    let mut r = Replay::with(Settings { budget: 300 * MIB, ..settings() });
+    let a = r.load(1, "a", 200);
+    let out = r.demand(2, "b", 200);
+    assert_eq!(evicted(&out), vec!["a"]);
+    assert!(spawned(&out, "b").is_none());
+    let out = r.feed(Input::EvictRefused { model: id("a"), gen: a });
+    assert!(out.iter().all(|e| !matches!(e, Effect::Drain { .. } | Effect::Spawn { .. })), "{out:?}");
+    assert_eq!(r.view("a"), View::Ready(a));
+    // When its request ends it is idle again, and the waiting model evicts it then.
+    let out = r.feed(Input::Idle { model: id("a"), gen: a });
+    assert_eq!(evicted(&out), vec!["a"]);
+    let out = r.feed(Input::Evicted { model: id("a"), gen: a });
+    assert!(out.contains(&Effect::Drain { model: id("a"), gen: a, grace: Duration::from_secs(10) }));
+    assert_eq!(r.view("a"), View::Draining);
+    assert!(spawned(&out, "b").is_none(), "b waits for a's memory: {out:?}");
+    let out = r.feed(Input::Exited { model: id("a"), gen: a, reason: "exit status: 0".into() });
+    assert!(spawned(&out, "b").is_some(), "{out:?}");
+    assert_eq!(r.s.rows().iter().find(|row| row.model == "a").map(|row| row.evictions), None);
+    assert_eq!(r.s.models[&id("a")].evictions, 1);
+}
+
+#[test]
+fn admission_waits_for_draining_workers_instead_of_evicting_more() {
+    let mut r = Replay::with(Settings { budget: 500 * MIB, ..settings() });
+    let a = r.load(1, "a", 200);
+    let _b = r.load(2, "b", 200);
+    r.at(1).feed(Input::Stop { model: id("a") });
+    assert_eq!(r.view("a"), View::Draining);
+    // 400 held, 200 of it leaving: 250 more fits once a is gone; b stays.
+    let out = r.demand(3, "c", 250);
+    assert!(evicted(&out).is_empty(), "{out:?}");
+    assert!(spawned(&out, "c").is_none());
+    let out = r.feed(Input::Exited { model: id("a"), gen: a, reason: "exit status: 0".into() });
+    assert!(spawned(&out, "c").is_some(), "{out:?}");
+    assert_eq!(r.view("b"), View::Ready(2));
+}
+
+#[test]
+fn a_crashed_worker_in_backoff_can_be_evicted_and_frees_its_reservation() {
+    let mut r = Replay::with(Settings { budget: 300 * MIB, ..settings() });
+    let a = r.load(1, "a", 200);
+    let out = r.feed(Input::Exited { model: id("a"), gen: a, reason: "signal: 9".into() });
+    assert!(out.contains(&Effect::Crashed { model: id("a"), reason: "signal: 9".into(), failed: false }));
+    assert_eq!(r.view("a"), View::Loading);
+    assert_eq!(r.s.reserved(), 200 * MIB, "backoff keeps its reservation");
+    let out = r.demand(2, "b", 200);
+    assert_eq!(evicted(&out), vec!["a"]);
+    let out = r.feed(Input::Evicted { model: id("a"), gen: a });
+    assert!(spawned(&out, "b").is_some(), "no process to wait for: {out:?}");
+    assert_eq!(r.view("a"), View::Unloaded);
+    // The backoff's retry, when it comes, starts nothing.
+    let out = r.at(5).feed(Input::Tick);
+    assert!(spawned(&out, "a").is_none(), "{out:?}");
+}
+
+#[test]
+fn no_worker_starts_after_shutdown_began() {
+    let mut r = Replay::with(Settings { budget: 300 * MIB, ..settings() });
+    let a = r.load(1, "a", 200);
+    let out = r.demand(2, "b", 200);
+    assert_eq!(evicted(&out), vec!["a"]);
+    let out = r.feed(Input::Shutdown);
+    assert_eq!(rejection(&out, 2), Some(RegistryError::ShuttingDown));
+    assert!(out.contains(&Effect::Drain { model: id("a"), gen: a, grace: Duration::from_secs(10) }));
+    // The eviction lands after the shutdown, then the worker exits: nothing starts.
+    let mut later = r.feed(Input::Evicted { model: id("a"), gen: a });
+    later.extend(r.feed(Input::Exited { model: id("a"), gen: a, reason: "exit status: 0".into() }));
+    later.extend(r.demand(3, "b", 10));
+    assert!(later.iter().all(|e| !matches!(e, Effect::Spawn { .. })), "{later:?}");
+    assert_eq!(rejection(&later, 3), Some(RegistryError::ShuttingDown));
+    assert!(!r.s.has_processes());
+}
+
+#[test]
+fn a_lost_connection_kills_the_worker_and_requests_wait_for_the_restart() {
+    let mut r = Replay::new();
+    let a = r.load(1, "a", 100);
+    let out = r.feed(Input::ConnectionLost { model: id("a"), gen: a });
+    assert!(out.contains(&Effect::Kill { model: id("a"), gen: a, why: "its connection was lost" }));
+    assert!(out.contains(&Effect::Publish { model: id("a"), view: View::Loading }));
+    // A second report of the same loss kills once.
+    assert!(r.feed(Input::ConnectionLost { model: id("a"), gen: a }).is_empty());
+    // The next request waits instead of getting the dead worker.
+    let out = r.demand(2, "a", 100);
+    assert!(!out.contains(&Effect::Admit { waiter: 2 }), "{out:?}");
+    r.feed(Input::Exited { model: id("a"), gen: a, reason: "signal: 9".into() });
+    let out = r.at(1).feed(Input::Tick);
+    let b = spawned(&out, "a").expect("restarted after the backoff");
+    assert!(b > a);
+    assert!(r.ready("a", b).contains(&Effect::Admit { waiter: 2 }));
+}
+
+#[test]
+fn a_request_that_meets_a_draining_worker_waits_for_the_next_one() {
+    let mut r = Replay::new();
+    let a = r.load(1, "a", 100);
+    let out = r.feed(Input::Restart { model: id("a") });
+    assert!(out.contains(&Effect::Drain { model: id("a"), gen: a, grace: Duration::from_secs(10) }));
+    let out = r.demand(2, "a", 100);
+    assert!(out.is_empty(), "{out:?}");
+    let out = r.feed(Input::Exited { model: id("a"), gen: a, reason: "exit status: 0".into() });
+    let b = spawned(&out, "a").expect("respawned");
+    assert!(r.ready("a", b).contains(&Effect::Admit { waiter: 2 }));
+    assert_eq!(r.s.models[&id("a")].life.restarts, 0, "a restart on request is no crash");
+}
+
+#[test]
+fn facts_about_an_older_process_change_nothing() {
+    let mut r = Replay::new();
+    let a = r.load(1, "a", 100);
+    r.feed(Input::ConnectionLost { model: id("a"), gen: a });
+    r.feed(Input::Exited { model: id("a"), gen: a, reason: "signal: 9".into() });
+    let b = spawned(&r.at(1).feed(Input::Tick), "a").expect("restarted");
+    r.ready("a", b);
+    // Late reports about the first process: its memory, its exit, its loss, its lease.
+    let mut out = r.feed(Input::Measured { model: id("a"), gen: a, bytes: 900 * MIB });
+    out.extend(r.feed(Input::Exited { model: id("a"), gen: a, reason: "late".into() }));
+    out.extend(r.feed(Input::ConnectionLost { model: id("a"), gen: a }));
+    out.extend(r.feed(Input::Busy { model: id("a"), gen: a }));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(r.view("a"), View::Ready(b));
+    assert_eq!(r.s.reserved(), 100 * MIB);
+    assert!(!r.s.models[&id("a")].busy);
+}
+
+#[test]
+fn a_draining_worker_that_does_not_exit_is_killed_after_the_grace() {
+    let mut r = Replay::new();
+    let a = r.load(1, "a", 100);
+    r.feed(Input::Stop { model: id("a") });
+    assert_eq!(r.s.next_deadline(), Some(r.t0 + Duration::from_secs(13)));
+    assert!(r.at(12).feed(Input::Tick).is_empty());
+    assert_eq!(
+        r.at(13).feed(Input::Tick),
+        vec![Effect::Kill { model: id("a"), gen: a, why: "it did not exit after draining" }]
+    );
+    assert!(r.at(20).feed(Input::Tick).is_empty(), "killed once");
+    r.feed(Input::Exited { model: id("a"), gen: a, reason: "signal: 9".into() });
+    assert_eq!(r.view("a"), View::Unloaded);
+    assert_eq!(r.s.models[&id("a")].life.restarts, 0, "a kill after a drain is no crash");
+}
+
+#[test]
+fn a_stop_while_loading_drains_once_up() {
+    let mut r = Replay::new();
+    let out = r.demand(1, "a", 100);
+    let a = spawned(&out, "a").unwrap();
+    r.feed(Input::Stop { model: id("a") });
+    let out = r.ready("a", a);
+    assert!(out.contains(&Effect::Drain { model: id("a"), gen: a, grace: Duration::from_secs(10) }));
+    // Its waiter is still there: it starts again for it.
+    let out = r.feed(Input::Exited { model: id("a"), gen: a, reason: "exit status: 0".into() });
+    let b = spawned(&out, "a").expect("started again for the waiter");
+    assert!(r.ready("a", b).contains(&Effect::Admit { waiter: 1 }));
+}
+
+#[test]
+fn crashes_back_off_then_fail_the_model_and_its_waiters() {
+    let mut r = Replay::new();
+    let mut gen = r.load(1, "a", 100);
+    for (i, delay) in [(0u64, 1u64), (2, 2)] {
+        let out = r.at(i).feed(Input::Exited { model: id("a"), gen, reason: "boom".into() });
+        assert!(out.contains(&Effect::Crashed { model: id("a"), reason: "boom".into(), failed: false }));
+        assert!(spawned(&r.at(i + delay - 1).feed(Input::Tick), "a").is_none(), "not before the backoff");
+        gen = spawned(&r.at(i + delay).feed(Input::Tick), "a").expect("after the backoff");
+        r.ready("a", gen);
+    }
+    r.demand(7, "a", 100);
+    let out = r.at(5).feed(Input::Exited { model: id("a"), gen, reason: "boom".into() });
+    assert!(out.contains(&Effect::Crashed { model: id("a"), reason: "boom".into(), failed: true }), "{out:?}");
+    assert!(matches!(r.view("a"), View::Failed(ref why) if why.contains("crashed 3 times")));
+    assert_eq!(r.s.reserved(), 0);
+    // A request that comes now is told at once; a reset lets the next one load it.
+    let out = r.demand(8, "a", 100);
+    assert!(matches!(rejection(&out, 8), Some(RegistryError::Failed { while_waiting: false, .. })), "{out:?}");
+    r.feed(Input::Reset { model: id("a") });
+    assert!(spawned(&r.demand(9, "a", 100), "a").is_some());
+}
+
+#[test]
+fn a_load_that_fails_rejects_its_waiters_as_seen_failing() {
+    let mut r = Replay::new();
+    let a = spawned(&r.demand(1, "a", 100), "a").unwrap();
+    r.demand(2, "a", 100);
+    let out = r.feed(Input::StartFailed { model: id("a"), gen: a, reason: "bad file".into() });
+    for w in [1, 2] {
+        assert_eq!(
+            rejection(&out, w),
+            Some(RegistryError::Failed { model: id("a"), reason: "bad file".into(), while_waiting: true })
+        );
+    }
+    assert_eq!(r.view("a"), View::Failed("bad file".into()));
+}
+
+#[test]
+fn too_large_no_memory_and_deadlines() {
+    let mut r = Replay::with(Settings { budget: 300 * MIB, evict_wait: Duration::from_secs(5), ..settings() });
+    let out = r.demand(1, "huge", 400);
+    assert!(matches!(rejection(&out, 1), Some(RegistryError::TooLarge { .. })));
+    let a = r.load(2, "a", 200);
+    r.feed(Input::Busy { model: id("a"), gen: a });
+    // Busy a holds the memory: b waits for the evict wait, then gets a clear answer.
+    assert!(r.demand(3, "b", 200).is_empty());
+    // c queues behind b.
+    assert!(r.demand(4, "c", 50).is_empty());
+    assert_eq!(r.s.next_deadline(), Some(r.t0 + Duration::from_secs(5)));
+    let out = r.at(5).feed(Input::Tick);
+    assert_eq!(
+        rejection(&out, 3),
+        Some(RegistryError::NoMemory { model: id("b"), need: 200 * MIB, budget: 300 * MIB, busy: 200 * MIB })
+    );
+    // Then c, which fits, starts.
+    assert!(spawned(&out, "c").is_some(), "{out:?}");
+    // A waiter whose own deadline passes while its model loads is told so.
+    let out = r.at(60).feed(Input::Tick);
+    assert_eq!(rejection(&out, 4), Some(RegistryError::StillLoading { model: id("c") }));
+}
+
+#[test]
+fn idle_ttl_evicts_per_model_and_growth_over_budget_evicts_lru() {
+    let mut r = Replay::with(Settings { budget: 500 * MIB, idle_ttl: Some(Duration::from_secs(100)), ..settings() });
+    let deadline = r.now + Duration::from_secs(60);
+    let ttl = Some(Duration::from_secs(10));
+    let out = r.feed(Input::Demand { waiter: 1, model: id("short"), need: 100 * MIB, ttl, deadline });
+    let short = spawned(&out, "short").unwrap();
+    r.ready("short", short);
+    let long = r.load(2, "long", 100);
+    assert!(evicted(&r.at(9).feed(Input::Tick)).is_empty());
+    assert_eq!(evicted(&r.at(10).feed(Input::Tick)), vec!["short"]);
+    assert!(evicted(&r.at(11).feed(Input::Tick)).is_empty(), "asked once");
+    r.feed(Input::Evicted { model: id("short"), gen: short });
+    r.feed(Input::Exited { model: id("short"), gen: short, reason: "exit status: 0".into() });
+    let x = r.load(3, "x", 100);
+    // Busy workers never expire.
+    r.feed(Input::Busy { model: id("long"), gen: long });
+    assert!(evicted(&r.at(99).feed(Input::Tick)).is_empty());
+    r.feed(Input::Idle { model: id("long"), gen: long });
+    // Measured growth over the budget evicts the least recently used idle worker.
+    r.feed(Input::Measured { model: id("long"), gen: long, bytes: 450 * MIB });
+    let out = r.at(100).feed(Input::Tick);
+    assert_eq!(evicted(&out), vec!["x"], "{out:?}");
+    assert_eq!(r.s.models[&id("x")].gen, x);
+}
+
+#[test]
+fn restart_keeps_the_reservation_and_reset_clears_failure_only() {
+    let mut r = Replay::new();
+    let a = r.load(1, "a", 100);
+    r.feed(Input::Restart { model: id("a") });
+    let out = r.feed(Input::Exited { model: id("a"), gen: a, reason: "exit status: 0".into() });
+    let b = spawned(&out, "a").unwrap();
+    assert_eq!(r.s.reserved(), 100 * MIB);
+    r.ready("a", b);
+    assert!(r.feed(Input::Reset { model: id("a") }).is_empty(), "reset of a healthy model does nothing");
+    assert_eq!(r.view("a"), View::Ready(b));
+}

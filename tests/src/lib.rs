@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod fresh;
 pub mod hub;
 pub mod mutate;
 pub mod server;
@@ -46,12 +47,17 @@ pub fn model(file: &str) -> PathBuf {
 }
 
 /// A built binary of the workspace (`model-bucket`, `model-bucket-worker`), from the same
-/// profile as the running test.
+/// profile as the running test. Under `cargo test` the binaries are built first (once per test
+/// process; a no-op when they are current), so a test never runs a binary older than the code
+/// it sits next to; run any other way (a bench binary), a binary older than the sources is an
+/// error that says how to rebuild.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // Tests run from target/<profile>/deps/, the bench binaries from target/<profile>/.
     let dir = exe.parent().expect("target dir");
-    let path = if dir.ends_with("deps") { dir.parent().expect("profile dir").join(name) } else { dir.join(name) };
+    let profile_dir = if dir.ends_with("deps") { dir.parent().expect("profile dir") } else { dir };
+    fresh::ensure_built(profile_dir);
+    let path = profile_dir.join(name);
     assert!(path.is_file(), "{} is not built: run `cargo build --release --workspace --bins`", path.display());
     path
 }

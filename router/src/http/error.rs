@@ -51,6 +51,15 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found_error", message)
     }
 
+    /// 405: the endpoint exists but not for this method.
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "this endpoint does not take this HTTP method (the Allow header lists the ones it takes)",
+        )
+    }
+
     /// 401 `invalid_api_key`.
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
         ApiError {

@@ -16,6 +16,8 @@ pub mod pull;
 mod respond;
 mod stream;
 mod tools;
+#[cfg(test)]
+mod tests;
 pub mod upstream;
 
 use axum::extract::DefaultBodyLimit;
@@ -53,6 +55,7 @@ pub fn app(
         .route("/admin/pull", post(pull::pull))
         .route("/metrics", get(admin::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(clients::ClientLimit::new(max_client_requests, access.api_key.is_some())),

@@ -1,0 +1,116 @@
+//! The app in process: requests go through every layer (guard, key, client limit, routes) to
+//! the handlers, without a socket. Handlers that need no worker are tested here; those that
+//! do are tested against real and fake worker processes in `tests/`.
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use model_bucket_shared::{Catalog, Config};
+use std::sync::Arc;
+use std::time::Duration;
+use tower_service::Service;
+
+use crate::registry::{Defaults, Limits, Registry};
+
+fn registry() -> Arc<Registry> {
+    let defaults = Defaults {
+        worker_bin: "/nonexistent/model-bucket-worker".into(),
+        parallel: 1,
+        ctx: None,
+        threads: None,
+        load_timeout: Duration::from_secs(1),
+        load_wait: Duration::from_secs(1),
+        max_queue: 1,
+        prompt_cache: None,
+        kv_cache: None,
+    };
+    let limits = Limits {
+        ram_budget: 1 << 30,
+        idle_ttl: None,
+        evict_wait: Duration::from_secs(1),
+        drain_grace: Duration::from_secs(1),
+        policy: Default::default(),
+    };
+    Registry::new(Catalog::default(), Config::default(), None, defaults, limits)
+}
+
+fn app(api_key: Option<&str>) -> axum::Router {
+    let access = super::access::Access { api_key: api_key.map(Into::into), admin_key: None };
+    let guard = super::guard::Guard { loopback: true, allowed_hosts: vec![], cors_origins: vec![] };
+    super::app(registry(), 1 << 20, access, guard, 64)
+}
+
+/// Sends one request; returns the status, the `Allow` header and the body as JSON.
+async fn send(app: &mut axum::Router, method: Method, path: &str, body: &str) -> (StatusCode, String, serde_json::Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let resp = app.call(req).await.expect("infallible");
+    let status = resp.status();
+    let allow = resp.headers().get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, allow, json)
+}
+
+fn envelope(v: &serde_json::Value) -> &str {
+    v["error"]["message"].as_str().unwrap_or_else(|| panic!("no error envelope: {v}"))
+}
+
+#[tokio::test]
+async fn a_wrong_method_on_a_real_route_is_a_405_envelope() {
+    let mut app = app(None);
+    for (method, path) in [(Method::GET, "/v1/chat/completions"), (Method::DELETE, "/v1/models"), (Method::GET, "/admin/rescan")]
+    {
+        let (status, allow, body) = send(&mut app, method.clone(), path, "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert!(envelope(&body).contains("method"), "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert!(!allow.is_empty(), "{method} {path}: no Allow header");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_models_are_404_envelopes() {
+    let mut app = app(None);
+    let (status, _, body) = send(&mut app, Method::GET, "/v2/nothing", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    envelope(&body);
+    let chat = r#"{"model":"nope","messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, _, body) = send(&mut app, Method::POST, "/v1/chat/completions", chat).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "model_not_found");
+    let (status, _, body) = send(&mut app, Method::POST, "/admin/models/nope/load", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_envelopes() {
+    let mut app = app(None);
+    for body in ["{", "[]", r#"{"model":"x"}"#, r#"{"model":"x","messages":"hi"}"#] {
+        let (status, _, v) = send(&mut app, Method::POST, "/v1/chat/completions", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {v}");
+        envelope(&v);
+    }
+}
+
+#[tokio::test]
+async fn the_key_guards_the_api_and_an_empty_bucket_lists_nothing() {
+    let mut app = app(Some("sekret"));
+    let (status, _, body) = send(&mut app, Method::GET, "/v1/models", "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    let (status, _, _) = send(&mut app, Method::GET, "/health", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut open = self::app(None);
+    let (status, _, body) = send(&mut open, Method::GET, "/v1/models", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"], serde_json::json!([]));
+    let (status, _, body) = send(&mut open, Method::GET, "/admin/workers", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["workers"], serde_json::json!([]));
+}

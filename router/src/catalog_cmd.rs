@@ -34,7 +34,7 @@ pub fn list(args: &BucketArgs, json: bool, all: bool) -> Result<()> {
                 m.id,
                 m.parameters.as_deref().unwrap_or("-"),
                 m.quantization.as_deref().unwrap_or("-"),
-                human_bytes(m.size_bytes),
+                model_bucket_shared::mem::human(m.size_bytes),
                 m.context_length.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
                 capabilities(m),
             )?;
@@ -164,7 +164,7 @@ pub fn print_info(m: &ModelInfo, json: bool) -> Result<()> {
         ("context_length", m.context_length.map(|c| c.to_string()).unwrap_or_else(|| "-".into())),
         ("chat template", if m.has_chat_template { "yes".into() } else { "no".into() }),
         ("capabilities", capabilities(m)),
-        ("size", format!("{} ({} bytes)", human_bytes(m.size_bytes), m.size_bytes)),
+        ("size", format!("{} ({} bytes)", model_bucket_shared::mem::human(m.size_bytes), m.size_bytes)),
         ("sha256", m.sha256.clone()),
         ("path", m.path.display().to_string()),
     ];
@@ -181,20 +181,4 @@ fn capabilities(m: &ModelInfo) -> String {
         .map(|c| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
         .collect();
     names.join(",")
-}
-
-/// `98362432` → `93.8 MiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

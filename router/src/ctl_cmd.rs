@@ -41,7 +41,7 @@ pub fn ps(server: &ServerArgs, json: bool) -> Result<()> {
         let cores = match w["cores"].as_array() {
             Some(c) => {
                 let c: Vec<usize> = c.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect();
-                crate::supervisor::cores::format_list(&c)
+                model_bucket_shared::cpus::format_cpu_list(&c)
             }
             None => "all".into(),
         };

@@ -27,3 +27,28 @@ pub const EMBED_CTX_TOKENS: u32 = 2048;
 /// logits for every token of a batch, in its output buffer and again in its compute buffer, so
 /// this bounds those to `2 × chunk × vocabulary` floats (counted in the memory estimate).
 pub const EMBED_CHUNK_TOKENS: u32 = 32;
+
+/// Context per slot a worker uses when neither its settings nor the model say otherwise, in
+/// tokens.
+pub const DEFAULT_CTX_TOKENS: u32 = 4096;
+
+/// Context per slot of a worker, in tokens: the configured one, else the model's training
+/// context up to [`DEFAULT_CTX_TOKENS`]; at least 16. The worker sizes its context by this
+/// and the router its memory estimate.
+pub fn ctx_per_slot(configured: Option<u32>, trained: Option<u64>) -> u32 {
+    let trained = trained.map_or(DEFAULT_CTX_TOKENS, |t| t.clamp(1, u32::MAX as u64) as u32);
+    configured.unwrap_or(DEFAULT_CTX_TOKENS.min(trained)).max(16)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn context_per_slot() {
+        use super::ctx_per_slot;
+        assert_eq!(ctx_per_slot(None, Some(131_072)), 4096);
+        assert_eq!(ctx_per_slot(None, Some(2048)), 2048);
+        assert_eq!(ctx_per_slot(None, None), 4096);
+        assert_eq!(ctx_per_slot(Some(8192), Some(2048)), 8192, "the setting wins");
+        assert_eq!(ctx_per_slot(Some(1), None), 16);
+    }
+}

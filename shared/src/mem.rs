@@ -1,4 +1,4 @@
-//! Memory of processes, read from `/proc`.
+//! Memory: of processes, read from `/proc`, and sizes as people read them.
 
 /// Resident set size of process `pid` (or this process when `None`), in bytes; `None` when it
 /// cannot be read (the process is gone, or this is not Linux).
@@ -20,6 +20,22 @@ pub fn total_memory() -> Option<u64> {
     let total = line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024;
     let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|s| s.trim().parse::<u64>().ok());
     Some(cgroup.map_or(total, |c| c.min(total)))
+}
+
+/// Renders bytes for people: `512 B`, `93.8 MiB`, `1.2 GiB` (binary units, one decimal).
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 #[cfg(test)]

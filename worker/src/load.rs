@@ -16,9 +16,6 @@ use crate::cache::{self, CacheConfig};
 use crate::engine::template::{self, ChatTemplate};
 use crate::engine::{Command, Engine, EngineConfig};
 
-/// Context per slot when neither the arguments nor the model say otherwise, in tokens.
-const DEFAULT_CTX: u32 = 4096;
-
 pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command>) -> Result<()> {
     let started = Instant::now();
     let mut backend = LlamaBackend::init().context("llama.cpp backend")?;
@@ -36,7 +33,7 @@ pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command
 
     let template = chat_template(args, &model)?;
     let n_ctx_train = model.n_ctx_train().max(1);
-    let n_ctx_slot = args.ctx.unwrap_or(DEFAULT_CTX.min(n_ctx_train)).max(16);
+    let n_ctx_slot = model_bucket_shared::ctx_per_slot(args.ctx, Some(n_ctx_train as u64));
     let threads = args.threads.unwrap_or_else(available_cores) as i32;
     let slots = args.parallel;
     let total = n_ctx_slot.checked_mul(slots).context("ctx × parallel overflows")?;

@@ -15,9 +15,9 @@ pub mod openai;
 pub mod pull;
 mod respond;
 mod stream;
-mod tools;
 #[cfg(test)]
 mod tests;
+mod tools;
 pub mod upstream;
 
 use axum::extract::DefaultBodyLimit;

@@ -175,32 +175,6 @@ pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<Ge
         Some(m) => return Err(ApiError::bad_param("max_tokens", format!("max_tokens must be at least 1, got {m}"))),
     };
     let d = SamplingParams::default();
-    let temperature = c.temperature.unwrap_or(d.temperature);
-    if !(0.0..=2.0).contains(&temperature) {
-        return Err(ApiError::bad_param(
-            "temperature",
-            format!("temperature must be between 0 and 2, got {temperature}"),
-        ));
-    }
-    let top_p = c.top_p.unwrap_or(d.top_p);
-    if !(0.0..=1.0).contains(&top_p) {
-        return Err(ApiError::bad_param("top_p", format!("top_p must be between 0 and 1, got {top_p}")));
-    }
-    let min_p = c.min_p.unwrap_or(d.min_p);
-    if !(0.0..=1.0).contains(&min_p) {
-        return Err(ApiError::bad_param("min_p", format!("min_p must be between 0 and 1, got {min_p}")));
-    }
-    for (name, v) in [("presence_penalty", c.presence_penalty), ("frequency_penalty", c.frequency_penalty)] {
-        if let Some(v) = v {
-            if !(-2.0..=2.0).contains(&v) {
-                return Err(ApiError::bad_request(format!("{name} must be between -2 and 2, got {v}")));
-            }
-        }
-    }
-    let repeat_penalty = c.repeat_penalty.unwrap_or(d.repeat_penalty);
-    if !(repeat_penalty > 0.0 && repeat_penalty.is_finite()) {
-        return Err(ApiError::bad_param("repeat_penalty", "repeat_penalty must be > 0"));
-    }
     // OpenAI seeds are 64-bit, llama.cpp's 32-bit: fold, keeping equal seeds equal. u32::MAX
     // means "random" to llama.cpp, so it is moved one down.
     let seed = c.seed.map(|s| ((s as u64 ^ ((s as u64) >> 32)) as u32).min(u32::MAX - 1));
@@ -217,12 +191,6 @@ pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<Ge
         let t: i32 = tok.parse().map_err(|_| {
             ApiError::bad_param("logit_bias", format!("logit_bias keys must be token IDs, got {tok:?}"))
         })?;
-        if !(-100.0..=100.0).contains(&bias) {
-            return Err(ApiError::bad_param(
-                "logit_bias",
-                format!("logit_bias values must be between -100 and 100, got {bias}"),
-            ));
-        }
         // -100 bans the token outright, as OpenAI documents.
         logit_bias.push((t, if bias <= -100.0 { f32::NEG_INFINITY } else { bias }));
     }
@@ -243,21 +211,23 @@ pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<Ge
     }
     let constraint = constraint(c)?;
     let logprobs = logprobs(c)?;
+    let sampling = SamplingParams {
+        temperature: c.temperature.unwrap_or(d.temperature),
+        top_p: c.top_p.unwrap_or(d.top_p),
+        top_k: c.top_k.unwrap_or(d.top_k).max(0),
+        min_p: c.min_p.unwrap_or(d.min_p),
+        seed,
+        repeat_penalty: c.repeat_penalty.unwrap_or(d.repeat_penalty),
+        repeat_last_n: c.repeat_last_n.unwrap_or(d.repeat_last_n).max(0),
+        presence_penalty: c.presence_penalty.unwrap_or(0.0),
+        frequency_penalty: c.frequency_penalty.unwrap_or(0.0),
+        logit_bias,
+    };
+    sampling.check().map_err(|(param, message)| ApiError::bad_param(param, message))?;
     Ok(GenerateRequest {
         id,
         prompt,
-        sampling: SamplingParams {
-            temperature,
-            top_p,
-            top_k: c.top_k.unwrap_or(d.top_k).max(0),
-            min_p,
-            seed,
-            repeat_penalty,
-            repeat_last_n: c.repeat_last_n.unwrap_or(d.repeat_last_n).max(0),
-            presence_penalty: c.presence_penalty.unwrap_or(0.0),
-            frequency_penalty: c.frequency_penalty.unwrap_or(0.0),
-            logit_bias,
-        },
+        sampling,
         max_tokens,
         stop,
         stream: c.stream,

@@ -41,7 +41,12 @@ fn app(api_key: Option<&str>) -> axum::Router {
 }
 
 /// Sends one request; returns the status, the `Allow` header and the body as JSON.
-async fn send(app: &mut axum::Router, method: Method, path: &str, body: &str) -> (StatusCode, String, serde_json::Value) {
+async fn send(
+    app: &mut axum::Router,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> (StatusCode, String, serde_json::Value) {
     let req = Request::builder()
         .method(method)
         .uri(path)
@@ -64,7 +69,8 @@ fn envelope(v: &serde_json::Value) -> &str {
 #[tokio::test]
 async fn a_wrong_method_on_a_real_route_is_a_405_envelope() {
     let mut app = app(None);
-    for (method, path) in [(Method::GET, "/v1/chat/completions"), (Method::DELETE, "/v1/models"), (Method::GET, "/admin/rescan")]
+    for (method, path) in
+        [(Method::GET, "/v1/chat/completions"), (Method::DELETE, "/v1/models"), (Method::GET, "/admin/rescan")]
     {
         let (status, allow, body) = send(&mut app, method.clone(), path, "").await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");

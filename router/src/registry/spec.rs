@@ -7,9 +7,6 @@ use super::{Defaults, Registry};
 use crate::supervisor::budget;
 use crate::worker::WorkerSpec;
 
-/// Context per slot a worker uses when nothing sets it, in tokens (the worker's rule).
-const DEFAULT_CTX: u64 = 4096;
-
 /// How `m`'s worker is started: its config settings first, then the defaults.
 pub fn worker_spec(m: &ModelInfo, mc: &ModelConfig, d: &Defaults) -> WorkerSpec {
     WorkerSpec {
@@ -35,10 +32,9 @@ pub fn worker_spec(m: &ModelInfo, mc: &ModelConfig, d: &Defaults) -> WorkerSpec 
     }
 }
 
-/// Context per slot of `m`'s worker, in tokens: the configured one, else the model's, at most
-/// [`DEFAULT_CTX`] (as the worker decides).
+/// Context per slot of `m`'s worker, in tokens, as the worker decides it.
 pub fn ctx_slot(m: &ModelInfo, configured: Option<u32>) -> u64 {
-    configured.map(u64::from).unwrap_or_else(|| m.context_length.unwrap_or(DEFAULT_CTX).min(DEFAULT_CTX))
+    model_bucket_shared::ctx_per_slot(configured, m.context_length) as u64
 }
 
 /// Bytes `m`'s worker is expected to need with `spec`, its prompt cache and its embedding
@@ -66,7 +62,7 @@ impl Registry {
             (Some(list), _) => model_bucket_shared::cpus::parse_cpu_list(list).ok(),
             (None, Some(t)) if (t as usize) < self.all_cores.len() => {
                 let picked = crate::supervisor::cores::assign(&self.all_cores, taken, t as usize);
-                spec.cpus = Some(crate::supervisor::cores::format_list(&picked));
+                spec.cpus = Some(model_bucket_shared::cpus::format_cpu_list(&picked));
                 Some(picked)
             }
             _ => None,

@@ -133,17 +133,7 @@ pub fn plan(need: u64, budget: u64, resident: &[Resident]) -> Plan {
     }
 }
 
-/// Renders bytes for messages: `1.2 GiB`, `340 MiB`.
-pub fn human(bytes: u64) -> String {
-    const GIB: f64 = (1u64 << 30) as f64;
-    const MIB: f64 = (1u64 << 20) as f64;
-    let b = bytes as f64;
-    if b >= GIB {
-        format!("{:.1} GiB", b / GIB)
-    } else {
-        format!("{:.0} MiB", b / MIB)
-    }
-}
+pub use model_bucket_shared::mem::human;
 
 #[cfg(test)]
 mod tests {

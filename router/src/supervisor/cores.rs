@@ -16,23 +16,6 @@ pub fn assign(all: &[usize], taken: &[Vec<usize>], want: usize) -> Vec<usize> {
     picked
 }
 
-/// Renders cores as a list the worker's `--cpus` reads: `0-3,8`.
-pub fn format_list(cores: &[usize]) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < cores.len() {
-        let start = cores[i];
-        let mut end = start;
-        while i + 1 < cores.len() && cores[i + 1] == end + 1 {
-            i += 1;
-            end = cores[i];
-        }
-        out.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
-        i += 1;
-    }
-    out.join(",")
-}
-
 /// The cores this process may run on.
 pub fn allowed() -> Vec<usize> {
     match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
@@ -68,10 +51,10 @@ mod tests {
     #[test]
     fn lists_round_trip() {
         for cores in [vec![0, 1, 2, 3, 8], vec![5], vec![0, 2, 4], vec![1, 2, 3, 10, 11]] {
-            let s = format_list(&cores);
+            let s = model_bucket_shared::cpus::format_cpu_list(&cores);
             assert_eq!(parse_cpu_list(&s).unwrap(), cores, "{s}");
         }
-        assert_eq!(format_list(&[0, 1, 2, 3, 8]), "0-3,8");
+        assert_eq!(model_bucket_shared::cpus::format_cpu_list(&[0, 1, 2, 3, 8]), "0-3,8");
         assert!(!allowed().is_empty());
     }
 }

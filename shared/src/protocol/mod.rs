@@ -220,6 +220,38 @@ impl Default for SamplingParams {
     }
 }
 
+impl SamplingParams {
+    /// Checks every setting against the range it takes (OpenAI's where it has one); returns
+    /// the offending parameter's name and why. The router answers a request with it, and the
+    /// worker checks again, so that nothing llama.cpp would assert on ever reaches it.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let within = |name: &'static str, v: f32, lo: f32, hi: f32| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err((name, format!("{name} must be between {lo} and {hi}, got {v}")))
+            }
+        };
+        within("temperature", self.temperature, 0.0, 2.0)?;
+        within("top_p", self.top_p, 0.0, 1.0)?;
+        within("min_p", self.min_p, 0.0, 1.0)?;
+        within("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
+        within("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?;
+        if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
+            return Err(("repeat_penalty", format!("repeat_penalty must be > 0, got {}", self.repeat_penalty)));
+        }
+        for &(tok, bias) in &self.logit_bias {
+            if !(bias == f32::NEG_INFINITY || (-100.0..=100.0).contains(&bias)) {
+                return Err((
+                    "logit_bias",
+                    format!("logit_bias values must be between -100 and 100, got {bias} for token {tok}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerateRequest {
     pub id: RequestId,

@@ -209,3 +209,20 @@ fn garbage_payloads_are_errors_not_panics() {
     p.extend((1u64 << 60).to_le_bytes());
     assert!(decode_payload::<FromWorker>(&p).is_err());
 }
+
+#[test]
+fn sampling_ranges_are_checked_once_for_both_sides() {
+    let ok = SamplingParams::default();
+    assert_eq!(ok.check(), Ok(()));
+    let bad = |p: SamplingParams| p.check().unwrap_err().0;
+    assert_eq!(bad(SamplingParams { temperature: 2.5, ..ok.clone() }), "temperature");
+    assert_eq!(bad(SamplingParams { temperature: f32::NAN, ..ok.clone() }), "temperature");
+    assert_eq!(bad(SamplingParams { top_p: 1.5, ..ok.clone() }), "top_p");
+    assert_eq!(bad(SamplingParams { min_p: -0.1, ..ok.clone() }), "min_p");
+    assert_eq!(bad(SamplingParams { presence_penalty: 3.0, ..ok.clone() }), "presence_penalty");
+    assert_eq!(bad(SamplingParams { frequency_penalty: f32::INFINITY, ..ok.clone() }), "frequency_penalty");
+    assert_eq!(bad(SamplingParams { repeat_penalty: 0.0, ..ok.clone() }), "repeat_penalty");
+    assert_eq!(bad(SamplingParams { logit_bias: vec![(1, 101.0)], ..ok.clone() }), "logit_bias");
+    assert_eq!(bad(SamplingParams { logit_bias: vec![(1, f32::NAN)], ..ok.clone() }), "logit_bias");
+    assert_eq!(SamplingParams { logit_bias: vec![(1, f32::NEG_INFINITY)], ..ok }.check(), Ok(()), "a ban");
+}

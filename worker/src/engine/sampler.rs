@@ -48,29 +48,10 @@ pub fn grammar(
 
 /// Checks what llama.cpp would otherwise assert on or silently misuse.
 pub fn validate(p: &SamplingParams, n_vocab: i32) -> Result<(), String> {
-    let finite =
-        |name: &str, v: f32| if v.is_finite() { Ok(()) } else { Err(format!("{name} must be a finite number")) };
-    finite("temperature", p.temperature)?;
-    finite("top_p", p.top_p)?;
-    finite("min_p", p.min_p)?;
-    finite("presence_penalty", p.presence_penalty)?;
-    finite("frequency_penalty", p.frequency_penalty)?;
-    finite("repeat_penalty", p.repeat_penalty)?;
-    if p.temperature < 0.0 {
-        return Err("temperature must be >= 0".into());
-    }
-    if !(0.0..=1.0).contains(&p.top_p) || !(0.0..=1.0).contains(&p.min_p) {
-        return Err("top_p and min_p must be between 0 and 1".into());
-    }
-    if p.repeat_penalty <= 0.0 {
-        return Err("repeat_penalty must be > 0".into());
-    }
-    for &(tok, bias) in &p.logit_bias {
+    p.check().map_err(|(_, why)| why)?;
+    for &(tok, _) in &p.logit_bias {
         if tok < 0 || tok >= n_vocab {
             return Err(format!("logit_bias token {tok} is outside the vocabulary (0..{n_vocab})"));
-        }
-        if bias.is_nan() {
-            return Err(format!("logit_bias for token {tok} is not a number"));
         }
     }
     Ok(())

@@ -48,10 +48,7 @@ pub struct Catalog {
 /// How a scan reports a file it is hashing: `(file, bytes done, bytes total)`.
 pub type HashProgress<'a> = &'a mut dyn FnMut(&Path, u64, u64);
 
-/// A custom ID: 1-128 characters of `[A-Za-z0-9._:-]`.
-pub fn valid_custom_id(id: &str) -> bool {
-    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
-}
+pub use crate::model_id::valid_custom_id;
 
 /// Reads the `add --id` names of a models folder: SHA-256 → IDs. A missing file is none; a
 /// corrupt one is an error naming it (it is never silently replaced).

@@ -102,13 +102,13 @@ impl Config {
         let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         for (key, m) in &config.models {
             for id in &m.ids {
-                if !crate::catalog::valid_custom_id(id) {
+                if !crate::model_id::valid_custom_id(id) {
                     return Err(format!("models.{key}: custom ID {id:?} must be 1-128 characters of [A-Za-z0-9._:-]"));
                 }
             }
         }
         for (task, chain) in &config.tasks {
-            if !crate::catalog::valid_custom_id(task) {
+            if !crate::model_id::valid_custom_id(task) {
                 return Err(format!("tasks.{task}: a task name must be 1-128 characters of [A-Za-z0-9._:-]"));
             }
             if chain.is_empty() {

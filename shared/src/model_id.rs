@@ -69,6 +69,12 @@ impl PartialEq<&str> for ModelId {
     }
 }
 
+/// A custom ID (`add --id`, a config alias or task name): 1-128 characters of
+/// `[A-Za-z0-9._:-]`.
+pub fn valid_custom_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

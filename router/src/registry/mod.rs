@@ -184,8 +184,13 @@ impl Registry {
     }
 
     /// Whether chat requests can be served for `m`.
+    /// A ready worker says so itself (it rendered its template at load); before that, the
+    /// file's header and the config decide.
     pub fn can_chat(&self, m: &ModelInfo) -> bool {
-        m.has_chat_template || self.model_config(m).chat_template.is_some()
+        match self.state(&m.id) {
+            State::Ready(live) => live.ready.has_chat_template,
+            _ => m.has_chat_template || self.model_config(m).chat_template.is_some(),
+        }
     }
 
     /// What requests see of model `id` now.

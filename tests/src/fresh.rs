@@ -1,5 +1,7 @@
-//! The binaries the tests spawn are the ones the sources make: under `cargo test` they are
-//! built before the first use; otherwise they are checked against the sources' times.
+//! The binaries the tests spawn are the ones the sources make: a binary that is missing or
+//! older than the sources is built under `cargo test` (once per test process) and is an error
+//! otherwise. A current binary is never rebuilt, so one built with other features (the CUDA
+//! worker) is what the tests run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,13 +11,16 @@ use std::time::SystemTime;
 /// The crates whose code goes into the spawned binaries, relative to the workspace root.
 const SOURCES: [&str; 4] = ["router", "worker", "shared", "tests/src/bin"];
 
-/// Builds the workspace's binaries into `profile_dir` once per process when run by cargo;
-/// otherwise panics if a binary there is older than the newest source file.
+/// Makes sure the binaries in `profile_dir` are current: builds them when run by cargo,
+/// panics with what to run otherwise.
 pub fn ensure_built(profile_dir: &Path) {
     static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| match std::env::var_os("CARGO") {
-        Some(cargo) => build(&cargo, profile_dir),
-        None => check(profile_dir),
+    DONE.get_or_init(|| {
+        let Some(stale) = stale(profile_dir) else { return };
+        match std::env::var_os("CARGO") {
+            Some(cargo) => build(&cargo, profile_dir),
+            None => panic!("{stale}: run `cargo build --release --workspace --bins` first"),
+        }
     });
 }
 
@@ -40,18 +45,18 @@ fn build(cargo: &std::ffi::OsStr, profile_dir: &Path) {
     assert!(status.success(), "building the binaries the tests spawn failed ({status}); see the output above");
 }
 
-fn check(profile_dir: &Path) {
-    let newest = SOURCES.iter().filter_map(|d| newest_in(&root().join(d))).max();
-    for name in ["model-bucket", "model-bucket-worker"] {
-        let built = std::fs::metadata(profile_dir.join(name)).and_then(|m| m.modified()).ok();
-        if let (Some(built), Some(newest)) = (built, newest) {
-            assert!(
-                built >= newest,
-                "{} is older than the sources: run `cargo build --release --workspace --bins` first",
-                profile_dir.join(name).display()
-            );
+/// Why the binaries in `profile_dir` need building, if they do.
+fn stale(profile_dir: &Path) -> Option<String> {
+    let newest = SOURCES.iter().filter_map(|d| newest_in(&root().join(d))).max()?;
+    for name in ["model-bucket", "model-bucket-worker", "fake-worker"] {
+        let path = profile_dir.join(name);
+        match std::fs::metadata(&path).and_then(|m| m.modified()) {
+            Err(_) => return Some(format!("{} is not built", path.display())),
+            Ok(built) if built < newest => return Some(format!("{} is older than the sources", path.display())),
+            Ok(_) => {}
         }
     }
+    None
 }
 
 /// The latest modification time of a `.rs` or `Cargo.toml` file under `dir`.

@@ -2,73 +2,29 @@
 //! streamed and not, across models, each outcome classified; a sampler watching worker memory
 //! against the budget; and faults (killing a random worker, SIGTERM to the server).
 //!
-//! Outcomes: `succeeded` (a full answer), `failed_clear` (an OpenAI error envelope, or a stream
-//! that ends with an error event and `[DONE]`), `refused` (no connection: the server was
-//! stopping), `hung` (no byte for `hang_after`) and `lost` (accepted, then cut off without an
-//! answer or an error). A healthy server has 0 hung and 0 lost.
+//! The outcomes and their rules are in [`outcome`]: `succeeded`, `failed_clear` (an error
+//! envelope or a stream error event), `refused` (no connection, or not one request byte taken),
+//! `lost` (the request went out and no complete answer came back, whatever the cause), `hung`
+//! (no answer within [`HangRule::answer_within`], or a stream under its floor for its limit)
+//! and `malformed` (an answer that is neither a success nor the error envelope). The soak and
+//! the fault run require 0 refused, 0 lost, 0 hung and 0 malformed; the SIGTERM run requires
+//! every request written before the signal to succeed, and a refusal only after it.
 
-use std::io::{BufRead, BufReader, Read};
+mod client;
+pub mod outcome;
+mod report;
+
+pub use client::Attempt;
+pub use outcome::{HangRule, Outcome};
+pub use report::{recovery_line, AroundSignal, Record, Recovery, Report};
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Succeeded,
-    FailedClear,
-    Refused,
-    Hung,
-    Lost,
-}
-
-/// Counts of each outcome, and what was seen of memory.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub sent: u64,
-    pub succeeded: u64,
-    pub failed_clear: u64,
-    pub refused: u64,
-    pub hung: u64,
-    pub lost: u64,
-    /// Largest sum of worker resident memory seen, in bytes.
-    pub max_worker_rss: u64,
-    pub budget: u64,
-    /// Workers killed by the fault injector.
-    pub kills: u64,
-    /// Examples of failures, for the report.
-    pub samples: Vec<String>,
-}
-
-impl Report {
-    fn add(&mut self, o: Outcome, detail: &str) {
-        self.sent += 1;
-        match o {
-            Outcome::Succeeded => self.succeeded += 1,
-            Outcome::FailedClear => self.failed_clear += 1,
-            Outcome::Refused => self.refused += 1,
-            Outcome::Hung => self.hung += 1,
-            Outcome::Lost => self.lost += 1,
-        }
-        if !matches!(o, Outcome::Succeeded) && self.samples.len() < 8 {
-            self.samples.push(format!("{o:?}: {}", detail.chars().take(300).collect::<String>()));
-        }
-    }
-
-    pub fn line(&self) -> String {
-        format!(
-            "sent {} | succeeded {} | failed with a clear error {} | refused while stopping {} | hung {} | lost {} | max worker memory {} MiB of {} MiB budget | workers killed {}",
-            self.sent,
-            self.succeeded,
-            self.failed_clear,
-            self.refused,
-            self.hung,
-            self.lost,
-            self.max_worker_rss >> 20,
-            self.budget >> 20,
-            self.kills
-        )
-    }
-}
+/// How long, once the kills stop, each model has to answer again: a restart waits out a backoff
+/// of at most 30 s, then loads in a few seconds.
+pub const RECOVERY_WITHIN: Duration = Duration::from_secs(60);
 
 /// One request of the mix.
 pub struct Shape {
@@ -92,74 +48,19 @@ pub fn shape(i: u64, c: u64, models: &[String], chat_models: usize) -> Shape {
 }
 
 /// Sends one request and classifies what came back.
-pub fn send(port: u16, s: &Shape, hang_after: Duration) -> (Outcome, String) {
-    let (path, body) = if s.chat {
-        (
-            "/v1/chat/completions",
-            format!(
-                r#"{{"model":"{}","messages":[{{"role":"user","content":"Tell me about the sea."}}],"max_tokens":{},"stream":{}}}"#,
-                s.model, s.max_tokens, s.stream
-            ),
-        )
+pub fn send(port: u16, s: &Shape, rule: &HangRule) -> Attempt {
+    if s.chat {
+        let body = format!(
+            r#"{{"model":"{}","messages":[{{"role":"user","content":"Tell me about the sea."}}],"max_tokens":{},"stream":{}}}"#,
+            s.model, s.max_tokens, s.stream
+        );
+        client::post(port, "/v1/chat/completions", &body, rule)
     } else {
-        (
-            "/v1/completions",
-            format!(
-                r#"{{"model":"{}","prompt":"The sea is","max_tokens":{},"stream":{}}}"#,
-                s.model, s.max_tokens, s.stream
-            ),
-        )
-    };
-    // A connection or a request the server does not take: it was stopping.
-    let c = match crate::server::open(port, "POST", path, "", &body, Some(hang_after)) {
-        Ok(c) => c,
-        Err(e) => return (Outcome::Refused, e.to_string()),
-    };
-    let mut r = BufReader::new(c);
-    let mut status_line = String::new();
-    match r.read_line(&mut status_line) {
-        // The server never took the request (it was closing its listener): nothing was lost.
-        Ok(0) => return (Outcome::Refused, "closed before a status line".into()),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-            return (Outcome::Refused, "reset before a status line".into())
-        }
-        Ok(_) => {}
-        Err(e) if is_timeout(&e) => return (Outcome::Hung, "no status line".into()),
-        Err(e) => return (Outcome::Lost, format!("reading the status: {e}")),
-    }
-    let status: u16 = status_line.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let mut rest = Vec::new();
-    let read = r.read_to_end(&mut rest);
-    let text = String::from_utf8_lossy(&rest).into_owned();
-    if let Err(e) = read {
-        return if is_timeout(&e) { (Outcome::Hung, text) } else { (Outcome::Lost, format!("{e}: {text}")) };
-    }
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    classify(status, s.stream, body)
-}
-
-fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
-}
-
-/// What a complete response means.
-pub fn classify(status: u16, stream: bool, body: &str) -> (Outcome, String) {
-    if status != 200 {
-        let clear = body.contains("\"error\"") && body.contains("\"message\"");
-        return (if clear { Outcome::FailedClear } else { Outcome::Lost }, format!("{status} {body}"));
-    }
-    if !stream {
-        let ok = body.contains("\"choices\"") && body.contains("\"finish_reason\"");
-        return (if ok { Outcome::Succeeded } else { Outcome::Lost }, body.to_string());
-    }
-    let done = body.contains("data: [DONE]");
-    let error = body.lines().any(|l| l.starts_with("data: {\"error\""));
-    match (done, error) {
-        (true, false) if body.contains("\"finish_reason\":\"") => (Outcome::Succeeded, String::new()),
-        (true, true) => {
-            (Outcome::FailedClear, body.lines().find(|l| l.contains("\"error\"")).unwrap_or("").to_string())
-        }
-        _ => (Outcome::Lost, format!("stream cut off: ...{}", &body[body.len().saturating_sub(200)..])),
+        let body = format!(
+            r#"{{"model":"{}","prompt":"The sea is","max_tokens":{},"stream":{}}}"#,
+            s.model, s.max_tokens, s.stream
+        );
+        client::post(port, "/v1/completions", &body, rule)
     }
 }
 
@@ -189,21 +90,13 @@ pub struct Plan {
     pub duration: Duration,
     /// Kill a random worker this often.
     pub kill_every: Option<Duration>,
-    pub hang_after: Duration,
+    pub hang: HangRule,
 }
 
 impl Plan {
-    /// The mix over both default models, hung after 60 s without a byte.
+    /// The mix over both default models, under the default hang rule.
     pub fn mixed(port: u16, clients: u64, duration: Duration, kill_every: Option<Duration>) -> Plan {
-        Plan {
-            port,
-            models: default_models(),
-            chat_models: 1,
-            clients,
-            duration,
-            kill_every,
-            hang_after: Duration::from_secs(60),
-        }
+        Plan { port, models: default_models(), chat_models: 1, clients, duration, kill_every, hang: HangRule::DEFAULT }
     }
 }
 
@@ -221,8 +114,9 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Report {
                 let mut i = 0;
                 while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
                     let s = shape(i, c, &plan.models, plan.chat_models);
-                    let (o, detail) = send(plan.port, &s, plan.hang_after);
-                    report.lock().unwrap().add(o, &detail);
+                    let a = send(plan.port, &s, &plan.hang);
+                    let o = a.outcome;
+                    report.lock().unwrap().add(a);
                     i += 1;
                     // Back off after a refusal or an error, as a client honouring Retry-After would.
                     if matches!(o, Outcome::Refused | Outcome::FailedClear) {
@@ -268,6 +162,24 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Report {
     r
 }
 
+/// Whether `model` answers a short completion (a 200 with a finish reason) within `within`: the
+/// wait until it did, or why not. A clear error (503 while it restarts) is retried after a
+/// second; anything else (refused, lost, hung, malformed) ends the check at once.
+pub fn answers(port: u16, model: &str, chat: bool, within: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    let s = Shape { model: model.to_string(), chat, stream: false, max_tokens: 4 };
+    loop {
+        let a = send(port, &s, &HangRule::DEFAULT);
+        match a.outcome {
+            Outcome::Succeeded => return Ok(start.elapsed()),
+            Outcome::FailedClear if start.elapsed() + Duration::from_secs(1) < within => {
+                std::thread::sleep(Duration::from_secs(1))
+            }
+            o => return Err(format!("{o:?} after {:.1} s: {}", start.elapsed().as_secs_f64(), a.detail)),
+        }
+    }
+}
+
 /// The default models' IDs, SmolLM2 (chat) first.
 pub fn default_models() -> Vec<String> {
     vec![crate::smol_id(), crate::gemma_id()]
@@ -300,9 +212,10 @@ pub fn soak(duration: Duration, clients: u64) -> (Report, u64) {
     (r, evictions)
 }
 
-/// Mixed load on both default models while a worker is SIGKILLed every `kill_every`. The
-/// crash-loop limit is lifted: these crashes are the point, not a model to give up on.
-pub fn faults(duration: Duration, clients: u64, kill_every: Duration) -> Report {
+/// Mixed load on both default models while a worker is SIGKILLed every `kill_every`; once the
+/// kills stop, every model must answer again within [`RECOVERY_WITHIN`]. The crash-loop limit
+/// is lifted: these crashes are the point, not a model to give up on.
+pub fn faults(duration: Duration, clients: u64, kill_every: Duration) -> (Report, Recovery) {
     let dir = bucket(true);
     // Restarts back off up to 30 s while the kills go on; a request waits at most 20 s for one
     // (then a clear 503), well inside the 60 s after which a client counts it as hung.
@@ -310,22 +223,36 @@ pub fn faults(duration: Duration, clients: u64, kill_every: Duration) -> Report 
         dir.path(),
         &["--ctx", "512", "--parallel", "2", "--crash-limit", "1000", "--load-wait", "20"],
     );
-    run(&Plan::mixed(s.port, clients, duration, Some(kill_every)), Arc::new(AtomicBool::new(false)))
+    let plan = Plan::mixed(s.port, clients, duration, Some(kill_every));
+    let r = run(&plan, Arc::new(AtomicBool::new(false)));
+    let recovery = plan
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.clone(), answers(s.port, m, i < plan.chat_models, RECOVERY_WITHIN)))
+        .collect();
+    (r, recovery)
 }
 
-/// Load on SmolLM2, then SIGTERM to the server after `after`: in-flight requests must finish,
-/// the server must exit 0 and leave no worker. Returns the report, the exit status and the
-/// workers still alive afterwards.
-pub fn sigterm(after: Duration, clients: u64) -> (Report, std::process::ExitStatus, Vec<u32>) {
+/// What a SIGTERM run saw.
+pub struct Sigterm {
+    pub report: Report,
+    pub around: AroundSignal,
+    pub status: std::process::ExitStatus,
+    /// Workers still alive after the server exited.
+    pub alive: Vec<u32>,
+}
+
+/// Load on SmolLM2, then SIGTERM to the server after `after`: requests written before the
+/// signal must finish, only a closed listener may refuse, the server must exit 0 and leave no
+/// worker.
+pub fn sigterm(after: Duration, clients: u64) -> Sigterm {
     let dir = bucket(false);
     let mut s = crate::Server::start(dir.path(), &["--ctx", "512", "--parallel", "4"]);
     let models = default_models()[..1].to_vec();
     // Load the worker first so that SIGTERM lands on requests in flight, not on a load.
-    let _ = send(
-        s.port,
-        &Shape { model: models[0].clone(), chat: true, stream: false, max_tokens: 2 },
-        Duration::from_secs(60),
-    );
+    let _ =
+        send(s.port, &Shape { model: models[0].clone(), chat: true, stream: false, max_tokens: 2 }, &HangRule::DEFAULT);
     let pids = worker_pids(s.port);
     let plan = Plan {
         port: s.port,
@@ -334,7 +261,7 @@ pub fn sigterm(after: Duration, clients: u64) -> (Report, std::process::ExitStat
         clients,
         duration: after + Duration::from_secs(40),
         kill_every: None,
-        hang_after: Duration::from_secs(60),
+        hang: HangRule::DEFAULT,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let server_pid = s.child.id();
@@ -342,35 +269,25 @@ pub fn sigterm(after: Duration, clients: u64) -> (Report, std::process::ExitStat
         let stop = stop.clone();
         std::thread::spawn(move || {
             std::thread::sleep(after);
+            let signal = Instant::now();
             crate::server::signal(server_pid, "TERM");
             // Clients keep trying for a moment after, then stop.
             std::thread::sleep(Duration::from_secs(2));
             stop.store(true, Ordering::SeqCst);
+            signal
         })
     };
-    let r = run(&plan, stop);
-    stopper.join().expect("stopper");
+    let report = run(&plan, stop);
+    let signal = stopper.join().expect("stopper");
     let status = s.child.wait().expect("server exit");
     let alive = pids.into_iter().filter(|p| crate::server::alive(*p)).collect();
-    (r, status, alive)
+    let around = AroundSignal::split(&report.records, signal);
+    Sigterm { report, around, status, alive }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classification() {
-        assert_eq!(classify(200, false, "").0, Outcome::Lost);
-        assert_eq!(classify(200, false, r#"{"choices":[{"finish_reason":"stop"}]}"#).0, Outcome::Succeeded);
-        assert_eq!(classify(503, false, r#"{"error":{"message":"busy"}}"#).0, Outcome::FailedClear);
-        assert_eq!(classify(502, false, "Bad Gateway").0, Outcome::Lost);
-        let ok = "data: {\"choices\":[{\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
-        assert_eq!(classify(200, true, ok).0, Outcome::Succeeded);
-        let err = "data: {\"choices\":[]}\n\ndata: {\"error\":{\"message\":\"worker exited\"}}\n\ndata: [DONE]\n\n";
-        assert_eq!(classify(200, true, err).0, Outcome::FailedClear);
-        assert_eq!(classify(200, true, "data: {\"choices\":[]}\n\n").0, Outcome::Lost);
-    }
 
     #[test]
     fn the_mix_covers_every_kind() {

@@ -191,8 +191,7 @@ pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<Ge
         let t: i32 = tok.parse().map_err(|_| {
             ApiError::bad_param("logit_bias", format!("logit_bias keys must be token IDs, got {tok:?}"))
         })?;
-        // -100 bans the token outright, as OpenAI documents.
-        logit_bias.push((t, if bias <= -100.0 { f32::NEG_INFINITY } else { bias }));
+        logit_bias.push((t, bias));
     }
     logit_bias.sort_by_key(|&(t, _)| t);
     let stop = match &c.stop {
@@ -211,7 +210,7 @@ pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<Ge
     }
     let constraint = constraint(c)?;
     let logprobs = logprobs(c)?;
-    let sampling = SamplingParams {
+    let mut sampling = SamplingParams {
         temperature: c.temperature.unwrap_or(d.temperature),
         top_p: c.top_p.unwrap_or(d.top_p),
         top_k: c.top_k.unwrap_or(d.top_k).max(0),
@@ -224,6 +223,10 @@ pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<Ge
         logit_bias,
     };
     sampling.check().map_err(|(param, message)| ApiError::bad_param(param, message))?;
+    // -100 bans the token outright, as OpenAI documents.
+    for (_, bias) in sampling.logit_bias.iter_mut().filter(|(_, b)| *b <= -100.0) {
+        *bias = f32::NEG_INFINITY;
+    }
     Ok(GenerateRequest {
         id,
         prompt,

@@ -47,9 +47,12 @@ struct Driver {
     /// The worker of each model that is up, by generation.
     lives: HashMap<ModelId, Arc<Live>>,
     kills: HashMap<(ModelId, Gen), Arc<Notify>>,
+    /// Cores given to workers spawned in the batch being carried out, which the supervisor
+    /// learns of only after it.
+    batch_cores: Vec<Vec<usize>>,
 }
 
-/// Runs the driver until every sender is gone.
+/// Runs the driver for the server's life.
 pub(super) async fn run(
     reg: Arc<Registry>,
     sup: Supervisor,
@@ -65,6 +68,7 @@ pub(super) async fn run(
         infos: HashMap::new(),
         lives: HashMap::new(),
         kills: HashMap::new(),
+        batch_cores: Vec::new(),
     };
     loop {
         let wake = d.sup.next_deadline().map(tokio::time::Instant::from_std);
@@ -127,6 +131,7 @@ impl Driver {
     /// Hands `input` to the supervisor and carries out the effects, feeding back the facts
     /// that carrying them out produces.
     fn feed(&mut self, input: Input) {
+        self.batch_cores.clear();
         let mut pending = std::collections::VecDeque::from([input]);
         while let Some(input) = pending.pop_front() {
             if let Input::Exited { model, gen, .. } | Input::StartFailed { model, gen, .. } = &input {
@@ -150,6 +155,8 @@ impl Driver {
             Effect::Drain { model, gen, grace } => {
                 if let Some(live) = self.live(&model, gen) {
                     tracing::info!(model = %model, pid = live.pid, "draining worker");
+                    // A request that read it as ready a moment ago leases the next one instead.
+                    live.close();
                     live.client.send(ToWorker::Shutdown { grace_ms: grace.as_millis() as u64 });
                 }
                 None
@@ -219,7 +226,10 @@ impl Driver {
             let reason = "the model is no longer in the catalog".to_string();
             return Some(Input::StartFailed { model, gen, reason });
         };
-        let (spec, cores) = self.reg.spec_for(&info, &self.sup.cores_taken(&model));
+        let mut taken = self.sup.cores_taken(&model);
+        taken.extend(self.batch_cores.iter().cloned());
+        let (spec, cores) = self.reg.spec_for(&info, &taken);
+        self.batch_cores.extend(cores.clone());
         let kill = Arc::new(Notify::new());
         self.kills.insert((model.clone(), gen), kill.clone());
         tokio::spawn(process::run(model.clone(), gen, spec, self.facts.clone(), kill));

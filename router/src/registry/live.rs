@@ -77,6 +77,11 @@ impl Live {
         close(&self.leases)
     }
 
+    /// Closes the worker to new leases whatever it holds (it is draining).
+    pub(super) fn close(&self) {
+        self.leases.fetch_or(CLOSED, Ordering::AcqRel);
+    }
+
     fn fact(&self, input: Input) {
         // The driver is gone only when the server is: nothing is left to tell.
         let _ = self.facts.send(Msg::Fact(input));

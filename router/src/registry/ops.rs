@@ -135,6 +135,10 @@ impl Registry {
                 Ok(c) => {
                     *self.config.write().expect("config lock") = Arc::new(c);
                     tracing::info!(path = %path.display(), "config reloaded");
+                    for m in &self.catalog().models {
+                        let ttl = self.model_config(m).ttl_secs.map(Duration::from_secs);
+                        self.tell(Input::Configure { model: ModelId::from(m.id.as_str()), ttl });
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, "config not reloaded: keeping the old one"),
             }

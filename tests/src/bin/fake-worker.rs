@@ -8,9 +8,13 @@
 //! - `slow-load:MS`: waits MS milliseconds before `Ready`;
 //! - `wrong-version`: answers the handshake with another protocol version;
 //! - `ignore-shutdown`: like `ok`, but ignores `Shutdown` (it must be killed);
-//! - `slow-connect:MS`: waits MS milliseconds before connecting to the router's socket.
+//! - `slow-connect:MS`: waits MS milliseconds before connecting to the router's socket;
+//! - `crash-before-token`: aborts when the first request arrives, before any token;
+//! - `crash-first-start-before-token`: `crash-before-token` on its first start (counted in
+//!   `EDEN_FAKE_LOG`, which it needs), `ok` on later ones.
 //!
-//! With `EDEN_FAKE_LOG=FILE` each start appends a line to FILE.
+//! With `EDEN_FAKE_LOG=FILE` each start appends a line to FILE. With `EDEN_FAKE_MODE_FILE=FILE`
+//! the mode is read from FILE at each start instead (a test changes it between starts).
 
 use interprocess::local_socket::{prelude::*, GenericFilePath, Stream};
 use model_bucket_shared::protocol::frame::{read_frame, write_frame};
@@ -21,11 +25,23 @@ use std::time::Duration;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let socket = args.iter().position(|a| a == "--socket").map(|i| args[i + 1].clone()).expect("--socket");
-    let mode = std::env::var("EDEN_FAKE_MODE").unwrap_or_else(|_| "ok".into());
+    let mode = match std::env::var_os("EDEN_FAKE_MODE_FILE") {
+        Some(file) => std::fs::read_to_string(file).expect("fake mode file").trim().to_string(),
+        None => std::env::var("EDEN_FAKE_MODE").unwrap_or_else(|_| "ok".into()),
+    };
+    let mut starts = 0;
     if let Some(log) = std::env::var_os("EDEN_FAKE_LOG") {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("fake log");
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("fake log");
         writeln!(f, "start {}", std::process::id()).expect("write fake log");
+        starts = std::fs::read_to_string(&log).expect("read fake log").lines().count();
     }
+    let mode = match mode.as_str() {
+        "crash-first-start-before-token" => {
+            assert!(starts > 0, "crash-first-start-before-token counts its starts in EDEN_FAKE_LOG");
+            if starts == 1 { "crash-before-token" } else { "ok" }.to_string()
+        }
+        _ => mode,
+    };
     if let Some(ms) = mode.strip_prefix("slow-connect:") {
         std::thread::sleep(Duration::from_millis(ms.parse().expect("ms")));
     }
@@ -63,6 +79,10 @@ fn main() {
     let crash_after: Option<u32> = mode.strip_prefix("crash-after:").map(|n| n.parse().expect("N"));
     while let Ok(Some(msg)) = read_frame::<ToWorker>(&mut r, &mut buf) {
         match msg {
+            ToWorker::Generate(_) if mode == "crash-before-token" => {
+                eprintln!("fake worker: crashing on purpose before the first token");
+                std::process::abort();
+            }
             ToWorker::Generate(req) => {
                 let n = req.max_tokens.unwrap_or(8);
                 for i in 0..n {

@@ -1,5 +1,9 @@
 //! The stress runs at full length: a soak under a budget that forces evictions, a fault run
-//! killing workers under load, and SIGTERM under load. Prints one report line per run.
+//! killing workers under load, and SIGTERM under load. Prints one report line per run (and a
+//! few examples of what went wrong), and exits 1 when a run broke its rules: the soak and the
+//! fault run allow no refused, hung, lost or malformed request, and the fault run ends with
+//! every model answering; the SIGTERM run requires every request written before the signal to
+//! succeed, no refusal before it, no hung or malformed request, exit 0 and no worker left.
 //!
 //! ```sh
 //! cargo run --release -p model-bucket-tests --bin stress -- [--soak 600] [--faults 120] [--clients 8]   # 0 skips a run
@@ -24,18 +28,28 @@ fn main() {
     if soak > 0 {
         let (r, evictions) = stress::soak(Duration::from_secs(soak), clients);
         println!("soak {soak} s, {clients} clients: {} | evictions {evictions}", r.line());
-        bad |= r.hung + r.lost > 0 || r.max_worker_rss > r.budget;
+        examples(&r.samples);
+        bad |= r.unanswered() > 0 || r.max_worker_rss > r.budget;
     }
     if faults > 0 {
-        let r = stress::faults(Duration::from_secs(faults), clients, Duration::from_secs(5));
-        println!("faults {faults} s, a worker killed every 5 s: {}", r.line());
-        bad |= r.hung + r.lost > 0;
+        let (r, recovery) = stress::faults(Duration::from_secs(faults), clients, Duration::from_secs(5));
+        println!("faults {faults} s, a worker killed every 5 s: {} | {}", r.line(), stress::recovery_line(&recovery));
+        examples(&r.samples);
+        bad |= r.unanswered() > 0 || recovery.iter().any(|(_, a)| a.is_err());
     }
-    let (r, status, alive) = stress::sigterm(Duration::from_secs(5), clients);
-    println!("sigterm after 5 s: {} | exit {status} | workers left {}", r.line(), alive.len());
-    bad |= r.hung + r.lost > 0 || !status.success() || !alive.is_empty();
-    for s in r.samples.iter().take(3) {
+    let s = stress::sigterm(Duration::from_secs(5), clients);
+    let (r, a) = (&s.report, &s.around);
+    println!("sigterm after 5 s: {} | {} | {} | workers left {}", r.line(), a.line(), s.status, s.alive.len());
+    examples(&a.examples);
+    bad |= r.hung + r.malformed + a.unfinished_before + a.refused_before > 0
+        || a.written_before == 0
+        || !s.status.success()
+        || !s.alive.is_empty();
+    std::process::exit(if bad { 1 } else { 0 });
+}
+
+fn examples(samples: &[String]) {
+    for s in samples.iter().take(6) {
         println!("  e.g. {s}");
     }
-    std::process::exit(if bad { 1 } else { 0 });
 }

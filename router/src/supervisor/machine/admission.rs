@@ -32,7 +32,7 @@ impl Supervisor {
             }
             let deadline = *head.evict_deadline.get_or_insert(now + self.settings.evict_wait);
             let (need, budget) = (e.need, self.settings.budget);
-            let rejection = match budget::plan(need, budget, &self.residents(Some(&id))) {
+            let rejection = match budget::plan(need, budget, &self.residents(now, Some(&id))) {
                 Plan::Fits => {
                     self.models.get_mut(&id).expect("queued").bytes = need;
                     self.step(&id, lifecycle::Event::Demand, now, out);

@@ -29,6 +29,10 @@ use super::budget::{self, Plan, Resident};
 use super::error::RegistryError;
 use super::lifecycle::{self, Lifecycle, Phase, Policy};
 
+/// How long requests admitted to a ready worker have to take their leases before it may be
+/// evicted under them.
+const ADMIT_GRACE: Duration = Duration::from_secs(1);
+
 /// A worker process's number, unique over the server's life.
 pub type Gen = u64;
 /// A waiting request's number, chosen by the driver.
@@ -85,6 +89,8 @@ pub enum Input {
     Restart { model: ModelId },
     /// Forget a failure (SIGHUP, rescan, an explicit load).
     Reset { model: ModelId },
+    /// The model's idle TTL changed (a config reload); `None`: the server's.
+    Configure { model: ModelId, ttl: Option<Duration> },
     /// The server is stopping: no new workers; every worker drains.
     Shutdown,
 }
@@ -190,6 +196,10 @@ struct Entry {
     need: u64,
     cores: Option<Vec<usize>>,
     busy: bool,
+    /// Requests were admitted to it and have not taken their leases yet: it counts as busy
+    /// until then (or this time passes, for a request that gave up), so that an admission
+    /// waiting behind it cannot evict it under them.
+    admitted_until: Option<Instant>,
     last_used: Instant,
     ttl: Option<Duration>,
     /// An eviction is in flight.
@@ -213,6 +223,7 @@ impl Entry {
             need: 0,
             cores: None,
             busy: false,
+            admitted_until: None,
             last_used: now,
             ttl: None,
             evicting: false,
@@ -220,6 +231,11 @@ impl Entry {
             waiters: Vec::new(),
             published: View::Unloaded,
         }
+    }
+
+    /// Held by a request now, or about to be by one it admitted.
+    fn held(&self, now: Instant) -> bool {
+        self.busy || self.admitted_until.is_some_and(|t| t > now)
     }
 
     fn view(&self) -> View {
@@ -275,8 +291,12 @@ impl Supervisor {
         self.expire(now, &mut out);
         self.requeue();
         self.admit(now, &mut out);
-        self.publish(&mut out);
-        out
+        // What requests see changes first: a request admitted or a worker drained below
+        // finds the new state already published.
+        let mut effects = Vec::with_capacity(out.len() + 1);
+        self.publish(&mut effects);
+        effects.append(&mut out);
+        effects
     }
 
     /// The earliest time a deadline falls due: the driver sends a [`Input::Tick`] then.
@@ -284,7 +304,7 @@ impl Supervisor {
         let per_model = self.models.values().flat_map(|e| {
             let kill = e.kill_at.filter(|_| e.process && !e.killed);
             let waits = e.waiters.iter().map(|w| w.deadline);
-            kill.into_iter().chain(e.retry_at).chain(waits)
+            kill.into_iter().chain(e.retry_at).chain(e.admitted_until).chain(waits)
         });
         per_model.chain(self.admissions.iter().filter_map(|a| a.evict_deadline)).min()
     }
@@ -368,6 +388,7 @@ impl Supervisor {
                 e.process = false;
                 e.kill_at = None;
                 e.busy = false;
+                e.admitted_until = None;
                 e.evicting = false;
                 let was_ready = e.life.phase == Phase::Ready;
                 // A process that ends before it was ready failed to start.
@@ -399,6 +420,7 @@ impl Supervisor {
             Input::Idle { model, gen } => {
                 if let Some(e) = self.current(&model, gen) {
                     e.busy = false;
+                    e.admitted_until = None;
                     e.last_used = now;
                 }
             }
@@ -428,6 +450,11 @@ impl Supervisor {
             Input::Restart { model } => {
                 if self.models.contains_key(&model) {
                     self.step(&model, lifecycle::Event::Restart, now, out);
+                }
+            }
+            Input::Configure { model, ttl } => {
+                if let Some(e) = self.models.get_mut(&model) {
+                    e.ttl = ttl;
                 }
             }
             Input::Reset { model } => {
@@ -471,7 +498,10 @@ impl Supervisor {
         }
         match e.view() {
             // The request raced a publish: it can take a lease now.
-            View::Ready(_) => out.push(Effect::Admit { waiter }),
+            View::Ready(_) => {
+                e.admitted_until = Some(now + ADMIT_GRACE);
+                out.push(Effect::Admit { waiter });
+            }
             View::Failed(reason) => out
                 .push(Effect::Reject { waiter, error: RegistryError::Failed { model, reason, while_waiting: false } }),
             _ => e.waiters.push(Waiter { id: waiter, deadline }),
@@ -492,6 +522,7 @@ impl Supervisor {
                 e.kill_at = None;
                 e.retry_at = None;
                 e.busy = false;
+                e.admitted_until = None;
                 out.push(Effect::Spawn { model: model.clone(), gen: e.gen });
             }
             Some(lifecycle::Effect::RetryAfter(delay)) => e.retry_at = Some(now + delay),
@@ -513,6 +544,9 @@ impl Supervisor {
         }
         match e.view() {
             View::Ready(_) => {
+                if !e.waiters.is_empty() {
+                    e.admitted_until = Some(now + ADMIT_GRACE);
+                }
                 for w in e.waiters.drain(..) {
                     out.push(Effect::Admit { waiter: w.id });
                 }
@@ -551,6 +585,9 @@ impl Supervisor {
                 out.push(Effect::Reject { waiter: w.id, error });
             }
             e.waiters = kept;
+            if e.admitted_until.is_some_and(|t| t <= now) {
+                e.admitted_until = None;
+            }
             if e.process && !e.killed && e.kill_at.is_some_and(|t| t <= now) {
                 e.killed = true;
                 out.push(Effect::Kill { model: id.clone(), gen: e.gen, why: "it did not exit after draining" });
@@ -567,25 +604,25 @@ impl Supervisor {
         let default_ttl = self.settings.idle_ttl;
         for (id, e) in self.models.iter_mut() {
             let ttl = e.ttl.or(default_ttl).filter(|t| !t.is_zero());
-            let idle = e.life.phase == Phase::Ready && e.reachable && !e.busy && !e.evicting;
+            let idle = e.life.phase == Phase::Ready && e.reachable && !e.held(now) && !e.evicting;
             if idle && ttl.is_some_and(|t| now.duration_since(e.last_used) >= t) {
                 e.evicting = true;
                 out.push(Effect::Evict { model: id.clone(), gen: e.gen, why: "idle past its ttl" });
             }
         }
-        if let Plan::Evict(victims) = budget::plan(0, self.settings.budget, &self.residents(None)) {
+        if let Plan::Evict(victims) = budget::plan(0, self.settings.budget, &self.residents(now, None)) {
             self.evict(victims, "workers grew over the RAM budget", out);
         }
     }
 
     /// What the budget planner needs to know about every model but `except`.
-    fn residents(&self, except: Option<&ModelId>) -> Vec<Resident> {
+    fn residents(&self, now: Instant, except: Option<&ModelId>) -> Vec<Resident> {
         let others = self.models.iter().filter(|(id, e)| Some(*id) != except && e.bytes > 0);
         others
             .map(|(id, e)| Resident {
                 id: id.to_string(),
                 bytes: e.bytes,
-                busy: e.busy,
+                busy: e.held(now),
                 // A model waiting to restart after a crash holds no process: evicting it frees
                 // its reservation at once. One already being evicted is not chosen twice.
                 evictable: matches!(e.life.phase, Phase::Ready | Phase::Backoff) && !e.evicting,

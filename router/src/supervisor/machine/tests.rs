@@ -62,11 +62,14 @@ impl Replay {
         self.feed(Input::Ready { model: id(model), gen, memory_bytes: MIB })
     }
 
-    /// Loads `model` for request `waiter` and checks it is admitted; returns its generation.
+    /// Loads `model` for request `waiter`, checks it is admitted, and serves the request (a
+    /// lease taken and released); returns the worker's generation.
     fn load(&mut self, waiter: WaiterId, model: &str, mib: u64) -> Gen {
         let out = self.demand(waiter, model, mib);
         let gen = spawned(&out, model).unwrap_or_else(|| panic!("{model} not spawned: {out:?}"));
         assert!(self.ready(model, gen).contains(&Effect::Admit { waiter }));
+        self.feed(Input::Busy { model: id(model), gen });
+        self.feed(Input::Idle { model: id(model), gen });
         gen
     }
 
@@ -288,9 +291,12 @@ fn crashes_back_off_then_fail_the_model_and_its_waiters() {
         gen = spawned(&r.at(i + delay).feed(Input::Tick), "a").expect("after the backoff");
         r.ready("a", gen);
     }
-    r.demand(7, "a", 100);
+    // The third crash is seen by a request first; one that comes then waits for the restart.
+    r.feed(Input::ConnectionLost { model: id("a"), gen });
+    assert!(r.demand(7, "a", 100).is_empty());
     let out = r.at(5).feed(Input::Exited { model: id("a"), gen, reason: "boom".into() });
     assert!(out.contains(&Effect::Crashed { model: id("a"), reason: "boom".into(), failed: true }), "{out:?}");
+    assert!(matches!(rejection(&out, 7), Some(RegistryError::Failed { while_waiting: true, .. })), "{out:?}");
     assert!(matches!(r.view("a"), View::Failed(ref why) if why.contains("crashed 3 times")));
     assert_eq!(r.s.reserved(), 0);
     // A request that comes now is told at once; a reset lets the next one load it.
@@ -353,16 +359,21 @@ fn idle_ttl_evicts_per_model_and_growth_over_budget_evicts_lru() {
     assert!(evicted(&r.at(11).feed(Input::Tick)).is_empty(), "asked once");
     r.feed(Input::Evicted { model: id("short"), gen: short });
     r.feed(Input::Exited { model: id("short"), gen: short, reason: "exit status: 0".into() });
-    let x = r.load(3, "x", 100);
+    let deadline = r.now + Duration::from_secs(60);
+    let ttl = Some(Duration::from_secs(1000));
+    let x = spawned(&r.feed(Input::Demand { waiter: 3, model: id("x"), need: 100 * MIB, ttl, deadline }), "x").unwrap();
+    r.ready("x", x);
     // Busy workers never expire.
     r.feed(Input::Busy { model: id("long"), gen: long });
-    assert!(evicted(&r.at(99).feed(Input::Tick)).is_empty());
+    assert!(evicted(&r.at(150).feed(Input::Tick)).is_empty(), "long is busy past its ttl");
     r.feed(Input::Idle { model: id("long"), gen: long });
     // Measured growth over the budget evicts the least recently used idle worker.
     r.feed(Input::Measured { model: id("long"), gen: long, bytes: 450 * MIB });
-    let out = r.at(100).feed(Input::Tick);
+    let out = r.at(151).feed(Input::Tick);
     assert_eq!(evicted(&out), vec!["x"], "{out:?}");
-    assert_eq!(r.s.models[&id("x")].gen, x);
+    // A reload that shortens long's ttl applies to the running worker.
+    r.feed(Input::Configure { model: id("long"), ttl: Some(Duration::from_secs(5)) });
+    assert!(evicted(&r.at(156).feed(Input::Tick)).contains(&"long".to_string()));
 }
 
 #[test]
@@ -376,4 +387,39 @@ fn restart_keeps_the_reservation_and_reset_clears_failure_only() {
     r.ready("a", b);
     assert!(r.feed(Input::Reset { model: id("a") }).is_empty(), "reset of a healthy model does nothing");
     assert_eq!(r.view("a"), View::Ready(b));
+}
+
+#[test]
+fn a_model_is_not_evicted_before_the_requests_it_admitted_take_their_leases() {
+    // Two models that fit one at a time, both wanted: b loads for its waiters while a's
+    // request queues behind it. b must serve its waiters before a's admission may evict it;
+    // otherwise the two evict each other forever and nobody is served.
+    let mut r = Replay::with(Settings { budget: 300 * MIB, ..settings() });
+    let a = r.load(1, "a", 200);
+    r.feed(Input::Busy { model: id("a"), gen: a });
+    assert!(r.demand(2, "b", 200).is_empty(), "a is busy: b waits");
+    let out = r.feed(Input::Idle { model: id("a"), gen: a });
+    assert_eq!(evicted(&out), vec!["a"]);
+    r.feed(Input::Evicted { model: id("a"), gen: a });
+    let b = spawned(&r.feed(Input::Exited { model: id("a"), gen: a, reason: "exit status: 0".into() }), "b").unwrap();
+    // a is wanted again while b loads.
+    assert!(r.demand(3, "a", 200).is_empty());
+    let out = r.ready("b", b);
+    assert!(out.contains(&Effect::Admit { waiter: 2 }));
+    assert!(evicted(&out).is_empty(), "b was evicted before its request leased it: {out:?}");
+    // b's request takes its lease and finishes; only then does a's admission evict b.
+    assert!(evicted(&r.feed(Input::Busy { model: id("b"), gen: b })).is_empty());
+    assert_eq!(evicted(&r.feed(Input::Idle { model: id("b"), gen: b })), vec!["b"]);
+}
+
+#[test]
+fn an_admitted_request_that_never_leases_protects_its_worker_only_for_a_while() {
+    let mut r = Replay::with(Settings { budget: 300 * MIB, ..settings() });
+    let out = r.demand(1, "a", 200);
+    let a = spawned(&out, "a").unwrap();
+    r.ready("a", a);
+    // Its request gave up before leasing; another model is wanted.
+    assert!(evicted(&r.demand(2, "b", 200)).is_empty());
+    assert_eq!(r.s.next_deadline(), Some(r.t0 + ADMIT_GRACE));
+    assert_eq!(evicted(&r.at(1).feed(Input::Tick)), vec!["a"]);
 }

@@ -248,8 +248,9 @@ impl Registry {
                 }
                 _ => {}
             }
-            let spec = worker_spec(m, &self.model_config(m), &self.defaults);
-            let ttl = self.model_config(m).ttl_secs.map(Duration::from_secs);
+            let mc = self.model_config(m);
+            let spec = worker_spec(m, &mc, &self.defaults);
+            let ttl = mc.ttl_secs.map(Duration::from_secs);
             let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
             let (reply, answer) = oneshot::channel();
             let demand = Msg::Demand { model: Box::new(m.clone()), need: estimate(m, &spec), ttl, wait, reply };

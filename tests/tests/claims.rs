@@ -2,7 +2,7 @@
 //! of a request whose worker died before its first token, one load shared by concurrent
 //! requests, a model's own `ttl_secs`, leaving `failed` by rescan and load, SIGUSR1's drain and
 //! config pickup, `--cors-origin '*'`, the sampling parameters on SmolLM2, the `/metrics` series,
-//! and systemd's `STOPPING=1`. Where a real model cannot show the behaviour, the fake worker
+//! systemd's `STOPPING=1`, `cpus` pinning and eviction by measured memory. Where a real model cannot show the behaviour, the fake worker
 //! (tests/src/bin/fake-worker.rs) stands in; the catalog then holds the real files, which the
 //! fake ignores.
 
@@ -458,4 +458,92 @@ fn sigterm_tells_systemd_the_server_is_stopping() {
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
     let code = model_bucket_tests::worker::wait_exit(&mut s.child, Duration::from_secs(30));
     assert_eq!(code, Some(0), "{}", s.log());
+}
+
+// 10. "A model's `cpus = "0-3"` pins its worker (`sched_setaffinity`, before llama.cpp starts
+//     its threads). With no `cpus`, a worker that runs fewer threads than the machine has cores
+//     is pinned automatically to the cores the fewest running workers use."
+
+/// A CPU list as Linux writes it ("0-2,5"), expanded.
+fn cpu_list(text: &str) -> Vec<usize> {
+    let mut cores = vec![];
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => cores.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => cores.push(part.parse().unwrap()),
+        }
+    }
+    cores
+}
+
+/// The cores process `pid` may run on, as the kernel reports them.
+fn allowed_cores(pid: &str) -> Vec<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).expect("Cpus_allowed_list");
+    cpu_list(line)
+}
+
+#[test]
+fn a_models_cpus_pins_its_real_worker() {
+    let ours = allowed_cores("self");
+    let core = *ours.last().unwrap();
+    let config = format!("[models.{}]\ncpus = \"{core}\"\n", smol_id());
+    let dir = smol_bucket();
+    let config_path = dir.path().join("bucket.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let s = Server::start(dir.path(), &["--config", config_path.to_str().unwrap()]);
+    load(&s, &smol_id());
+    let pid = s.worker_pid(&smol_id()).expect("pid");
+    assert_eq!(allowed_cores(&pid.to_string()), vec![core], "{}", s.log());
+    assert_eq!(worker(&s, &smol_id())["cores"], json!([core]));
+}
+
+#[test]
+fn workers_with_fewer_threads_than_cores_get_disjoint_cores() {
+    let ours = allowed_cores("self");
+    assert!(ours.len() >= 2, "this test needs 2 cores; the process may use {ours:?}");
+    let dir = smol_bucket();
+    link_model(GEMMA_FILE, dir.path(), GEMMA_FILE);
+    let s = Server::start(dir.path(), &["--threads", "1"]);
+    load(&s, &smol_id());
+    load(&s, &gemma_id());
+    let pinned: Vec<Vec<usize>> =
+        [smol_id(), gemma_id()].iter().map(|m| allowed_cores(&s.worker_pid(m).expect("pid").to_string())).collect();
+    assert_eq!(pinned[0].len(), 1, "one thread, one core: {pinned:?}");
+    assert_eq!(pinned[1].len(), 1, "one thread, one core: {pinned:?}");
+    assert_ne!(pinned[0], pinned[1], "the second worker takes the core the first does not use");
+    assert!(pinned.iter().all(|p| ours.contains(&p[0])), "{pinned:?} within {ours:?}");
+}
+
+// 11. "Once running, a worker counts as the larger of that estimate and its measured resident
+//     memory (`/proc/PID/status`, every second), and idle workers are evicted if the total
+//     grows past the budget."
+
+#[test]
+fn a_worker_growing_past_its_estimate_gets_the_idle_one_evicted() {
+    // What each model counts against the budget before it grows (its estimate: the fake's own
+    // memory is far less), from a server with room.
+    let files = [SMOLLM2_FILE, GEMMA_FILE];
+    let f = fake("ok", &files, None, &[]);
+    load(&f.server, &smol_id());
+    load(&f.server, &gemma_id());
+    let counted = |m: &str| worker(&f.server, m)["budget_bytes"].as_u64().unwrap();
+    let (smol, gemma) = (counted(&smol_id()), counted(&gemma_id()));
+    drop(f);
+
+    // Both fit with 64 MiB to spare, until Gemma's worker holds 128 MiB more than its estimate.
+    let budget = (smol + gemma + (64 << 20)).to_string();
+    let f = fake("ok", &files, None, &["--ram-budget", &budget]);
+    load(&f.server, &smol_id());
+    let grown = (gemma >> 20) + 128;
+    f.set_mode(&format!("grow:{grown}"));
+    load(&f.server, &gemma_id());
+    assert!(
+        eventually(Duration::from_secs(10), || f.state(&smol_id()) == "unloaded"),
+        "SmolLM2, idle and least recently used, makes room: {}",
+        f.server.log()
+    );
+    assert_eq!(f.state(&gemma_id()), "ready");
+    let gemma = worker(&f.server, &gemma_id());
+    assert!(gemma["budget_bytes"].as_u64().unwrap() >= grown << 20, "it counts what it measured: {gemma}");
 }

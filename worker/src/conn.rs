@@ -34,8 +34,7 @@ pub fn handshake(stream: Stream) -> Result<(BufReader<Half>, BufWriter<Half>), H
     };
     match read_frame::<ToWorker>(&mut reader, &mut buf) {
         Ok(Some(ToWorker::Hello { version })) if version == PROTOCOL_VERSION => {
-            reply(&mut writer, FromWorker::HelloAck { version: PROTOCOL_VERSION, pid: std::process::id() })
-                .map_err(HandshakeError::Frame)?;
+            reply(&mut writer, FromWorker::HelloAck { version: PROTOCOL_VERSION }).map_err(HandshakeError::Frame)?;
             Ok((reader, writer))
         }
         Ok(Some(ToWorker::Hello { version })) => {
@@ -81,7 +80,6 @@ pub fn spawn_reader(mut reader: BufReader<Half>, cmds: Sender<Command>) {
                     Ok(Some(ToWorker::Generate(req))) => Command::Generate(req),
                     Ok(Some(ToWorker::Cancel { id })) => Command::Cancel(id),
                     Ok(Some(ToWorker::Embed(req))) => Command::Embed(req),
-                    Ok(Some(ToWorker::Health)) => Command::Health,
                     Ok(Some(ToWorker::Shutdown { grace_ms })) => {
                         Command::Shutdown { grace: Duration::from_millis(grace_ms) }
                     }

@@ -72,7 +72,10 @@ impl Call {
     pub async fn next(&mut self) -> Event {
         let e = self.events.recv().await.unwrap_or(Event::Gone);
         match &e {
-            Event::Tokens { .. } => self.tally.first_token(),
+            Event::Tokens { tokens, .. } => {
+                self.tally.first_token();
+                self.tally.generated(*tokens);
+            }
             Event::Done(d) => {
                 self.tally.first_token();
                 self.tally.done(d);
@@ -102,6 +105,7 @@ pub fn gone() -> ApiError {
 }
 
 /// A request's contribution to the metrics: time to first token, then tokens and time per token.
+/// Generated tokens are counted as they arrive, so those of a request that fails midway count.
 struct Tally {
     registry: Arc<Registry>,
     label: ModelLabel,
@@ -121,6 +125,10 @@ impl Tally {
         }
     }
 
+    fn generated(&self, tokens: u32) {
+        self.registry.metrics.completion_tokens.get_or_create(&self.label).inc_by(tokens as u64);
+    }
+
     fn embedded(&self, prompt_tokens: u32) {
         self.registry.metrics.prompt_tokens.get_or_create(&self.label).inc_by(prompt_tokens as u64);
     }
@@ -128,7 +136,6 @@ impl Tally {
     fn done(&self, d: &DoneInfo) {
         let m = &self.registry.metrics;
         m.prompt_tokens.get_or_create(&self.label).inc_by(d.usage.prompt_tokens as u64);
-        m.completion_tokens.get_or_create(&self.label).inc_by(d.usage.completion_tokens as u64);
         let u = &d.usage;
         let model = &self.label.model;
         if let Some(tier) = u.cached_from.filter(|_| u.cached_tokens > 0) {

@@ -7,6 +7,7 @@ pub mod clients;
 pub mod completions;
 pub mod embeddings;
 pub mod error;
+mod fanout;
 pub mod guard;
 pub mod json;
 mod limits;
@@ -14,6 +15,7 @@ pub mod models;
 pub mod openai;
 pub mod pull;
 mod respond;
+mod route;
 mod stream;
 #[cfg(test)]
 mod tests;

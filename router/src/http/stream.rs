@@ -8,11 +8,12 @@
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::StreamExt;
 use model_bucket_shared::protocol::DoneInfo;
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::convert::Infallible;
 
 use super::call::{gone, Call};
 use super::error::ApiError;
+use super::respond::body::{Delta, FunctionDelta, ToolCallDelta};
 use super::respond::{finish_reason, Kind, Meta, TokenChunk};
 use super::tools::{self, StreamSplit};
 use crate::worker::Event;
@@ -26,8 +27,8 @@ struct ChoiceState {
     done: Option<Box<DoneInfo>>,
 }
 
-fn data(v: &Value) -> Result<SseEvent, Infallible> {
-    Ok(SseEvent::default().data(v.to_string()))
+fn data(v: &impl Serialize) -> Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().data(serde_json::to_string(v).expect("a response body encodes")))
 }
 
 /// The events of one call, tagged with its choice index, ending with its last event.
@@ -66,19 +67,20 @@ pub fn sse(
         let mut buf = Vec::with_capacity(256);
         if meta.kind == Kind::Chat {
             for i in 0..n_choices {
-                yield data(&meta.chunk(i, json!({ "role": "assistant", "content": "" }), Value::Null, None));
+                let role = Delta { role: Some("assistant"), content: Some(String::new()), ..Delta::default() };
+                yield data(&meta.chunk(i, role, None, None));
             }
         }
         let mut failed = false;
         while let Some((i, event)) = merged.next().await {
             let c = &mut choices[i];
             match event {
-                Event::Tokens { text, logprobs: lp } => {
+                Event::Tokens { text, logprobs: lp, .. } => {
                     if fast {
                         yield Ok(SseEvent::default().data(c.chunk.render(&text, &mut buf)));
                         continue;
                     }
-                    let lp_json = if logprobs { meta.logprobs(&lp, c.chars) } else { Value::Null };
+                    let lp_json = logprobs.then(|| meta.logprobs(&lp, c.chars));
                     c.chars += text.chars().count();
                     let shown = match c.split.as_mut() {
                         Some(s) => s.push(&text),
@@ -94,15 +96,23 @@ pub fn sse(
                         let held = split.finish();
                         let (content, calls) = tools::parse(&held, names);
                         if !content.is_empty() {
-                            yield data(&meta.text_chunk(i, &content, Value::Null));
+                            yield data(&meta.text_chunk(i, &content, None));
                         }
                         for (k, call) in calls.iter().enumerate() {
-                            let head = json!({ "tool_calls": [{
-                                "index": k, "id": meta.call_id(i, k), "type": "function",
-                                "function": { "name": call.name, "arguments": "" } }] });
-                            yield data(&meta.chunk(i, head, Value::Null, None));
-                            let args = json!({ "tool_calls": [{ "index": k, "function": { "arguments": call.arguments } }] });
-                            yield data(&meta.chunk(i, args, Value::Null, None));
+                            let head = ToolCallDelta {
+                                index: k,
+                                id: Some(meta.call_id(i, k)),
+                                kind: Some("function"),
+                                function: FunctionDelta { name: Some(call.name.clone()), arguments: String::new() },
+                            };
+                            yield data(&meta.chunk(i, Delta { tool_calls: vec![head], ..Delta::default() }, None, None));
+                            let args = ToolCallDelta {
+                                index: k,
+                                id: None,
+                                kind: None,
+                                function: FunctionDelta { name: None, arguments: call.arguments.clone() },
+                            };
+                            yield data(&meta.chunk(i, Delta { tool_calls: vec![args], ..Delta::default() }, None, None));
                         }
                         if !calls.is_empty() {
                             finish = "tool_calls";

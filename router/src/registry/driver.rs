@@ -232,7 +232,7 @@ impl Driver {
         self.batch_cores.extend(cores.clone());
         let kill = Arc::new(Notify::new());
         self.kills.insert((model.clone(), gen), kill.clone());
-        tokio::spawn(process::run(model.clone(), gen, spec, self.facts.clone(), kill));
+        tokio::spawn(process::run(self.reg.launch.clone(), model.clone(), gen, spec, self.facts.clone(), kill));
         Some(Input::Placed { model, gen, cores })
     }
 }

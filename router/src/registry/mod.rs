@@ -114,6 +114,8 @@ pub struct Registry {
     stopping: AtomicBool,
     /// The cores workers may be pinned to.
     all_cores: Vec<usize>,
+    /// Starts workers: processes, or in-memory ones in the router's own tests.
+    launch: crate::worker::Launch,
     pub metrics: Metrics,
     /// The pulls running now.
     pub pulls: Arc<crate::pull::ActivePulls>,
@@ -129,6 +131,18 @@ impl Registry {
         config_path: Option<PathBuf>,
         defaults: Defaults,
         limits: Limits,
+    ) -> Arc<Registry> {
+        Registry::with_launch(catalog, config, config_path, defaults, limits, crate::worker::processes())
+    }
+
+    /// [`Registry::new`] with workers started by `launch`.
+    pub fn with_launch(
+        catalog: Catalog,
+        config: Config,
+        config_path: Option<PathBuf>,
+        defaults: Defaults,
+        limits: Limits,
+        launch: crate::worker::Launch,
     ) -> Arc<Registry> {
         let created =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -156,6 +170,7 @@ impl Registry {
             rescans: tokio::sync::Mutex::new(()),
             stopping: AtomicBool::new(false),
             all_cores: crate::supervisor::cores::allowed(),
+            launch,
             metrics,
             pulls: Arc::default(),
             created,

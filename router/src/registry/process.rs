@@ -10,18 +10,26 @@ use tokio::sync::Notify;
 use super::driver::Msg;
 use super::live::Live;
 use crate::supervisor::machine::{Gen, Input};
-use crate::worker::{self, WorkerSpec};
+use crate::worker::{Launch, WorkerSpec};
 
 /// Time the log follower gets to catch a dying worker's last lines before they go into the
 /// exit reason.
 const LAST_WORDS: Duration = Duration::from_millis(50);
 
 /// Runs worker `gen` of `model` until it exits. `kill` ends it at once once it is up.
-pub(super) async fn run(model: ModelId, gen: Gen, spec: WorkerSpec, facts: UnboundedSender<Msg>, kill: Arc<Notify>) {
+pub(super) async fn run(
+    launch: Launch,
+    model: ModelId,
+    gen: Gen,
+    spec: WorkerSpec,
+    facts: UnboundedSender<Msg>,
+    kill: Arc<Notify>,
+) {
     let tell = |input: Input| {
         let _ = facts.send(Msg::Fact(input));
     };
-    let mut w = match worker::spawn(&spec).await {
+    let gpus = spec.gpus.clone();
+    let mut w = match launch(spec).await {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(model = %model, error = %e, "worker failed to start");
@@ -29,7 +37,7 @@ pub(super) async fn run(model: ModelId, gen: Gen, spec: WorkerSpec, facts: Unbou
             return;
         }
     };
-    let live = Arc::new(Live::new(model.clone(), gen, &w, spec.gpus.clone(), facts.clone()));
+    let live = Arc::new(Live::new(model.clone(), gen, &w, gpus, facts.clone()));
     let _ = facts.send(Msg::Up(live));
     let mut connected = true;
     let status = loop {
@@ -44,10 +52,8 @@ pub(super) async fn run(model: ModelId, gen: Gen, spec: WorkerSpec, facts: Unbou
                     tell(Input::ConnectionLost { model: model.clone(), gen });
                 }
             },
-            status = w.child.wait() => break status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
-            () = kill.notified() => {
-                let _ = w.child.start_kill();
-            }
+            status = w.child.wait() => break status,
+            () = kill.notified() => w.child.kill(),
         }
     };
     tokio::time::sleep(LAST_WORDS).await;

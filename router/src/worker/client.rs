@@ -2,7 +2,6 @@
 //! each reply to the request it belongs to.
 
 use futures::{SinkExt, StreamExt};
-use interprocess::local_socket::tokio::Stream;
 use model_bucket_shared::protocol::frame::{FrameCodec, FrameError, MAX_FRAME_BYTES};
 use model_bucket_shared::protocol::{
     DoneInfo, ErrorKind, FromWorker, GenerateRequest, RequestId, ToWorker, TokenLogprob,
@@ -10,7 +9,7 @@ use model_bucket_shared::protocol::{
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -20,6 +19,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 pub enum Event {
     Tokens {
         text: String,
+        /// Generated tokens the text covers (text may lag its tokens: an unfinished character
+        /// or a possible stop sequence is held back).
+        tokens: u32,
         /// Per generated token, when the request asked for log-probabilities.
         logprobs: Vec<TokenLogprob>,
     },
@@ -50,13 +52,18 @@ pub struct WorkerClient {
 }
 
 impl WorkerClient {
-    /// Takes over both halves of a connection that has passed the handshake. `unsolicited`
-    /// receives messages that belong to no request (worker errors, health).
-    pub fn start(
-        reader: FramedRead<ReadHalf<Stream>, FrameCodec<FromWorker, ToWorker>>,
-        writer: FramedWrite<WriteHalf<Stream>, FrameCodec<FromWorker, ToWorker>>,
+    /// Takes over both halves of a connection that has passed the handshake (a worker's socket,
+    /// or an in-memory pipe in tests). `unsolicited` receives messages that belong to no
+    /// request (worker errors).
+    pub fn start<R, W>(
+        reader: FramedRead<R, FrameCodec<FromWorker, ToWorker>>,
+        writer: FramedWrite<W, FrameCodec<FromWorker, ToWorker>>,
         unsolicited: mpsc::UnboundedSender<FromWorker>,
-    ) -> WorkerClient {
+    ) -> WorkerClient
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         tokio::spawn(write_loop(writer, rx, pending.clone()));
@@ -105,8 +112,8 @@ impl WorkerClient {
     }
 }
 
-async fn write_loop(
-    mut writer: FramedWrite<WriteHalf<Stream>, FrameCodec<FromWorker, ToWorker>>,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: FramedWrite<W, FrameCodec<FromWorker, ToWorker>>,
     mut rx: mpsc::UnboundedReceiver<ToWorker>,
     pending: Pending,
 ) {
@@ -128,8 +135,8 @@ async fn write_loop(
 
 /// Queues one message; false when the connection is unusable. A request too large for one
 /// frame fails on its own (the codec leaves nothing of it in the buffer).
-async fn feed(
-    writer: &mut FramedWrite<WriteHalf<Stream>, FrameCodec<FromWorker, ToWorker>>,
+async fn feed<W: AsyncWrite + Unpin>(
+    writer: &mut FramedWrite<W, FrameCodec<FromWorker, ToWorker>>,
     m: ToWorker,
     pending: &Pending,
 ) -> bool {
@@ -154,8 +161,8 @@ async fn feed(
     }
 }
 
-async fn read_loop(
-    mut reader: FramedRead<ReadHalf<Stream>, FrameCodec<FromWorker, ToWorker>>,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: FramedRead<R, FrameCodec<FromWorker, ToWorker>>,
     pending: Pending,
     unsolicited: mpsc::UnboundedSender<FromWorker>,
 ) {
@@ -168,7 +175,9 @@ async fn read_loop(
             }
         };
         let (id, event, last) = match msg {
-            FromWorker::Tokens { id, text, logprobs, .. } => (id, Event::Tokens { text, logprobs }, false),
+            FromWorker::Tokens { id, text, n_tokens, logprobs } => {
+                (id, Event::Tokens { text, tokens: n_tokens, logprobs }, false)
+            }
             FromWorker::Done(d) => (d.id, Event::Done(d), true),
             FromWorker::Embeddings { id, vectors, prompt_tokens } => {
                 (id, Event::Embeddings { vectors, prompt_tokens }, true)

@@ -2,8 +2,23 @@
 //! multiplexes many requests over the one connection.
 
 pub mod client;
+#[cfg(test)]
+pub mod fake;
 pub mod logs;
+pub mod process;
 pub mod spawn;
 
 pub use client::Event;
-pub use spawn::{spawn, Worker, WorkerSpec};
+pub use spawn::{spawn, SpawnError, Worker, WorkerSpec};
+
+use futures::future::BoxFuture;
+use std::sync::Arc;
+
+/// Starts a worker for a spec and resolves once it is ready (or could not start). The registry
+/// calls it for every start; [`processes`] is the real one.
+pub type Launch = Arc<dyn Fn(WorkerSpec) -> BoxFuture<'static, Result<Worker, SpawnError>> + Send + Sync>;
+
+/// Launches worker processes ([`spawn`]).
+pub fn processes() -> Launch {
+    Arc::new(|spec| Box::pin(async move { spawn(&spec).await }))
+}

@@ -9,12 +9,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::client::WorkerClient;
 use super::logs::{self, LogTail};
+use super::process::Process;
 
 /// Everything needed to start one worker.
 #[derive(Debug, Clone)]
@@ -59,15 +60,15 @@ pub enum SpawnError {
 
 /// A running, loaded worker.
 pub struct Worker {
-    pub child: Child,
+    pub child: Box<dyn Process>,
     pub pid: u32,
     pub ready: ReadyInfo,
     pub client: WorkerClient,
-    /// Worker errors and health replies that belong to no request.
+    /// Worker errors that belong to no request.
     pub unsolicited: mpsc::UnboundedReceiver<FromWorker>,
     pub stderr_tail: LogTail,
     /// The private folder holding the socket; removed when the worker is dropped.
-    _runtime_dir: tempfile::TempDir,
+    pub(crate) _runtime_dir: Option<tempfile::TempDir>,
 }
 
 /// Environment variables a worker must not inherit: keys, tokens, passwords and credentials
@@ -221,8 +222,8 @@ pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, SpawnError> {
             _ = tokio::time::sleep_until(deadline) => return Err(timeout()),
         };
         match msg {
-            Some(Ok(FromWorker::HelloAck { version, .. })) if version == PROTOCOL_VERSION => acked = true,
-            Some(Ok(FromWorker::HelloAck { version, .. })) => {
+            Some(Ok(FromWorker::HelloAck { version })) if version == PROTOCOL_VERSION => acked = true,
+            Some(Ok(FromWorker::HelloAck { version })) => {
                 return Err(SpawnError::Refused {
                     model: spec.model_id.clone(),
                     message: format!(
@@ -251,7 +252,15 @@ pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, SpawnError> {
     let (utx, urx) = mpsc::unbounded_channel();
     let client = WorkerClient::start(reader, writer, utx);
     tracing::info!(model = %spec.model_id, pid, load_ms = ready.load_ms, "worker ready");
-    Ok(Worker { child, pid, ready, client, unsolicited: urx, stderr_tail: tail, _runtime_dir: dir })
+    Ok(Worker {
+        child: Box::new(child),
+        pid,
+        ready,
+        client,
+        unsolicited: urx,
+        stderr_tail: tail,
+        _runtime_dir: Some(dir),
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ pub mod frame;
 use serde::{Deserialize, Serialize};
 
 /// Version of the message set below. Both sides must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Exit code of a worker whose peer spoke another protocol version.
 pub const EXIT_PROTOCOL_MISMATCH: i32 = 3;
@@ -46,8 +46,6 @@ pub enum ToWorker {
     Cancel {
         id: RequestId,
     },
-    /// Ask for a [`FromWorker::Health`].
-    Health,
     /// Stop accepting requests, let running ones finish for up to `grace_ms`, then exit 0.
     Shutdown {
         grace_ms: u64,
@@ -69,7 +67,6 @@ pub struct EmbedRequest {
 pub enum FromWorker {
     HelloAck {
         version: u32,
-        pid: u32,
     },
     /// The model is loaded and requests can be served.
     Ready(ReadyInfo),
@@ -91,7 +88,6 @@ pub enum FromWorker {
         kind: ErrorKind,
         message: String,
     },
-    Health(HealthInfo),
     /// One vector per input, in order, each of the model's embedding width and L2-normalised;
     /// `prompt_tokens` counts every input's tokens.
     Embeddings {
@@ -113,14 +109,6 @@ pub struct ReadyInfo {
     pub slots: u32,
     /// Whether chat requests can be rendered (the GGUF has a template or one was given).
     pub has_chat_template: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HealthInfo {
-    pub slots_busy: u32,
-    pub queued: u32,
-    /// Resident memory, in bytes.
-    pub memory_bytes: u64,
 }
 
 /// One chat message.

@@ -54,14 +54,13 @@ fn every_to_worker() -> Vec<ToWorker> {
             id: RequestId(9),
             inputs: vec![Prompt::Text("a memory".into()), Prompt::Tokens(vec![5, 6])],
         })),
-        ToWorker::Health,
         ToWorker::Shutdown { grace_ms: 5000 },
     ]
 }
 
 fn every_from_worker() -> Vec<FromWorker> {
     vec![
-        FromWorker::HelloAck { version: PROTOCOL_VERSION, pid: 1234 },
+        FromWorker::HelloAck { version: PROTOCOL_VERSION },
         FromWorker::Ready(ReadyInfo {
             load_ms: 120,
             memory_bytes: 1 << 30,
@@ -94,7 +93,6 @@ fn every_from_worker() -> Vec<FromWorker> {
         FromWorker::Error { id: Some(RequestId(2)), kind: ErrorKind::PromptTooLong, message: "too long".into() },
         FromWorker::Embeddings { id: RequestId(9), vectors: vec![vec![0.5, -0.25], vec![]], prompt_tokens: 7 },
         FromWorker::Error { id: None, kind: ErrorKind::ProtocolMismatch, message: "v2".into() },
-        FromWorker::Health(HealthInfo { slots_busy: 1, queued: 0, memory_bytes: 99 }),
     ]
 }
 

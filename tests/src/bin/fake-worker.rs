@@ -11,7 +11,9 @@
 //! - `slow-connect:MS`: waits MS milliseconds before connecting to the router's socket;
 //! - `crash-before-token`: aborts when the first request arrives, before any token;
 //! - `crash-first-start-before-token`: `crash-before-token` on its first start (counted in
-//!   `EDEN_FAKE_LOG`, which it needs), `ok` on later ones.
+//!   `EDEN_FAKE_LOG`, which it needs), `ok` on later ones;
+//! - `grow:MIB`: like `ok`, but once ready it fills MIB mebibytes of memory and holds them (its
+//!   resident memory grows past what the router estimated).
 //!
 //! With `EDEN_FAKE_LOG=FILE` each start appends a line to FILE. With `EDEN_FAKE_MODE_FILE=FILE`
 //! the mode is read from FILE at each start instead (a test changes it between starts).
@@ -58,7 +60,7 @@ fn main() {
         other => panic!("expected Hello, got {other:?}"),
     }
     let version = if mode == "wrong-version" { PROTOCOL_VERSION + 1 } else { PROTOCOL_VERSION };
-    send(&mut w, FromWorker::HelloAck { version, pid: std::process::id() });
+    send(&mut w, FromWorker::HelloAck { version });
     if mode == "crash-on-load" {
         eprintln!("fake worker: failing to load on purpose");
         std::process::exit(1);
@@ -76,6 +78,7 @@ fn main() {
             has_chat_template: true,
         }),
     );
+    let _held = mode.strip_prefix("grow:").map(|mib| fill(mib.parse().expect("MIB")));
     let crash_after: Option<u32> = mode.strip_prefix("crash-after:").map(|n| n.parse().expect("N"));
     while let Ok(Some(msg)) = read_frame::<ToWorker>(&mut r, &mut buf) {
         match msg {
@@ -111,4 +114,13 @@ fn main() {
             _ => {}
         }
     }
+}
+
+/// `mib` mebibytes, every page written so that all of them are resident.
+fn fill(mib: usize) -> Vec<u8> {
+    let mut v = vec![0u8; mib << 20];
+    for page in v.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    std::hint::black_box(v)
 }

@@ -27,10 +27,8 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use model_bucket_shared::mem::rss_bytes;
 use model_bucket_shared::protocol::{
-    DoneInfo, EmbedRequest, ErrorKind, FinishReason, FromWorker, GenerateRequest, HealthInfo, Prompt, RequestId,
-    Timings, Usage,
+    DoneInfo, EmbedRequest, ErrorKind, FinishReason, FromWorker, GenerateRequest, Prompt, RequestId, Timings, Usage,
 };
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, Sender};
@@ -51,7 +49,6 @@ use text::Pushed;
 pub enum Command {
     Generate(Box<GenerateRequest>),
     Cancel(RequestId),
-    Health,
     /// Refuse new requests; finish those already received within `grace`, then return.
     Shutdown {
         grace: Duration,
@@ -229,11 +226,6 @@ impl<'m> Engine<'m> {
             Command::Generate(req) => self.enqueue(req),
             Command::Embed(req) => self.enqueue_embed(*req),
             Command::Cancel(id) => self.cancel(id),
-            Command::Health => self.send(FromWorker::Health(HealthInfo {
-                slots_busy: self.slots.iter().filter(|s| s.is_some()).count() as u32,
-                queued: self.queue.len() as u32,
-                memory_bytes: rss_bytes(None).unwrap_or(0),
-            })),
             Command::Shutdown { grace } => {
                 // Requests already received (running or queued) may finish; new ones are refused.
                 let d = Instant::now() + grace;

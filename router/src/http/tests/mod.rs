@@ -1,6 +1,7 @@
 //! The app in process: requests go through every layer (guard, key, client limit, routes) to
 //! the handlers, without a socket. Handlers that need no worker are tested here; those that
-//! do are tested against real and fake worker processes in `tests/`.
+//! do, in [`served`], against in-memory fake workers (the real client over a pipe). Real and
+//! fake worker processes are tested in `tests/`.
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
@@ -12,15 +13,22 @@ use tower_service::Service;
 
 use crate::registry::{Defaults, Limits, Registry};
 
+mod served;
+
 fn registry() -> Arc<Registry> {
+    registry_with(Catalog::default(), crate::worker::processes())
+}
+
+/// A registry of `catalog` whose workers `launch` starts.
+fn registry_with(catalog: Catalog, launch: crate::worker::Launch) -> Arc<Registry> {
     let defaults = Defaults {
         worker_bin: "/nonexistent/model-bucket-worker".into(),
-        parallel: 1,
+        parallel: 2,
         ctx: None,
         threads: None,
         load_timeout: Duration::from_secs(1),
         load_wait: Duration::from_secs(1),
-        max_queue: 1,
+        max_queue: 2,
         prompt_cache: None,
         kv_cache: None,
     };
@@ -31,13 +39,28 @@ fn registry() -> Arc<Registry> {
         drain_grace: Duration::from_secs(1),
         policy: Default::default(),
     };
-    Registry::new(Catalog::default(), Config::default(), None, defaults, limits)
+    Registry::with_launch(catalog, Config::default(), None, defaults, limits, launch)
 }
 
 fn app(api_key: Option<&str>) -> axum::Router {
+    app_of(registry(), api_key)
+}
+
+fn app_of(registry: Arc<Registry>, api_key: Option<&str>) -> axum::Router {
     let access = super::access::Access { api_key: api_key.map(Into::into), admin_key: None };
     let guard = super::guard::Guard { loopback: true, allowed_hosts: vec![], cors_origins: vec![] };
-    super::app(registry(), 1 << 20, access, guard, 64)
+    super::app(registry, 1 << 20, access, guard, 64)
+}
+
+/// A request as a loopback client sends it.
+fn request(method: Method, path: &str, body: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request")
 }
 
 /// Sends one request; returns the status, the `Allow` header and the body as JSON.
@@ -47,14 +70,7 @@ async fn send(
     path: &str,
     body: &str,
 ) -> (StatusCode, String, serde_json::Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, "127.0.0.1:8080")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .expect("request");
-    let resp = app.call(req).await.expect("infallible");
+    let resp = app.call(request(method, path, body)).await.expect("infallible");
     let status = resp.status();
     let allow = resp.headers().get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();

@@ -1,0 +1,133 @@
+//! Running a completion on one model: the request validated against what the model holds,
+//! fanned out into one worker request per choice (prompts × `n`) that start together so the
+//! worker batches them, then streamed as SSE or collected into one response.
+
+use axum::response::{IntoResponse, Response};
+use model_bucket_shared::protocol::{GenerateRequest, Prompt, RequestId};
+use model_bucket_shared::ModelInfo;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::call::{self, gone, Call};
+use super::completions::Job;
+use super::error::ApiError;
+use super::openai::{self, CommonParams};
+use super::respond::{Finished, Kind, Meta};
+use super::stream;
+use super::tools;
+use crate::registry::Registry;
+use crate::worker::Event;
+
+pub async fn serve(
+    r: Arc<Registry>,
+    job: Job,
+    c: &CommonParams,
+    m: &ModelInfo,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    let kind = job.kind;
+    if kind == Kind::Chat && !r.can_chat(m) {
+        return Err(ApiError::bad_param(
+            "messages",
+            format!(
+                "model {} has no chat template, so it cannot take chat messages; use /v1/completions, or give it a chat_template in the config",
+                m.id
+            ),
+        ));
+    }
+    // Validate before starting a worker: a bad request never costs a model load.
+    let n = openai::choices_per_prompt(c)?;
+    let choices = job.prompts.len() * n;
+    if choices > openai::MAX_CHOICES {
+        return Err(ApiError::bad_param(
+            "n",
+            format!("prompts × n is {choices}; at most {} choices per request", openai::MAX_CHOICES),
+        ));
+    }
+    // Every choice is a request of the worker: more than it holds at once could never succeed.
+    let capacity = r.capacity(m);
+    if choices > capacity {
+        return Err(ApiError::bad_param(
+            "n",
+            format!(
+                "prompts × n is {choices}, more than model {} holds at once ({capacity}: its slots and queue)",
+                m.id
+            ),
+        ));
+    }
+    let mut base = openai::to_generate(RequestId(0), Prompt::Text(String::new()), c)?;
+    if let Some(plan) = &job.tools {
+        let tools = serde_json::Value::Array(plan.tools.clone()).to_string();
+        if tools.len() > tools::MAX_TOOLS_BYTES {
+            return Err(ApiError::bad_param(
+                "tools",
+                format!("the tools are {} bytes of JSON; at most {} are allowed", tools.len(), tools::MAX_TOOLS_BYTES),
+            ));
+        }
+        base.tools = Some(tools);
+        if let Some(force) = &plan.force {
+            if base.constraint.is_some() {
+                return Err(ApiError::bad_param(
+                    "tool_choice",
+                    "a forced tool call cannot be combined with response_format, json_schema or grammar",
+                ));
+            }
+            let schema = openai::schema_text(force).map_err(|e| ApiError { param: Some("tools"), ..e })?;
+            base.constraint = Some(model_bucket_shared::protocol::Constraint::JsonSchema(schema));
+        }
+    }
+    let include_usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    // Choice `p * n + k` is the k-th answer to prompt p; with a seed, each gets its own
+    // (seed + k) so that the n answers differ but repeat.
+    let reqs: Vec<GenerateRequest> = job
+        .prompts
+        .iter()
+        .flat_map(|p| (0..n).map(move |k| (p, k)))
+        .map(|(p, k)| GenerateRequest {
+            prompt: p.clone(),
+            sampling: model_bucket_shared::protocol::SamplingParams {
+                seed: base.sampling.seed.map(|s| s.wrapping_add(k as u32).min(u32::MAX - 1)),
+                ..base.sampling.clone()
+            },
+            ..base.clone()
+        })
+        .collect();
+    let starts = reqs.iter().map(|req| call::start(&r, m, req, started));
+    // All start together so the worker admits them in one step (one prompt's prefill is then
+    // shared by its n sequences); the first failure fails the request and cancels the rest.
+    let calls: Vec<(Call, Event)> = futures::future::try_join_all(starts).await?;
+    let names = job.tools.as_ref().map(|p| p.names.clone());
+    let meta = Meta::new(kind, m.id.clone(), names, n);
+    let logprobs = base.logprobs.is_some();
+    if base.stream {
+        Ok(stream::sse(meta, calls, logprobs, include_usage).into_response())
+    } else {
+        collect(meta, calls, logprobs).await
+    }
+}
+
+/// Waits for every choice to end and renders the whole response.
+async fn collect(meta: Meta, calls: Vec<(Call, Event)>, logprobs: bool) -> Result<Response, ApiError> {
+    let each = calls.into_iter().map(|(mut call, first)| async move {
+        let mut text = String::new();
+        let mut lps = logprobs.then(Vec::new);
+        let mut event = first;
+        loop {
+            match event {
+                Event::Tokens { text: t, logprobs: mut l, .. } => {
+                    text.push_str(&t);
+                    if let Some(all) = lps.as_mut() {
+                        all.append(&mut l);
+                    }
+                }
+                Event::Done(done) => return Ok(Finished { text, logprobs: lps, done }),
+                Event::Error { kind, message } => return Err(ApiError::from_worker(kind, message)),
+                Event::Gone => return Err(gone()),
+                Event::Embeddings { .. } => return Err(ApiError::internal("the worker answered with embeddings")),
+            }
+            event = call.next().await;
+        }
+    });
+    let finished = futures::future::try_join_all(each).await?;
+    Ok(axum::Json(meta.response(&finished)).into_response())
+}

@@ -1,0 +1,73 @@
+//! Taking a completion request to where it runs: the model it names, or the first candidate of
+//! its task's chain that can serve it (a local model or the upstream server). A candidate that
+//! fails with a server-side error (not loadable, no memory, crashed) passes the request to the
+//! next; a client error ends it.
+
+use axum::response::Response;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::completions::Job;
+use super::error::ApiError;
+use super::fanout::serve;
+use super::openai::CommonParams;
+use super::respond::Kind;
+use super::upstream;
+use crate::registry::Registry;
+use crate::routing;
+
+/// Serves the request on the model it names, or on the first candidate of its task's chain that
+/// can serve it: a candidate that fails with a server-side error (not loadable, no memory,
+/// crashed) passes the request to the next.
+pub async fn route(
+    r: Arc<Registry>,
+    job: Job,
+    c: &CommonParams,
+    raw: &axum::body::Bytes,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    let kind = job.kind;
+    let cat = r.catalog();
+    let config = r.config();
+    let chain = match routing::task(&c.model, &config.tasks, cat.resolve(&c.model).is_some()) {
+        Some(task) => {
+            let found = routing::live_candidates(&r, &config.tasks[task], kind == Kind::Chat);
+            if found.is_empty() {
+                return Err(ApiError::unavailable(
+                    format!(
+                        "no model of task {task} can serve this request: {:?} are missing, failed, or cannot chat",
+                        config.tasks[task]
+                    ),
+                    30,
+                ));
+            }
+            found
+        }
+        None => vec![routing::Candidate::Local(
+            cat.resolve(&c.model).ok_or_else(|| ApiError::model_not_found(&c.model))?.id.clone(),
+        )],
+    };
+    let mut result = Err(ApiError::internal("empty chain"));
+    for (i, candidate) in chain.iter().enumerate() {
+        result = match candidate {
+            routing::Candidate::Local(id) => match cat.models.iter().find(|m| &m.id == id) {
+                Some(m) => serve(r.clone(), job.clone(), c, m, started).await,
+                None => Err(ApiError::model_not_found(id)),
+            },
+            routing::Candidate::Upstream(model) => match &config.upstream {
+                Some(up) => {
+                    let endpoint = if kind == Kind::Chat { "chat/completions" } else { "completions" };
+                    upstream::forward(up, endpoint, raw, model).await
+                }
+                None => Err(ApiError::internal("no [upstream] configured")),
+            },
+        };
+        match &result {
+            Err(e) if e.status.is_server_error() && i + 1 < chain.len() => {
+                tracing::warn!(model = %c.model, candidate = ?candidate, error = %e.message, "trying the next model of the task");
+            }
+            _ => break,
+        }
+    }
+    result
+}

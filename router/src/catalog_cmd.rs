@@ -155,7 +155,7 @@ pub fn print_info(m: &ModelInfo, json: bool) -> Result<()> {
     }
     let opt = |v: Option<&str>| v.unwrap_or("-").to_string();
     let rows = [
-        ("id", m.id.clone()),
+        ("id", m.id.to_string()),
         ("aliases", if m.aliases.is_empty() { "-".into() } else { m.aliases.join(", ") }),
         ("name", m.name.clone()),
         ("architecture", m.architecture.clone()),

@@ -2,6 +2,7 @@
 //! decisions; the completion handlers try the candidates in order.
 
 use model_bucket_shared::config::UPSTREAM_PREFIX;
+use model_bucket_shared::ModelId;
 use std::collections::BTreeMap;
 
 /// The prefix that names a task explicitly: `task:thinking`.
@@ -10,7 +11,7 @@ pub const TASK_PREFIX: &str = "task:";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Candidate {
     /// A local model, by catalog ID.
-    Local(String),
+    Local(ModelId),
     /// A model of the remote fallback.
     Upstream(String),
 }
@@ -26,7 +27,7 @@ pub fn task<'a>(requested: &'a str, tasks: &BTreeMap<String, Vec<String>>, is_mo
 
 /// A local model as the chain sees it.
 pub struct LocalModel {
-    pub id: String,
+    pub id: ModelId,
     /// Failed, or unable to take this request (chat on a model without a template).
     pub unusable: bool,
 }

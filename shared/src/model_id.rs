@@ -33,6 +33,15 @@ impl fmt::Debug for ModelId {
     }
 }
 
+/// Reads as its text (`starts_with`, `rsplit_once`, `&str` arguments); it is built only from
+/// text, so nothing is lost.
+impl std::ops::Deref for ModelId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl Borrow<str> for ModelId {
     fn borrow(&self) -> &str {
         &self.0

@@ -26,7 +26,7 @@ pub enum Capability {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// `eden_<family>_<size>_<hash6>`; stable across renames and restarts.
-    pub id: String,
+    pub id: crate::ModelId,
     /// Other names that resolve to this model: the ID without its hash (when no other model
     /// shares it) and custom IDs from the config or `add --id`.
     pub aliases: Vec<String>,
@@ -173,7 +173,7 @@ impl ModelInfo {
             _ => None,
         };
         ModelInfo {
-            id: parts.id(&sha256),
+            id: parts.id(&sha256).into(),
             aliases: Vec::new(),
             name: h.str("general.name").map(str::to_string).unwrap_or_else(|| file_stem.clone()),
             parameters: parts.size_label.clone(),

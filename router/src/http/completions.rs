@@ -65,7 +65,7 @@ fn count(r: &Registry, kind: Kind, model: &str, result: &Result<Response, ApiErr
         Ok(resp) => resp.status().as_u16(),
         Err(e) => e.status.as_u16(),
     };
-    let model = r.catalog().resolve(model).map(|m| m.id.clone()).unwrap_or_else(|| {
+    let model = r.catalog().resolve(model).map(|m| m.id.to_string()).unwrap_or_else(|| {
         if routing::task(model, &r.config().tasks, false).is_some() {
             model.to_string()
         } else {

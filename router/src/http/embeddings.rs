@@ -68,7 +68,7 @@ pub async fn embeddings(
         Ok(resp) => resp.status().as_u16(),
         Err(e) => e.status.as_u16(),
     };
-    let model = r.catalog().resolve(&req.model).map(|m| m.id.clone()).unwrap_or_else(|| "unknown".into());
+    let model = r.catalog().resolve(&req.model).map(|m| m.id.to_string()).unwrap_or_else(|| "unknown".into());
     r.metrics.requests.get_or_create(&RequestLabel { model, endpoint: "embeddings", status }).inc();
     result
 }

@@ -97,7 +97,7 @@ pub async fn serve(
     // shared by its n sequences); the first failure fails the request and cancels the rest.
     let calls: Vec<(Call, Event)> = futures::future::try_join_all(starts).await?;
     let names = job.tools.as_ref().map(|p| p.names.clone());
-    let meta = Meta::new(kind, m.id.clone(), names, n);
+    let meta = Meta::new(kind, m.id.to_string(), names, n);
     let logprobs = base.logprobs.is_some();
     if base.stream {
         Ok(stream::sse(meta, calls, logprobs, include_usage).into_response())

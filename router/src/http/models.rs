@@ -50,7 +50,7 @@ fn model_object(r: &Registry, m: &ModelInfo) -> Value {
 fn task_object(r: &Registry, name: &str, chain: &[String]) -> Value {
     let now = routing::live_candidates(r, chain, false);
     let serving = now.first().map(|c| match c {
-        routing::Candidate::Local(id) => id.clone(),
+        routing::Candidate::Local(id) => id.to_string(),
         routing::Candidate::Upstream(m) => format!("{}{m}", model_bucket_shared::config::UPSTREAM_PREFIX),
     });
     json!({

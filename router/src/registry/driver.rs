@@ -102,7 +102,7 @@ impl Driver {
                 self.next_waiter += 1;
                 let waiter = self.next_waiter;
                 self.waiters.insert(waiter, reply);
-                let id = ModelId::from(model.id.as_str());
+                let id = model.id.clone();
                 self.infos.insert(id.clone(), *model);
                 let deadline = std::time::Instant::now() + wait;
                 self.feed(Input::Demand { waiter, model: id, need, ttl, deadline });

@@ -18,8 +18,8 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RescanReport {
     pub models: usize,
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
+    pub added: Vec<ModelId>,
+    pub removed: Vec<ModelId>,
     /// Files still being written; a later scan takes them.
     pub pending: Vec<String>,
     pub skipped: usize,
@@ -60,7 +60,7 @@ impl Registry {
 
     /// Loads `m` now (also out of `failed`) and waits until it is ready.
     pub async fn load(&self, m: &ModelInfo) -> Result<(), RegistryError> {
-        self.tell_and_wait(Input::Reset { model: ModelId::from(m.id.as_str()) }).await;
+        self.tell_and_wait(Input::Reset { model: m.id.clone() }).await;
         self.lease(m).await.map(drop)
     }
 
@@ -102,8 +102,8 @@ impl Registry {
 
     /// Makes `cat` the catalog; drains the workers of models that left it.
     fn install(&self, cat: Catalog, reset_failed: bool) -> RescanReport {
-        let old: BTreeSet<String> = self.catalog().models.iter().map(|m| m.id.clone()).collect();
-        let new: BTreeSet<String> = cat.models.iter().map(|m| m.id.clone()).collect();
+        let old: BTreeSet<ModelId> = self.catalog().models.iter().map(|m| m.id.clone()).collect();
+        let new: BTreeSet<ModelId> = cat.models.iter().map(|m| m.id.clone()).collect();
         let report = RescanReport {
             models: cat.models.len(),
             added: new.difference(&old).cloned().collect(),
@@ -114,14 +114,14 @@ impl Registry {
         *self.catalog.write().expect("catalog lock") = Arc::new(cat);
         for id in &report.removed {
             tracing::info!(model = %id, "model file removed: draining its worker");
-            self.tell(Input::Stop { model: ModelId::from(id.as_str()) });
+            self.tell(Input::Stop { model: id.clone() });
         }
         for id in &report.added {
             tracing::info!(model = %id, "new model");
         }
         if reset_failed {
             for id in old.union(&new) {
-                self.tell(Input::Reset { model: ModelId::from(id.as_str()) });
+                self.tell(Input::Reset { model: id.clone() });
             }
         }
         report
@@ -137,7 +137,7 @@ impl Registry {
                     tracing::info!(path = %path.display(), "config reloaded");
                     for m in &self.catalog().models {
                         let ttl = self.model_config(m).ttl_secs.map(Duration::from_secs);
-                        self.tell(Input::Configure { model: ModelId::from(m.id.as_str()), ttl });
+                        self.tell(Input::Configure { model: m.id.clone(), ttl });
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "config not reloaded: keeping the old one"),

@@ -10,7 +10,7 @@ use crate::worker::WorkerSpec;
 /// How `m`'s worker is started: its config settings first, then the defaults.
 pub fn worker_spec(m: &ModelInfo, mc: &ModelConfig, d: &Defaults) -> WorkerSpec {
     WorkerSpec {
-        model_id: m.id.clone(),
+        model_id: m.id.to_string(),
         model_path: m.path.clone(),
         worker_bin: d.worker_bin.clone(),
         ctx: mc.ctx.or(d.ctx),

@@ -26,10 +26,11 @@ pub fn open(args: &BucketArgs) -> Result<(Config, PathBuf)> {
     Ok((config, dir))
 }
 
-/// Scans `dir`, showing a progress bar on a terminal while large files are hashed.
+/// Scans `dir`, showing a progress bar on a terminal while large files are hashed (and
+/// logging it otherwise).
 pub fn scan(dir: &Path, config: &Config) -> Result<Catalog> {
     if !std::io::stderr().is_terminal() {
-        return Ok(Catalog::scan(dir, config, None)?);
+        return Ok(Catalog::scan(dir, config, Some(&mut hash_logger()))?);
     }
     let mut bar: Option<(PathBuf, ProgressBar)> = None;
     let mut report = |path: &Path, done: u64, total: u64| {
@@ -48,6 +49,23 @@ pub fn scan(dir: &Path, config: &Config) -> Result<Catalog> {
         }
     };
     Ok(Catalog::scan(dir, config, Some(&mut report))?)
+}
+
+/// Logs the hashing of large files: when each starts, at every quarter, and when it is done.
+pub fn hash_logger() -> impl FnMut(&Path, u64, u64) {
+    let mut logged: Option<(PathBuf, u64)> = None;
+    move |path: &Path, done: u64, total: u64| {
+        if total < PROGRESS_MIN_BYTES {
+            return;
+        }
+        let quarter = done.min(total) * 4 / total;
+        if logged.as_ref().is_some_and(|(p, q)| p == path && *q == quarter) {
+            return;
+        }
+        logged = Some((path.to_path_buf(), quarter));
+        let size = model_bucket_shared::mem::human(total);
+        tracing::info!(file = %path.display(), percent = quarter * 25, %size, "hashing a new model file");
+    }
 }
 
 /// A progress bar over `total` bytes with rate and ETA.

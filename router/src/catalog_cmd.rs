@@ -1,10 +1,9 @@
 //! `list`, `info` and `add`: the catalog from the command line.
 
-use anyhow::{bail, Context, Result};
-use model_bucket_shared::catalog::{add_custom_id, valid_custom_id};
-use model_bucket_shared::{gguf, hash, Catalog, ModelInfo};
+use anyhow::{Context, Result};
+use model_bucket_shared::{Catalog, ModelInfo};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
 use crate::bucket;
@@ -59,30 +58,17 @@ pub fn info(args: &BucketArgs, id: &str, json: bool) -> Result<()> {
 
 pub fn add(args: &BucketArgs, src: &Path, custom_id: Option<&str>, json: bool) -> Result<()> {
     let (config, dir) = bucket::open(args)?;
-    if let Some(id) = custom_id {
-        if !valid_custom_id(id) {
-            bail!("custom ID {id:?} must be 1-128 characters of [A-Za-z0-9._:-]");
-        }
-    }
-    gguf::read_header(src).with_context(|| format!("{} is not a usable GGUF model", src.display()))?;
+    let src = std::path::absolute(src).with_context(|| format!("cannot resolve {}", src.display()))?;
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = src.file_name().context("the path has no file name")?;
-    let dest = dir.join(name);
-    if dest.exists() {
-        if !same_content(src, &dest)? {
-            bail!("{} already exists with other content; rename the file first", dest.display());
-        }
-    } else {
-        place(src, &dest)?;
+    let cat = bucket::scan(&dir, &config)?;
+    let total = fs::metadata(&src).map(|m| m.len()).unwrap_or(0);
+    let bar = bucket::bytes_bar(total, "copying");
+    if !io::IsTerminal::is_terminal(&io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let sha = hash::sha256_file(&dest, None)?;
-    if let Some(id) = custom_id {
-        let cat = bucket::scan(&dir, &config)?;
-        if let Some(other) = cat.resolve(id).filter(|m| m.sha256 != sha) {
-            bail!("the ID {id:?} already names {}", other.id);
-        }
-        add_custom_id(&dir, &sha, id).context("cannot record the custom ID")?;
-    }
+    let placed = crate::add::place_file(&dir, &src, custom_id, &cat, &mut |done, _| bar.set_position(done));
+    bar.finish_and_clear();
+    let (_, sha) = placed?;
     let cat = bucket::scan(&dir, &config)?;
     let m = cat
         .models
@@ -90,49 +76,6 @@ pub fn add(args: &BucketArgs, src: &Path, custom_id: Option<&str>, json: bool) -
         .find(|m| m.sha256 == sha)
         .context("the file was placed but the catalog skipped it (see `list --all`)")?;
     print_info(m, json)
-}
-
-/// Hard-links `src` to `dest`, or copies it (under a temporary name, then renamed) when a link
-/// is not possible, e.g. across filesystems.
-fn place(src: &Path, dest: &Path) -> Result<()> {
-    if fs::hard_link(src, dest).is_ok() {
-        return Ok(());
-    }
-    let tmp = dest.with_file_name(format!(".{}.partial", dest.file_name().unwrap_or_default().to_string_lossy()));
-    let total = fs::metadata(src)?.len();
-    let bar = bucket::bytes_bar(total, "copying");
-    if !io::IsTerminal::is_terminal(&io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let copy = || -> io::Result<()> {
-        let mut from = fs::File::open(src)?;
-        let mut to = fs::File::create(&tmp)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = from.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            to.write_all(&buf[..n])?;
-            bar.inc(n as u64);
-        }
-        to.sync_all()?;
-        fs::rename(&tmp, dest)
-    };
-    let result = copy();
-    bar.finish_and_clear();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot copy {} to {}", src.display(), dest.display()));
-    }
-    Ok(())
-}
-
-fn same_content(a: &Path, b: &Path) -> Result<bool> {
-    if fs::metadata(a)?.len() != fs::metadata(b)?.len() {
-        return Ok(false);
-    }
-    Ok(hash::sha256_file(a, None)? == hash::sha256_file(b, None)?)
 }
 
 /// Finds a model or explains which names exist.

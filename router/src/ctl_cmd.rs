@@ -78,8 +78,40 @@ fn segment(id: &str) -> String {
         .collect()
 }
 
+/// Loads `id` and waits until it is ready; meanwhile a terminal shows its loading progress, read
+/// from `/v1/models/ID` a few times a second.
 pub fn load(server: &ServerArgs, id: &str) -> Result<()> {
-    let v = call("POST", server, &format!("/admin/models/{}/load", segment(id)))?;
+    let path = format!("/admin/models/{}/load", segment(id));
+    let v = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = indicatif::ProgressBar::new(1000);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("loading {msg} [{bar:30}] {percent}%")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(id.to_string());
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(m) = call("GET", server, &format!("/v1/models/{}", segment(id))) {
+                        if let Some(p) = m["progress"].as_f64() {
+                            bar.set_position((p * 1000.0) as u64);
+                        }
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            });
+            let result = call("POST", server, &path);
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = watcher.join();
+            result
+        });
+        bar.finish_and_clear();
+        result?
+    } else {
+        call("POST", server, &path)?
+    };
     println!(
         "{} {} (pid {}, {})",
         v["model"].as_str().unwrap_or(id),

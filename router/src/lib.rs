@@ -1,6 +1,7 @@
 //! Model Bucket's router and command-line tools as a library: the `model-bucket` binary is a
 //! thin `main` over it, and the fuzz targets reach the request validation through it.
 
+pub mod add;
 pub mod bucket;
 pub mod catalog_cmd;
 pub mod cli;

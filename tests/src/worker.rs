@@ -19,6 +19,8 @@ pub struct TestWorker {
     pub writer: Half,
     pub pid: u32,
     pub socket: PathBuf,
+    /// The loading progress it reported before `Ready`, in order.
+    pub loading: Vec<f32>,
     buf: Vec<u8>,
     _dir: tempfile::TempDir,
 }
@@ -88,6 +90,7 @@ impl TestWorker {
             writer: SharedStream(stream),
             pid,
             socket,
+            loading: Vec::new(),
             buf: Vec::new(),
             _dir: dir,
         };
@@ -96,9 +99,12 @@ impl TestWorker {
             FromWorker::HelloAck { version } => assert_eq!(version, PROTOCOL_VERSION),
             other => panic!("expected HelloAck, got {other:?}"),
         }
-        match w.recv() {
-            FromWorker::Ready(r) => (w, r),
-            other => panic!("expected Ready, got {other:?}"),
+        loop {
+            match w.recv() {
+                FromWorker::Loading { progress } => w.loading.push(progress),
+                FromWorker::Ready(r) => return (w, r),
+                other => panic!("expected Ready, got {other:?}"),
+            }
         }
     }
 

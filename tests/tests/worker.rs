@@ -14,6 +14,15 @@ fn smol(extra: &[&str]) -> (TestWorker, ReadyInfo) {
 }
 
 #[test]
+fn loading_progress_rises_to_one_before_ready() {
+    let (w, _) = smol(&["--ctx", "512", "--parallel", "1"]);
+    assert!(!w.loading.is_empty(), "no progress before Ready");
+    assert!(w.loading.windows(2).all(|p| p[0] < p[1]), "{:?}", w.loading);
+    assert!(w.loading.iter().all(|p| (0.0..=1.0).contains(p)), "{:?}", w.loading);
+    assert_eq!(w.loading.last(), Some(&1.0), "{:?}", w.loading);
+}
+
+#[test]
 fn answers_paris_with_the_ggufs_chat_template() {
     let (mut w, ready) = smol(&["--ctx", "1024", "--parallel", "2"]);
     assert_eq!(ready.slots, 2);

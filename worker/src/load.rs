@@ -27,7 +27,16 @@ pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command
     if !args.model.is_file() {
         bail!("model file {} does not exist", args.model.display());
     }
-    let params = LlamaModelParams::default().with_n_gpu_layers(args.gpu_layers);
+    // Loading progress for the router, in steps of at least a hundredth.
+    let progress = out.clone();
+    let mut reported = -1.0f32;
+    let params = LlamaModelParams::default().with_n_gpu_layers(args.gpu_layers).with_progress_callback(move |p| {
+        if p - reported >= 0.01 || (p >= 1.0 && reported < 1.0) {
+            reported = p;
+            let _ = progress.send(FromWorker::Loading { progress: p.clamp(0.0, 1.0) });
+        }
+        true
+    });
     let model = LlamaModel::load_from_file(&backend, &args.model, &params)
         .with_context(|| format!("llama.cpp could not load {}", args.model.display()))?;
 

@@ -38,6 +38,10 @@ impl Access {
     }
 }
 
+/// Marks a request that presented the admin key (set only when one is configured).
+#[derive(Debug, Clone, Copy)]
+pub struct AdminCaller;
+
 /// The key a request carries, from `Authorization: Bearer` or `x-api-key`.
 fn presented(h: &HeaderMap) -> Option<&[u8]> {
     if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
@@ -54,13 +58,18 @@ pub fn key_matches(given: &[u8], key: &[u8]) -> bool {
     given.ct_eq(key).into()
 }
 
-pub async fn require_key(State(access): State<Access>, req: Request, next: Next) -> Response {
+pub async fn require_key(State(access): State<Access>, mut req: Request, next: Next) -> Response {
     let Some(key) = access.key_for(req.uri().path()) else { return next.run(req).await };
     if req.method() == Method::OPTIONS {
         return next.run(req).await;
     }
     match presented(req.headers()) {
-        Some(given) if key_matches(given, key.as_bytes()) => next.run(req).await,
+        Some(given) if key_matches(given, key.as_bytes()) => {
+            if access.admin_key.as_deref() == Some(key) {
+                req.extensions_mut().insert(AdminCaller);
+            }
+            next.run(req).await
+        }
         Some(_) => ApiError::unauthorized("Incorrect API key provided.").into_response(),
         None => ApiError::unauthorized(
             "Missing API key: send it as `Authorization: Bearer KEY` (the api_key of OpenAI clients).",

@@ -1,12 +1,14 @@
 //! The OpenAI-compatible HTTP API.
 
 pub mod access;
+mod add;
 pub mod admin;
 mod call;
 pub mod clients;
 pub mod completions;
 pub mod embeddings;
 pub mod error;
+mod events;
 mod fanout;
 pub mod guard;
 pub mod json;
@@ -50,6 +52,8 @@ pub fn app(
         .route("/v1/completions", post(completions::completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/admin/workers", get(admin::workers))
+        .route("/admin/events", get(events::events))
+        .route("/admin/models", post(add::add))
         .route("/admin/models/{id}/load", post(admin::load))
         .route("/admin/models/{id}/unload", post(admin::unload))
         .route("/admin/rescan", post(admin::rescan))

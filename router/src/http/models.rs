@@ -10,7 +10,8 @@ use super::error::ApiError;
 use crate::registry::Registry;
 use crate::routing;
 
-fn model_object(r: &Registry, m: &ModelInfo) -> Value {
+/// A model's `/v1/models` entry: the catalog's facts and its worker's state.
+pub(super) fn model_object(r: &Registry, m: &ModelInfo) -> Value {
     let state = r.state(&m.id);
     let mut caps = m.capabilities.clone();
     if r.can_chat(m) && !caps.contains(&model_bucket_shared::Capability::Chat) {
@@ -32,6 +33,7 @@ fn model_object(r: &Registry, m: &ModelInfo) -> Value {
     });
     match &state {
         crate::registry::State::Failed(reason) => v["error"] = json!(reason),
+        crate::registry::State::Loading => v["progress"] = json!(r.progress(&m.id).unwrap_or(0.0)),
         crate::registry::State::Ready(live) => {
             v["worker"] = json!({
                 "pid": live.pid,

@@ -26,6 +26,8 @@ pub enum Msg {
     Demand { model: Box<ModelInfo>, need: u64, ttl: Option<Duration>, wait: Duration, reply: Reply },
     /// A worker loaded its model.
     Up(Arc<Live>),
+    /// Worker `gen` of `model` has loaded this fraction (0–1) of its weights.
+    Progress { model: ModelId, gen: Gen, progress: f32 },
     /// Every model's row and its worker if it is up, for `/admin/workers`.
     Rows(oneshot::Sender<Vec<(Row, Option<Arc<Live>>)>>),
     /// The models ready now.
@@ -47,6 +49,8 @@ struct Driver {
     /// The worker of each model that is up, by generation.
     lives: HashMap<ModelId, Arc<Live>>,
     kills: HashMap<(ModelId, Gen), Arc<Notify>>,
+    /// The worker each loading model is starting, whose progress is shown.
+    loading: HashMap<ModelId, Gen>,
     /// Cores given to workers spawned in the batch being carried out, which the supervisor
     /// learns of only after it.
     batch_cores: Vec<Vec<usize>>,
@@ -68,6 +72,7 @@ pub(super) async fn run(
         infos: HashMap::new(),
         lives: HashMap::new(),
         kills: HashMap::new(),
+        loading: HashMap::new(),
         batch_cores: Vec::new(),
     };
     loop {
@@ -111,6 +116,11 @@ impl Driver {
                 let (model, gen, memory_bytes) = (live.model.clone(), live.gen, live.ready.memory_bytes);
                 self.lives.insert(model.clone(), live);
                 self.feed(Input::Ready { model, gen, memory_bytes });
+            }
+            Msg::Progress { model, gen, progress } => {
+                if self.loading.get(&model) == Some(&gen) {
+                    self.reg.show_progress(&model, Some(progress));
+                }
             }
             Msg::Rows(reply) => {
                 let rows = self.sup.rows().into_iter().map(|r| {
@@ -168,6 +178,13 @@ impl Driver {
                 }
                 None
             }
+            Effect::Close { model, gen } => {
+                if let Some(live) = self.live(&model, gen) {
+                    tracing::info!(model = %model, pid = live.pid, "worker yields its memory: no new requests");
+                    live.close();
+                }
+                None
+            }
             Effect::Evict { model, gen, why } => {
                 let closed = self.live(&model, gen).is_none_or(|l| l.try_close());
                 if !closed {
@@ -178,6 +195,10 @@ impl Driver {
                 Some(Input::Evicted { model, gen })
             }
             Effect::Publish { model, view } => {
+                if view != View::Loading {
+                    self.loading.remove(&model);
+                    self.reg.show_progress(&model, None);
+                }
                 let state = match view {
                     View::Unloaded => State::Unloaded,
                     View::Loading => State::Loading,
@@ -232,6 +253,8 @@ impl Driver {
         self.batch_cores.extend(cores.clone());
         let kill = Arc::new(Notify::new());
         self.kills.insert((model.clone(), gen), kill.clone());
+        self.loading.insert(model.clone(), gen);
+        self.reg.show_progress(&model, Some(0.0));
         tokio::spawn(process::run(self.reg.launch.clone(), model.clone(), gen, spec, self.facts.clone(), kill));
         Some(Input::Placed { model, gen, cores })
     }

@@ -72,7 +72,8 @@ impl Live {
         Some(Lease { live: self.clone() })
     }
 
-    /// Closes the worker to new leases if none is held; returns whether it did.
+    /// Closes the worker to new leases if none is held (or finds it closed with none held);
+    /// returns whether it is closed and idle.
     pub(super) fn try_close(&self) -> bool {
         close(&self.leases)
     }
@@ -109,9 +110,13 @@ fn take(count: &AtomicUsize) -> Option<usize> {
     count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n & CLOSED == 0).then_some(n + 1)).ok()
 }
 
-/// Closes `count` if it is zero; returns whether it did.
+/// Closes `count` if it is zero; returns whether it is now closed with no lease (a count
+/// closed earlier takes no new lease, so once at zero it stays there).
 fn close(count: &AtomicUsize) -> bool {
-    count.compare_exchange(0, CLOSED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    match count.compare_exchange(0, CLOSED, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => true,
+        Err(n) => n == CLOSED,
+    }
 }
 
 /// The time every `last_used` is counted from.
@@ -138,5 +143,13 @@ mod tests {
         assert!(close(&leases));
         assert_eq!(take(&leases), None, "closed");
         assert_eq!(leases.load(Ordering::Acquire) & !CLOSED, 0);
+        assert!(close(&leases), "closed and idle stays so");
+        // Closed while held (a yielding worker): idle once the last lease is gone.
+        let held = AtomicUsize::new(0);
+        take(&held);
+        held.fetch_or(CLOSED, Ordering::AcqRel);
+        assert!(!close(&held));
+        held.fetch_sub(1, Ordering::AcqRel);
+        assert!(close(&held));
     }
 }

@@ -116,6 +116,8 @@ pub struct Registry {
     all_cores: Vec<usize>,
     /// Starts workers: processes, or in-memory ones in the router's own tests.
     launch: crate::worker::Launch,
+    /// How far each loading model's worker has got, 0–1.
+    progress: std::sync::Mutex<HashMap<ModelId, f32>>,
     pub metrics: Metrics,
     /// The pulls running now.
     pub pulls: Arc<crate::pull::ActivePulls>,
@@ -171,6 +173,7 @@ impl Registry {
             stopping: AtomicBool::new(false),
             all_cores: crate::supervisor::cores::allowed(),
             launch,
+            progress: Default::default(),
             metrics,
             pulls: Arc::default(),
             created,
@@ -222,6 +225,29 @@ impl Registry {
             next
         });
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Bumped whenever a model's state or loading progress changes.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// How far `id`'s worker has got loading (0–1), while it loads.
+    pub fn progress(&self, id: &str) -> Option<f32> {
+        self.progress.lock().expect("progress lock").get(id).copied()
+    }
+
+    /// Shows (or, `None`, clears) `model`'s loading progress; those who watch changes hear of it.
+    fn show_progress(&self, model: &ModelId, progress: Option<f32>) {
+        let mut all = self.progress.lock().expect("progress lock");
+        let changed = match progress {
+            Some(p) => all.insert(model.clone(), p) != Some(p),
+            None => all.remove(model).is_some(),
+        };
+        drop(all);
+        if changed {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     /// Tells the supervisor `input`.
@@ -293,6 +319,13 @@ impl Registry {
     /// Asks every worker to finish its requests within the drain grace and exit; no new ones start.
     pub fn shutdown_all(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        // Change watchers (event streams) learn of it and end.
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
         self.tell(Input::Shutdown);
+    }
+
+    /// Whether the server is stopping.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 }

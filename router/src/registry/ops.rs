@@ -30,6 +30,9 @@ pub struct RescanReport {
 pub struct WorkerView {
     pub model: String,
     pub state: &'static str,
+    /// How far loading has got, 0–1, while the worker loads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f32>,
     pub pid: Option<u32>,
     /// Pinned cores; `None`: every core.
     pub cores: Option<Vec<usize>>,
@@ -96,7 +99,10 @@ impl Registry {
     pub async fn rescan(self: &Arc<Self>, reset_failed: bool, settle: Duration) -> anyhow::Result<RescanReport> {
         let _one = self.rescans.lock().await;
         let (dir, config) = (self.dir.clone(), self.config());
-        let cat = tokio::task::spawn_blocking(move || Catalog::scan_settled(&dir, &config, None, settle)).await??;
+        let cat = tokio::task::spawn_blocking(move || {
+            Catalog::scan_settled(&dir, &config, Some(&mut crate::bucket::hash_logger()), settle)
+        })
+        .await??;
         Ok(self.install(cat, reset_failed))
     }
 
@@ -112,6 +118,7 @@ impl Registry {
             skipped: cat.skipped.len(),
         };
         *self.catalog.write().expect("catalog lock") = Arc::new(cat);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
         for id in &report.removed {
             tracing::info!(model = %id, "model file removed: draining its worker");
             self.tell(Input::Stop { model: id.clone() });
@@ -159,6 +166,7 @@ impl Registry {
                 WorkerView {
                     model: row.model.to_string(),
                     state: row.phase,
+                    progress: self.progress(&row.model),
                     pid,
                     cores: row.cores,
                     gpus: live.and_then(|l| l.gpus.clone()),

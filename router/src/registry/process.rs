@@ -29,7 +29,13 @@ pub(super) async fn run(
         let _ = facts.send(Msg::Fact(input));
     };
     let gpus = spec.gpus.clone();
-    let mut w = match launch(spec).await {
+    let progress: crate::worker::Progress = {
+        let (facts, model) = (facts.clone(), model.clone());
+        Arc::new(move |progress| {
+            let _ = facts.send(Msg::Progress { model: model.clone(), gen, progress });
+        })
+    };
+    let mut w = match launch(spec, progress).await {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(model = %model, error = %e, "worker failed to start");

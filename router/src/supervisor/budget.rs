@@ -100,6 +100,37 @@ pub enum Plan {
     TooLarge,
 }
 
+/// When `need` does not fit even after every idle worker is gone ([`Plan::NoRoom`]): the busy
+/// workers, least recently used first, that must stop taking requests (and go once they have
+/// finished the ones they hold) for it to fit. Empty when even that would not make room, or
+/// when it fits without them.
+pub fn yielders(need: u64, budget: u64, resident: &[Resident]) -> Vec<String> {
+    if need > budget {
+        return vec![];
+    }
+    let staying = |r: &&Resident| !r.leaving && (!r.evictable || r.busy);
+    let used: u64 = resident.iter().filter(staying).map(|r| r.bytes).sum();
+    if used + need <= budget {
+        return vec![];
+    }
+    let mut busy: Vec<&Resident> = resident.iter().filter(|r| r.evictable && r.busy && !r.leaving).collect();
+    busy.sort_by_key(|r| r.last_used);
+    let mut freed = 0;
+    let mut out = Vec::new();
+    for r in busy {
+        if used - freed + need <= budget {
+            break;
+        }
+        freed += r.bytes;
+        out.push(r.id.clone());
+    }
+    if used - freed + need <= budget {
+        out
+    } else {
+        vec![]
+    }
+}
+
 /// Decides how `need` bytes fit under `budget` next to `resident`.
 pub fn plan(need: u64, budget: u64, resident: &[Resident]) -> Plan {
     if need > budget {
@@ -149,6 +180,27 @@ mod tests {
             leaving: false,
             last_used: now - Duration::from_secs(age_s),
         }
+    }
+
+    #[test]
+    fn busy_workers_yield_least_recently_used_first_and_only_when_it_helps() {
+        let now = Instant::now();
+        let mib = |m: u64| m << 20;
+        // 1000 MiB: a busy 400 (used 10 s ago), a busy 300 (5 s ago), an idle 200.
+        let rs = [r("old", 400, true, 10, now), r("new", 300, true, 5, now), r("idle", 200, false, 1, now)];
+        // Needing 400: the idle one goes anyway (100 short), so the oldest busy one yields.
+        assert_eq!(yielders(mib(400), mib(1000), &rs), vec!["old".to_string()]);
+        // Needing 800: both busy ones.
+        assert_eq!(yielders(mib(800), mib(1000), &rs), vec!["old".to_string(), "new".to_string()]);
+        // Fits once the idle one is gone: nobody yields.
+        assert!(yielders(mib(300), mib(1000), &rs).is_empty());
+        // Larger than the budget, or more than everything frees: nobody yields.
+        assert!(yielders(mib(1001), mib(1000), &rs).is_empty());
+        let loading = Resident { evictable: false, ..r("loading", 900, true, 0, now) };
+        assert!(yielders(mib(200), mib(1000), &[loading.clone(), r("b", 50, true, 3, now)]).is_empty());
+        // What is leaving already counts as gone.
+        let leaving = Resident { leaving: true, ..r("leaving", 400, false, 0, now) };
+        assert!(yielders(mib(500), mib(1000), &[leaving, r("b", 500, true, 3, now)]).is_empty());
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Script {
     /// The fakes of the first `starts` starts die after `after` pieces (over all their
     /// requests): the connection drops and the fake "exits" on SIGABRT.
     pub crash: Option<Crash>,
+    /// Loading reports half done, takes this long, then reports done and is ready.
+    pub load: Duration,
     pub ready: ReadyInfo,
 }
 
@@ -39,6 +41,7 @@ impl Script {
             pieces: pieces.iter().map(|p| p.to_string()).collect(),
             endless: false,
             crash: None,
+            load: Duration::ZERO,
             ready: ReadyInfo { load_ms: 1, memory_bytes: 1 << 20, n_ctx: 4096, slots: 4, has_chat_template: true },
         }
     }
@@ -71,7 +74,7 @@ impl Seen {
 pub fn launch(script: Script) -> (Launch, Seen) {
     let seen = Seen::default();
     let record = seen.clone();
-    let launch: Launch = Arc::new(move |_spec| {
+    let launch: Launch = Arc::new(move |_spec, progress| {
         let (script, seen) = (script.clone(), record.clone());
         Box::pin(async move {
             let start = {
@@ -88,6 +91,9 @@ pub fn launch(script: Script) -> (Launch, Seen) {
                 FramedWrite::new(w, FrameCodec::<FromWorker, ToWorker>::default()),
                 utx,
             );
+            progress(0.5);
+            tokio::time::sleep(script.load).await;
+            progress(1.0);
             let ready = script.ready.clone();
             let task = tokio::spawn(serve(theirs, script, crash_after, seen));
             Ok(Worker {

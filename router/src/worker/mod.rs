@@ -14,11 +14,15 @@ pub use spawn::{spawn, SpawnError, Worker, WorkerSpec};
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
-/// Starts a worker for a spec and resolves once it is ready (or could not start). The registry
-/// calls it for every start; [`processes`] is the real one.
-pub type Launch = Arc<dyn Fn(WorkerSpec) -> BoxFuture<'static, Result<Worker, SpawnError>> + Send + Sync>;
+/// Hears how far a worker's loading has got, 0–1.
+pub type Progress = Arc<dyn Fn(f32) + Send + Sync>;
+
+/// Starts a worker for a spec and resolves once it is ready (or could not start), reporting
+/// loading progress meanwhile. The registry calls it for every start; [`processes`] is the
+/// real one.
+pub type Launch = Arc<dyn Fn(WorkerSpec, Progress) -> BoxFuture<'static, Result<Worker, SpawnError>> + Send + Sync>;
 
 /// Launches worker processes ([`spawn`]).
 pub fn processes() -> Launch {
-    Arc::new(|spec| Box::pin(async move { spawn(&spec).await }))
+    Arc::new(|spec, progress| Box::pin(async move { spawn(&spec, &progress).await }))
 }

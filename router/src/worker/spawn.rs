@@ -114,8 +114,9 @@ fn peer_is(s: &Stream, pid: u32) -> Result<(), String> {
     }
 }
 
-/// Starts a worker and waits until it has loaded its model.
-pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, SpawnError> {
+/// Starts a worker and waits until it has loaded its model; `progress` hears how far loading
+/// has got (0–1) meanwhile.
+pub async fn spawn(spec: &WorkerSpec, progress: &super::Progress) -> Result<Worker, SpawnError> {
     let started = Instant::now();
     // A folder (0700) and socket (0600) only this user can reach; the connecting peer is
     // checked too (below), since a process of this user could still race the worker to it.
@@ -231,6 +232,7 @@ pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, SpawnError> {
                     ),
                 })
             }
+            Some(Ok(FromWorker::Loading { progress: p })) if acked => progress(p),
             Some(Ok(FromWorker::Ready(r))) if acked => break r,
             Some(Ok(FromWorker::Error { message, .. })) => {
                 return Err(SpawnError::Refused { model: spec.model_id.clone(), message })

@@ -95,6 +95,11 @@ pub enum FromWorker {
         vectors: Vec<Vec<f32>>,
         prompt_tokens: u32,
     },
+    /// How far loading the model's weights has got, 0–1, as llama.cpp reports it; sent only
+    /// between `HelloAck` and `Ready`, each time it has grown by at least a hundredth.
+    Loading {
+        progress: f32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

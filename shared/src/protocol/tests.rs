@@ -93,6 +93,7 @@ fn every_from_worker() -> Vec<FromWorker> {
         FromWorker::Error { id: Some(RequestId(2)), kind: ErrorKind::PromptTooLong, message: "too long".into() },
         FromWorker::Embeddings { id: RequestId(9), vectors: vec![vec![0.5, -0.25], vec![]], prompt_tokens: 7 },
         FromWorker::Error { id: None, kind: ErrorKind::ProtocolMismatch, message: "v2".into() },
+        FromWorker::Loading { progress: 0.5 },
     ]
 }
 

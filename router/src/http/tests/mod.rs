@@ -136,3 +136,52 @@ async fn the_key_guards_the_api_and_an_empty_bucket_lists_nothing() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["workers"], serde_json::json!([]));
 }
+
+/// `POST /admin/models` with `body`, from `peer` (none: no socket address known), with `key`.
+async fn add_from(
+    app: &mut axum::Router,
+    peer: Option<&str>,
+    key: Option<&str>,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = request(Method::POST, "/admin/models", body);
+    if let Some(p) = peer {
+        let addr: std::net::SocketAddr = p.parse().unwrap();
+        req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+    }
+    if let Some(k) = key {
+        req.headers_mut().insert(header::AUTHORIZATION, format!("Bearer {k}").parse().unwrap());
+    }
+    let resp = app.call(req).await.expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn adding_a_file_by_path_is_for_local_or_admin_callers_only() {
+    let body = r#"{"path": "/nonexistent/x.gguf"}"#;
+    let mut open = app(None);
+    for peer in [None, Some("192.168.1.5:40000"), Some("[2001:db8::1]:40000")] {
+        let (status, v) = add_from(&mut open, peer, None, body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{peer:?}: {v}");
+        assert_eq!(v["error"]["code"], "not_local");
+    }
+    // Loopback callers get as far as the path check.
+    for peer in ["127.0.0.1:40000", "[::1]:40000", "[::ffff:127.0.0.1]:40000"] {
+        let (status, v) = add_from(&mut open, Some(peer), None, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{peer}: {v}");
+        assert_eq!(v["error"]["param"], "path");
+    }
+    let (status, v) = add_from(&mut open, Some("127.0.0.1:1"), None, r#"{"path": "/x.gguf", "extra": 1}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "unknown fields are refused: {v}");
+    // With an admin key, a remote caller that presents it may add; the API key is not enough.
+    let access = super::access::Access { api_key: Some("api".into()), admin_key: Some("adm".into()) };
+    let guard = super::guard::Guard { loopback: false, allowed_hosts: vec![], cors_origins: vec![] };
+    let mut keyed = super::app(registry(), 1 << 20, access, guard, 64);
+    let (status, _) = add_from(&mut keyed, Some("192.168.1.5:40000"), Some("api"), body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, v) = add_from(&mut keyed, Some("192.168.1.5:40000"), Some("adm"), body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["param"], "path");
+}

@@ -211,3 +211,55 @@ async fn too_many_choices_for_the_model_are_refused_before_any_load() {
     assert_eq!(v["error"]["param"], "n");
     assert_eq!(seen.starts(), 0, "a bad request never costs a model load");
 }
+
+#[tokio::test]
+async fn loading_progress_shows_in_the_models_list_and_the_event_stream() {
+    let (app, _) = serving(Script { load: Duration::from_millis(400), ..Script::says(&["a"]) });
+    // Watch the events from the start.
+    let mut watcher = app.clone();
+    let resp = watcher.call(request(Method::GET, "/admin/events", "")).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut events = resp.into_body();
+    // Read as they come, as a page does.
+    let reader = tokio::spawn(async move {
+        let mut states: Vec<Value> = vec![];
+        while !states.iter().any(|s| s["state"] == "ready") {
+            let frame = tokio::time::timeout(Duration::from_secs(5), events.frame()).await;
+            let frame = frame.expect("an event").expect("a frame").expect("body");
+            let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+            for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                states.push(serde_json::from_str::<Value>(line).unwrap());
+            }
+        }
+        states
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut loader = app.clone();
+    let load =
+        tokio::spawn(async move { send(&mut loader, Method::POST, &format!("/admin/models/{MODEL}/load"), "").await });
+    let mut lister = app.clone();
+    let mut seen_half = false;
+    for _ in 0..100 {
+        let (_, _, v) = send(&mut lister, Method::GET, &format!("/v1/models/{MODEL}"), "").await;
+        if v["state"] == "loading" && v["progress"] == 0.5 {
+            seen_half = true;
+            let (_, _, w) = send(&mut lister, Method::GET, "/admin/workers", "").await;
+            assert_eq!(w["workers"][0]["progress"], 0.5, "{w}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen_half, "progress 0.5 never showed while loading");
+    let (status, _, v) = load.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, _, v) = send(&mut lister, Method::GET, &format!("/v1/models/{MODEL}"), "").await;
+    assert_eq!(v["state"], "ready");
+    assert!(v.get("progress").is_none(), "{v}");
+    // The stream told the same story, in order.
+    let states = reader.await.unwrap();
+    let names: Vec<&str> = states.iter().map(|s| s["state"].as_str().unwrap()).collect();
+    assert_eq!(names.first(), Some(&"unloaded"), "{states:?}");
+    assert!(states.iter().any(|s| s["state"] == "loading" && s["progress"] == 0.5), "{states:?}");
+    assert_eq!(names.last(), Some(&"ready"), "{states:?}");
+    assert!(states.iter().all(|s| s["model"] == MODEL));
+}

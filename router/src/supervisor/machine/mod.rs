@@ -146,6 +146,12 @@ pub enum Effect {
         gen: Gen,
         why: &'static str,
     },
+    /// Take no new leases on the worker; those held finish. It yields its memory to a model
+    /// that waits for it, and is evicted once idle.
+    Close {
+        model: ModelId,
+        gen: Gen,
+    },
     /// Show requests this state of `model`.
     Publish {
         model: ModelId,
@@ -204,6 +210,9 @@ struct Entry {
     ttl: Option<Duration>,
     /// An eviction is in flight.
     evicting: bool,
+    /// It takes no new requests and is evicted once idle: a model waiting for memory needs
+    /// what it holds.
+    yielding: bool,
     evictions: u64,
     waiters: Vec<Waiter>,
     published: View,
@@ -227,6 +236,7 @@ impl Entry {
             last_used: now,
             ttl: None,
             evicting: false,
+            yielding: false,
             evictions: 0,
             waiters: Vec::new(),
             published: View::Unloaded,
@@ -241,6 +251,8 @@ impl Entry {
     fn view(&self) -> View {
         match &self.life.phase {
             Phase::Stopped => View::Unloaded,
+            // Requests wait for what comes after it, as for a draining worker.
+            Phase::Ready if self.yielding => View::Draining,
             Phase::Ready if self.reachable => View::Ready(self.gen),
             Phase::Starting | Phase::Backoff | Phase::Ready => View::Loading,
             Phase::Draining { .. } => View::Draining,
@@ -289,6 +301,7 @@ impl Supervisor {
         let mut out = Vec::new();
         self.apply(now, input, &mut out);
         self.expire(now, &mut out);
+        self.evict_yielded(now, &mut out);
         self.requeue();
         self.admit(now, &mut out);
         // What requests see changes first: a request admitted or a worker drained below
@@ -390,6 +403,7 @@ impl Supervisor {
                 e.busy = false;
                 e.admitted_until = None;
                 e.evicting = false;
+                e.yielding = false;
                 let was_ready = e.life.phase == Phase::Ready;
                 // A process that ends before it was ready failed to start.
                 let ev = if e.life.phase == Phase::Starting {
@@ -523,6 +537,7 @@ impl Supervisor {
                 e.retry_at = None;
                 e.busy = false;
                 e.admitted_until = None;
+                e.yielding = false;
                 out.push(Effect::Spawn { model: model.clone(), gen: e.gen });
             }
             Some(lifecycle::Effect::RetryAfter(delay)) => e.retry_at = Some(now + delay),
@@ -626,7 +641,10 @@ impl Supervisor {
                 // A model waiting to restart after a crash holds no process: evicting it frees
                 // its reservation at once. One already being evicted is not chosen twice.
                 evictable: matches!(e.life.phase, Phase::Ready | Phase::Backoff) && !e.evicting,
-                leaving: e.life.phase == (Phase::Draining { restart: false }) || e.evicting,
+                // A busy worker that yields goes once idle: its bytes count as on their way out.
+                leaving: e.life.phase == (Phase::Draining { restart: false })
+                    || e.evicting
+                    || (e.yielding && e.held(now)),
                 last_used: e.last_used,
             })
             .collect()

@@ -121,6 +121,56 @@ fn concurrent_requests_share_one_load() {
 }
 
 #[test]
+fn a_worker_that_never_goes_idle_yields_to_a_waiting_model() {
+    // Requests for a keep arriving back to back, so it is never idle when b's admission looks:
+    // it is closed to new requests, finishes its own, and goes; b starts; a's next requests
+    // wait and start it again once b is idle.
+    let mut r = Replay::with(Settings { budget: 300 * MIB, ..settings() });
+    let a = r.load(1, "a", 200);
+    r.feed(Input::Busy { model: id("a"), gen: a });
+    let out = r.demand(2, "b", 200);
+    assert!(evicted(&out).is_empty() && spawned(&out, "b").is_none(), "{out:?}");
+    assert!(out.contains(&Effect::Close { model: id("a"), gen: a }), "{out:?}");
+    assert!(out.contains(&Effect::Publish { model: id("a"), view: View::Draining }), "{out:?}");
+    // Asked once only.
+    let out = r.at(1).feed(Input::Tick);
+    assert!(!out.iter().any(|e| matches!(e, Effect::Close { .. })), "{out:?}");
+    // A request for a now waits instead of being admitted to the closing worker.
+    let out = r.demand(3, "a", 200);
+    assert!(out.is_empty(), "{out:?}");
+    // Its last request ends: it is evicted, drained, and b starts once it has exited.
+    let out = r.at(2).feed(Input::Idle { model: id("a"), gen: a });
+    assert_eq!(evicted(&out), vec!["a"]);
+    r.feed(Input::Evicted { model: id("a"), gen: a });
+    let out = r.feed(Input::Exited { model: id("a"), gen: a, reason: "exit status: 0".into() });
+    let b = spawned(&out, "b").expect("b starts");
+    let out = r.ready("b", b);
+    assert!(out.contains(&Effect::Admit { waiter: 2 }));
+    // a waits next in line, but b is not closed before the request it admitted leases it.
+    assert!(!out.iter().any(|e| matches!(e, Effect::Close { .. })), "{out:?}");
+    // b serves and goes idle: a takes its memory back.
+    r.feed(Input::Busy { model: id("b"), gen: b });
+    let out = r.at(3).feed(Input::Idle { model: id("b"), gen: b });
+    assert_eq!(evicted(&out), vec!["b"], "{out:?}");
+    r.feed(Input::Evicted { model: id("b"), gen: b });
+    let out = r.feed(Input::Exited { model: id("b"), gen: b, reason: "exit status: 0".into() });
+    let a2 = spawned(&out, "a").expect("a starts again");
+    assert!(r.ready("a", a2).contains(&Effect::Admit { waiter: 3 }));
+}
+
+#[test]
+fn nobody_yields_when_it_would_not_make_room() {
+    // b needs more than a and c together could free: nothing is closed, b waits and fails.
+    let mut r = Replay::with(Settings { budget: 500 * MIB, ..settings() });
+    let a = r.load(1, "a", 200);
+    r.feed(Input::Busy { model: id("a"), gen: a });
+    let out = r.demand(2, "b", 600);
+    assert!(matches!(rejection(&out, 2), Some(RegistryError::TooLarge { .. })), "{out:?}");
+    assert!(!out.iter().any(|e| matches!(e, Effect::Close { .. })), "{out:?}");
+    assert_eq!(r.view("a"), View::Ready(a));
+}
+
+#[test]
 fn a_busy_worker_is_never_evicted() {
     // The eviction is decided while the worker looks idle, but a request leases it before the
     // driver carries it out: the driver's guard refuses, and nothing is stopped.
@@ -131,7 +181,9 @@ fn a_busy_worker_is_never_evicted() {
     assert!(spawned(&out, "b").is_none());
     let out = r.feed(Input::EvictRefused { model: id("a"), gen: a });
     assert!(out.iter().all(|e| !matches!(e, Effect::Drain { .. } | Effect::Spawn { .. })), "{out:?}");
-    assert_eq!(r.view("a"), View::Ready(a));
+    // It keeps serving what it holds, but takes nothing more: b waits for its memory.
+    assert!(out.contains(&Effect::Close { model: id("a"), gen: a }), "{out:?}");
+    assert_eq!(r.view("a"), View::Draining);
     // When its request ends it is idle again, and the waiting model evicts it then.
     let out = r.feed(Input::Idle { model: id("a"), gen: a });
     assert_eq!(evicted(&out), vec!["a"]);
@@ -328,16 +380,14 @@ fn too_large_no_memory_and_deadlines() {
     assert!(matches!(rejection(&out, 1), Some(RegistryError::TooLarge { .. })));
     let a = r.load(2, "a", 200);
     r.feed(Input::Busy { model: id("a"), gen: a });
-    // Busy a holds the memory: b waits for the evict wait, then gets a clear answer.
-    assert!(r.demand(3, "b", 200).is_empty());
+    // Busy a holds the memory: it is asked to yield, and b waits for the evict wait.
+    assert!(r.demand(3, "b", 200).contains(&Effect::Close { model: id("a"), gen: a }));
     // c queues behind b.
     assert!(r.demand(4, "c", 50).is_empty());
     assert_eq!(r.s.next_deadline(), Some(r.t0 + Duration::from_secs(5)));
+    // a's request outlasts the wait: b gets a clear answer.
     let out = r.at(5).feed(Input::Tick);
-    assert_eq!(
-        rejection(&out, 3),
-        Some(RegistryError::NoMemory { model: id("b"), need: 200 * MIB, budget: 300 * MIB, busy: 200 * MIB })
-    );
+    assert_eq!(rejection(&out, 3), Some(RegistryError::Evicting { model: id("b") }));
     // Then c, which fits, starts.
     assert!(spawned(&out, "c").is_some(), "{out:?}");
     // A waiter whose own deadline passes while its model loads is told so.
@@ -397,7 +447,8 @@ fn a_model_is_not_evicted_before_the_requests_it_admitted_take_their_leases() {
     let mut r = Replay::with(Settings { budget: 300 * MIB, ..settings() });
     let a = r.load(1, "a", 200);
     r.feed(Input::Busy { model: id("a"), gen: a });
-    assert!(r.demand(2, "b", 200).is_empty(), "a is busy: b waits");
+    let out = r.demand(2, "b", 200);
+    assert!(evicted(&out).is_empty() && spawned(&out, "b").is_none(), "a is busy: b waits: {out:?}");
     let out = r.feed(Input::Idle { model: id("a"), gen: a });
     assert_eq!(evicted(&out), vec!["a"]);
     r.feed(Input::Evicted { model: id("a"), gen: a });

@@ -37,6 +37,11 @@ impl Supervisor {
         }
     }
 
+    /// Bytes held by yielding workers that still serve.
+    fn yielding_busy(&self, now: Instant) -> u64 {
+        self.models.values().filter(|e| e.yielding && e.held(now)).map(|e| e.bytes).sum()
+    }
+
     /// Evicts the workers that yielded once they are idle.
     pub(super) fn evict_yielded(&mut self, now: Instant, out: &mut Vec<Effect>) {
         for (id, e) in self.models.iter_mut() {
@@ -82,6 +87,10 @@ impl Supervisor {
                     let victims = budget::yielders(need, budget, &rs);
                     self.ask_to_yield(victims, out);
                     return;
+                }
+                // Still waiting for busy workers that yield: they are serving.
+                Plan::Wait if self.yielding_busy(now) > 0 => {
+                    RegistryError::NoMemory { model: id.clone(), need, budget, busy: self.yielding_busy(now) }
                 }
                 Plan::Evict(_) | Plan::Wait => RegistryError::Evicting { model: id.clone() },
                 Plan::NoRoom { busy_bytes } => {

@@ -387,7 +387,10 @@ fn too_large_no_memory_and_deadlines() {
     assert_eq!(r.s.next_deadline(), Some(r.t0 + Duration::from_secs(5)));
     // a's request outlasts the wait: b gets a clear answer.
     let out = r.at(5).feed(Input::Tick);
-    assert_eq!(rejection(&out, 3), Some(RegistryError::Evicting { model: id("b") }));
+    assert_eq!(
+        rejection(&out, 3),
+        Some(RegistryError::NoMemory { model: id("b"), need: 200 * MIB, budget: 300 * MIB, busy: 200 * MIB })
+    );
     // Then c, which fits, starts.
     assert!(spawned(&out, "c").is_some(), "{out:?}");
     // A waiter whose own deadline passes while its model loads is told so.

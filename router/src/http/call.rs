@@ -93,6 +93,7 @@ impl Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
+        self.tally.count_generated();
         if !self.finished {
             self.lease.live.client.cancel(self.id);
         }
@@ -105,17 +106,20 @@ pub fn gone() -> ApiError {
 }
 
 /// A request's contribution to the metrics: time to first token, then tokens and time per token.
-/// Generated tokens are counted as they arrive, so those of a request that fails midway count.
+/// Generated tokens are counted as they arrive (in the tally, once in the metric at the end), so
+/// those of a request that fails or is cancelled midway count too.
 struct Tally {
     registry: Arc<Registry>,
     label: ModelLabel,
     started: Instant,
     seen_first: bool,
+    /// Tokens generated so far, not yet in the metric.
+    generated: u32,
 }
 
 impl Tally {
     fn new(registry: Arc<Registry>, model: &str, started: Instant) -> Tally {
-        Tally { registry, label: ModelLabel::new(model), started, seen_first: false }
+        Tally { registry, label: ModelLabel::new(model), started, seen_first: false, generated: 0 }
     }
 
     fn first_token(&mut self) {
@@ -125,8 +129,16 @@ impl Tally {
         }
     }
 
-    fn generated(&self, tokens: u32) {
-        self.registry.metrics.completion_tokens.get_or_create(&self.label).inc_by(tokens as u64);
+    fn generated(&mut self, tokens: u32) {
+        self.generated = self.generated.saturating_add(tokens);
+    }
+
+    /// Puts the generated tokens in the metric (once: the count starts again from 0).
+    fn count_generated(&mut self) {
+        let n = std::mem::take(&mut self.generated);
+        if n > 0 {
+            self.registry.metrics.completion_tokens.get_or_create(&self.label).inc_by(n as u64);
+        }
     }
 
     fn embedded(&self, prompt_tokens: u32) {

@@ -224,6 +224,11 @@ impl Registry {
             next.insert(model.clone(), state.clone());
             next
         });
+        self.changed();
+    }
+
+    /// Tells those who watch [`Registry::changes`] that something changed.
+    fn changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -246,7 +251,7 @@ impl Registry {
         };
         drop(all);
         if changed {
-            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+            self.changed();
         }
     }
 
@@ -320,7 +325,7 @@ impl Registry {
     pub fn shutdown_all(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         // Change watchers (event streams) learn of it and end.
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        self.changed();
         self.tell(Input::Shutdown);
     }
 

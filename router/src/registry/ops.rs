@@ -118,7 +118,7 @@ impl Registry {
             skipped: cat.skipped.len(),
         };
         *self.catalog.write().expect("catalog lock") = Arc::new(cat);
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        self.changed();
         for id in &report.removed {
             tracing::info!(model = %id, "model file removed: draining its worker");
             self.tell(Input::Stop { model: id.clone() });

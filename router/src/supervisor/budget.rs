@@ -113,22 +113,30 @@ pub fn yielders(need: u64, budget: u64, resident: &[Resident]) -> Vec<String> {
     if used + need <= budget {
         return vec![];
     }
-    let mut busy: Vec<&Resident> = resident.iter().filter(|r| r.evictable && r.busy && !r.leaving).collect();
-    busy.sort_by_key(|r| r.last_used);
+    let busy = resident.iter().filter(|r| r.evictable && r.busy && !r.leaving);
+    least_recent_until_fit(busy, used, need, budget).unwrap_or_default()
+}
+
+/// Of `candidates`, the least recently used first, as many as must go for `need` to fit
+/// next to `used` bytes; `None` when all of them are not enough.
+fn least_recent_until_fit<'a>(
+    candidates: impl Iterator<Item = &'a Resident>,
+    used: u64,
+    need: u64,
+    budget: u64,
+) -> Option<Vec<String>> {
+    let mut candidates: Vec<&Resident> = candidates.collect();
+    candidates.sort_by_key(|r| r.last_used);
     let mut freed = 0;
     let mut out = Vec::new();
-    for r in busy {
+    for r in candidates {
         if used - freed + need <= budget {
             break;
         }
         freed += r.bytes;
         out.push(r.id.clone());
     }
-    if used - freed + need <= budget {
-        out
-    } else {
-        vec![]
-    }
+    (used - freed + need <= budget).then_some(out)
 }
 
 /// Decides how `need` bytes fit under `budget` next to `resident`.
@@ -146,21 +154,10 @@ pub fn plan(need: u64, budget: u64, resident: &[Resident]) -> Plan {
     }
     // What is leaving counts as gone; evict only for the rest.
     let used = used - leaving;
-    let mut idle: Vec<&Resident> = resident.iter().filter(|r| r.evictable && !r.busy && !r.leaving).collect();
-    idle.sort_by_key(|r| r.last_used);
-    let mut freed = 0;
-    let mut victims = Vec::new();
-    for r in idle {
-        if used - freed + need <= budget {
-            break;
-        }
-        freed += r.bytes;
-        victims.push(r.id.clone());
-    }
-    if used - freed + need <= budget {
-        Plan::Evict(victims)
-    } else {
-        Plan::NoRoom { busy_bytes: resident.iter().filter(|r| r.busy).map(|r| r.bytes).sum() }
+    let idle = resident.iter().filter(|r| r.evictable && !r.busy && !r.leaving);
+    match least_recent_until_fit(idle, used, need, budget) {
+        Some(victims) => Plan::Evict(victims),
+        None => Plan::NoRoom { busy_bytes: resident.iter().filter(|r| r.busy).map(|r| r.bytes).sum() },
     }
 }
 

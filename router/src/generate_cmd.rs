@@ -64,7 +64,8 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
     spec.threads = a.threads.or(spec.threads);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let mut w = worker::spawn(&spec, &(std::sync::Arc::new(|_| {}) as worker::Progress)).await?;
+        let mut w =
+            worker::spawn(&spec, &(std::sync::Arc::new(|_| {}) as worker::Progress), Default::default()).await?;
         tracing::debug!(pid = w.pid, load_ms = w.ready.load_ms, n_ctx = w.ready.n_ctx, "worker ready");
         let req = GenerateRequest {
             id: w.client.next_id(),

@@ -65,7 +65,10 @@ fn stale(profile_dir: &Path) -> Option<String> {
     None
 }
 
-/// The latest modification time of a `.rs` or `Cargo.toml` file under `dir`.
+/// File kinds that go into a binary: Rust sources and the web page's files (`router/web/`).
+const COMPILED_IN: [&str; 5] = ["rs", "html", "css", "js", "svg"];
+
+/// The latest modification time of a compiled-in file or a `Cargo.toml` under `dir`.
 fn newest_in(dir: &Path) -> Option<SystemTime> {
     let mut newest = None;
     let mut stack = vec![dir.to_path_buf()];
@@ -75,7 +78,9 @@ fn newest_in(dir: &Path) -> Option<SystemTime> {
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
                 stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") || path.ends_with("Cargo.toml") {
+            } else if path.extension().is_some_and(|e| COMPILED_IN.iter().any(|c| e == *c))
+                || path.ends_with("Cargo.toml")
+            {
                 newest = newest.max(meta.modified().ok());
             }
         }

@@ -1,6 +1,6 @@
 //! Access control: the optional API key, the optional admin key, and CORS.
 //!
-//! With a key set, every endpoint but `/health` wants `Authorization: Bearer KEY` (what OpenAI
+//! With a key set, every endpoint but `/health` and the page's files wants `Authorization: Bearer KEY` (what OpenAI
 //! clients send) or `x-api-key: KEY`; the comparison takes the same time whatever the key
 //! guessed. With an admin key set, `/admin/*` wants that key instead (the API key does not open
 //! it). CORS preflights are answered before the key is checked.
@@ -26,7 +26,7 @@ pub struct Access {
 impl Access {
     /// The key a request to `path` needs, if any.
     fn key_for(&self, path: &str) -> Option<&str> {
-        if path == "/health" {
+        if path == "/health" || super::page::is_page(path) {
             return None;
         }
         if path.starts_with("/admin/") || path == "/admin" {
@@ -120,6 +120,8 @@ mod tests {
         assert_eq!(both.key_for("/v1/models"), Some("api"));
         assert_eq!(both.key_for("/admin/workers"), Some("adm"));
         assert_eq!(both.key_for("/health"), None);
+        assert_eq!(both.key_for("/"), None, "the page asks for the key itself");
+        assert_eq!(both.key_for("/page/app.js"), None);
         let admin_only = Access { api_key: None, admin_key: Some("adm".into()) };
         assert_eq!(admin_only.key_for("/v1/chat/completions"), None);
         assert_eq!(admin_only.key_for("/admin/pull"), Some("adm"));

@@ -13,8 +13,10 @@ mod fanout;
 pub mod guard;
 pub mod json;
 mod limits;
+mod logs;
 pub mod models;
 pub mod openai;
+pub mod page;
 pub mod pull;
 mod respond;
 mod route;
@@ -45,6 +47,8 @@ pub fn app(
 ) -> Router {
     let cors_origins = guard.cors_origins.clone();
     let router = Router::new()
+        .route("/", get(page::index))
+        .route("/page/{file}", get(page::file))
         .route("/health", get(models::health))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
@@ -56,6 +60,7 @@ pub fn app(
         .route("/admin/models", post(add::add))
         .route("/admin/models/{id}/load", post(admin::load))
         .route("/admin/models/{id}/unload", post(admin::unload))
+        .route("/admin/models/{id}/logs", get(logs::logs))
         .route("/admin/rescan", post(admin::rescan))
         .route("/admin/restart", post(admin::restart))
         .route("/admin/pull", post(pull::pull))

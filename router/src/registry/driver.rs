@@ -255,7 +255,8 @@ impl Driver {
         self.kills.insert((model.clone(), gen), kill.clone());
         self.loading.insert(model.clone(), gen);
         self.reg.show_progress(&model, Some(0.0));
-        tokio::spawn(process::run(self.reg.launch.clone(), model.clone(), gen, spec, self.facts.clone(), kill));
+        let tail = self.reg.new_log(&model);
+        tokio::spawn(process::run(self.reg.launch.clone(), model.clone(), gen, spec, self.facts.clone(), kill, tail));
         Some(Input::Placed { model, gen, cores })
     }
 }

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::metrics::Metrics;
 use crate::supervisor::lifecycle::Policy;
 use crate::supervisor::machine::{Input, Settings, Supervisor};
+use crate::worker::logs::LogTail;
 use driver::Msg;
 
 pub use crate::supervisor::error::RegistryError;
@@ -116,6 +117,8 @@ pub struct Registry {
     all_cores: Vec<usize>,
     /// Starts workers: processes, or in-memory ones in the router's own tests.
     launch: crate::worker::Launch,
+    /// The stderr of each model's latest worker (kept after it exits).
+    logs: std::sync::Mutex<HashMap<ModelId, LogTail>>,
     /// How far each loading model's worker has got, 0–1.
     progress: std::sync::Mutex<HashMap<ModelId, f32>>,
     pub metrics: Metrics,
@@ -173,6 +176,7 @@ impl Registry {
             stopping: AtomicBool::new(false),
             all_cores: crate::supervisor::cores::allowed(),
             launch,
+            logs: Default::default(),
             progress: Default::default(),
             metrics,
             pulls: Arc::default(),
@@ -235,6 +239,18 @@ impl Registry {
     /// Bumped whenever a model's state or loading progress changes.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// The log of `id`'s latest worker, running or not; `None` when none has started.
+    pub fn log(&self, id: &str) -> Option<LogTail> {
+        self.logs.lock().expect("logs lock").get(id).cloned()
+    }
+
+    /// A fresh log for a worker of `model` about to start, replacing its predecessor's.
+    fn new_log(&self, model: &ModelId) -> LogTail {
+        let tail = LogTail::default();
+        self.logs.lock().expect("logs lock").insert(model.clone(), tail.clone());
+        tail
     }
 
     /// How far `id`'s worker has got loading (0–1), while it loads.

@@ -10,11 +10,16 @@ use tokio::sync::Notify;
 use super::driver::Msg;
 use super::live::Live;
 use crate::supervisor::machine::{Gen, Input};
+use crate::worker::logs::LogTail;
 use crate::worker::{Launch, WorkerSpec};
 
 /// Time the log follower gets to catch a dying worker's last lines before they go into the
 /// exit reason.
 const LAST_WORDS: Duration = Duration::from_millis(50);
+
+/// Time a worker whose connection closed gets to exit by itself (one that finished draining
+/// closes its end just before it exits) before the loss is reported.
+const EXIT_AFTER_CLOSE: Duration = Duration::from_millis(300);
 
 /// Runs worker `gen` of `model` until it exits. `kill` ends it at once once it is up.
 pub(super) async fn run(
@@ -24,6 +29,7 @@ pub(super) async fn run(
     spec: WorkerSpec,
     facts: UnboundedSender<Msg>,
     kill: Arc<Notify>,
+    tail: LogTail,
 ) {
     let tell = |input: Input| {
         let _ = facts.send(Msg::Fact(input));
@@ -35,7 +41,7 @@ pub(super) async fn run(
             let _ = facts.send(Msg::Progress { model: model.clone(), gen, progress });
         })
     };
-    let mut w = match launch(spec, progress).await {
+    let mut w = match launch(spec, progress, tail).await {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(model = %model, error = %e, "worker failed to start");
@@ -54,6 +60,9 @@ pub(super) async fn run(
                 // not read): the supervisor decides what follows.
                 None => {
                     connected = false;
+                    if let Ok(status) = tokio::time::timeout(EXIT_AFTER_CLOSE, w.child.wait()).await {
+                        break status;
+                    }
                     tracing::error!(model = %model, pid = w.pid, "lost the connection to the worker");
                     tell(Input::ConnectionLost { model: model.clone(), gen });
                 }

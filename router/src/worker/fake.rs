@@ -14,7 +14,6 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::client::WorkerClient;
-use super::logs::LogTail;
 use super::process::Process;
 use super::{Launch, Worker};
 
@@ -74,7 +73,7 @@ impl Seen {
 pub fn launch(script: Script) -> (Launch, Seen) {
     let seen = Seen::default();
     let record = seen.clone();
-    let launch: Launch = Arc::new(move |_spec, progress| {
+    let launch: Launch = Arc::new(move |_spec, progress, tail| {
         let (script, seen) = (script.clone(), record.clone());
         Box::pin(async move {
             let start = {
@@ -103,7 +102,7 @@ pub fn launch(script: Script) -> (Launch, Seen) {
                 ready,
                 client,
                 unsolicited: urx,
-                stderr_tail: LogTail::default(),
+                stderr_tail: tail,
                 _runtime_dir: None,
             })
         })

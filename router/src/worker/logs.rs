@@ -4,32 +4,78 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::broadcast;
 
-/// Lines kept for error messages.
-const TAIL_LINES: usize = 40;
+/// Lines kept for error messages and for those who open the log.
+const TAIL_LINES: usize = 200;
 
-/// The last lines a worker wrote to stderr.
-#[derive(Clone, Default)]
-pub struct LogTail(Arc<Mutex<VecDeque<String>>>);
+/// Longest line kept, in bytes; longer ones are cut (at a character boundary).
+const MAX_LINE: usize = 4096;
+
+/// A line the log's followers hear of; `None`: the worker's stderr closed, nothing follows.
+pub type LogLine = Option<Arc<str>>;
+
+/// The last lines a worker wrote to stderr, and a channel for those who follow it live.
+/// Invariant: a follower sees every line exactly once, since taking the kept lines and
+/// subscribing happen under one lock, as does each push.
+#[derive(Clone)]
+pub struct LogTail(Arc<Mutex<Tail>>);
+
+struct Tail {
+    lines: VecDeque<Arc<str>>,
+    live: broadcast::Sender<LogLine>,
+    ended: bool,
+}
+
+impl Default for LogTail {
+    fn default() -> LogTail {
+        let live = broadcast::channel(TAIL_LINES).0;
+        LogTail(Arc::new(Mutex::new(Tail { lines: VecDeque::new(), live, ended: false })))
+    }
+}
 
 impl LogTail {
-    fn push(&self, line: String) {
-        let mut q = self.0.lock().expect("log tail lock");
-        if q.len() == TAIL_LINES {
-            q.pop_front();
+    fn push(&self, mut line: String) {
+        if line.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push('…');
         }
-        q.push_back(line);
+        let line: Arc<str> = line.into();
+        let mut t = self.0.lock().expect("log tail lock");
+        if t.lines.len() == TAIL_LINES {
+            t.lines.pop_front();
+        }
+        t.lines.push_back(line.clone());
+        let _ = t.live.send(Some(line));
+    }
+
+    /// Marks the end of the worker's stderr: followers hear `None`.
+    fn end(&self) {
+        let mut t = self.0.lock().expect("log tail lock");
+        t.ended = true;
+        let _ = t.live.send(None);
     }
 
     /// The kept lines, oldest first, as plain messages.
     pub fn lines(&self) -> Vec<String> {
-        self.0.lock().expect("log tail lock").iter().cloned().collect()
+        self.0.lock().expect("log tail lock").lines.iter().map(|l| l.to_string()).collect()
     }
 
     /// The last `n` lines joined for an error message.
     pub fn last(&self, n: usize) -> String {
         let lines = self.lines();
         lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The kept lines, whether the log has ended, and a receiver of the lines that follow
+    /// (a follower too slow to keep up with [`TAIL_LINES`] lines misses some: `Lagged`).
+    pub fn follow(&self) -> (Vec<Arc<str>>, bool, broadcast::Receiver<LogLine>) {
+        let t = self.0.lock().expect("log tail lock");
+        (t.lines.iter().cloned().collect(), t.ended, t.live.subscribe())
     }
 }
 
@@ -47,6 +93,7 @@ pub fn follow(stderr: impl AsyncRead + Unpin + Send + 'static, model: String, pi
             }
             tail.push(text);
         }
+        tail.end();
     });
 }
 
@@ -89,10 +136,25 @@ mod tests {
     #[test]
     fn tail_keeps_the_last_lines() {
         let t = LogTail::default();
-        for i in 0..100 {
+        for i in 0..TAIL_LINES + 10 {
             t.push(i.to_string());
         }
         assert_eq!(t.lines().len(), TAIL_LINES);
-        assert_eq!(t.last(2), "98\n99");
+        assert_eq!(t.lines()[0], "10");
+        assert_eq!(t.last(2), format!("{}\n{}", TAIL_LINES + 8, TAIL_LINES + 9));
+    }
+
+    #[test]
+    fn followers_get_the_kept_lines_then_each_new_one_then_the_end() {
+        let t = LogTail::default();
+        t.push("loading".into());
+        let (kept, ended, mut rx) = t.follow();
+        assert_eq!((kept.len(), &*kept[0], ended), (1, "loading", false));
+        t.push("x".repeat(MAX_LINE + 10));
+        let long = rx.try_recv().unwrap().unwrap();
+        assert!(long.len() <= MAX_LINE + '…'.len_utf8() && long.ends_with('…'));
+        t.end();
+        assert_eq!(rx.try_recv().unwrap(), None);
+        assert!(t.follow().1, "a late follower learns it has ended");
     }
 }

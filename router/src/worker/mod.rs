@@ -20,9 +20,11 @@ pub type Progress = Arc<dyn Fn(f32) + Send + Sync>;
 /// Starts a worker for a spec and resolves once it is ready (or could not start), reporting
 /// loading progress meanwhile. The registry calls it for every start; [`processes`] is the
 /// real one.
-pub type Launch = Arc<dyn Fn(WorkerSpec, Progress) -> BoxFuture<'static, Result<Worker, SpawnError>> + Send + Sync>;
+/// Its stderr's lines go into the given [`logs::LogTail`].
+pub type Launch =
+    Arc<dyn Fn(WorkerSpec, Progress, logs::LogTail) -> BoxFuture<'static, Result<Worker, SpawnError>> + Send + Sync>;
 
 /// Launches worker processes ([`spawn`]).
 pub fn processes() -> Launch {
-    Arc::new(|spec, progress| Box::pin(async move { spawn(&spec, &progress).await }))
+    Arc::new(|spec, progress, tail| Box::pin(async move { spawn(&spec, &progress, tail).await }))
 }

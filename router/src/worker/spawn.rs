@@ -116,7 +116,9 @@ fn peer_is(s: &Stream, pid: u32) -> Result<(), String> {
 
 /// Starts a worker and waits until it has loaded its model; `progress` hears how far loading
 /// has got (0–1) meanwhile.
-pub async fn spawn(spec: &WorkerSpec, progress: &super::Progress) -> Result<Worker, SpawnError> {
+/// Its stderr goes to the router's log and into `tail` (kept by the caller, so the lines stay
+/// readable while it loads and after it is gone).
+pub async fn spawn(spec: &WorkerSpec, progress: &super::Progress, tail: LogTail) -> Result<Worker, SpawnError> {
     let started = Instant::now();
     // A folder (0700) and socket (0600) only this user can reach; the connecting peer is
     // checked too (below), since a process of this user could still race the worker to it.
@@ -171,7 +173,6 @@ pub async fn spawn(spec: &WorkerSpec, progress: &super::Progress) -> Result<Work
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|source| SpawnError::Exec { bin: spec.worker_bin.clone(), source })?;
     let pid = child.id().unwrap_or(0);
-    let tail = LogTail::default();
     if let Some(stderr) = child.stderr.take() {
         logs::follow(stderr, spec.model_id.clone(), pid, tail.clone());
     }

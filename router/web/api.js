@@ -23,7 +23,8 @@ export class ApiError extends Error {
 
 let asking = null;
 
-/** Asks the user for the key `path` wants (one dialog at a time) and keeps it. */
+/** Asks the user for the key `path` wants (one dialog at a time) and keeps it; rejects when
+ *  the user dismisses the dialog (Escape). */
 function askKey(path, wrong) {
   if (asking) return asking;
   const dialog = $('key-dialog');
@@ -31,21 +32,27 @@ function askKey(path, wrong) {
   $('key-why').textContent = (wrong ? 'That key was refused. ' : '') +
     (scope(path) === 'admin' ? 'This server wants its admin key for this.' : 'This server wants an API key.');
   input.value = '';
-  asking = new Promise((resolve) => {
+  asking = new Promise((resolve, reject) => {
+    let given = false;
     const done = () => {
       const k = input.value.trim();
       if (!k) return;
       localStorage.setItem(KEYS[scope(path)], k);
+      given = true;
       dialog.close();
+    };
+    const enter = (e) => { if (e.key === 'Enter') done(); };
+    const closed = () => {
       $('key-save').removeEventListener('click', done);
       input.removeEventListener('keydown', enter);
       asking = null;
       updateForget();
-      resolve();
+      if (given) resolve();
+      else reject(new ApiError(401, { error: { message: 'This server wants a key; reload the page to enter it.' } }));
     };
-    const enter = (e) => { if (e.key === 'Enter') done(); };
     $('key-save').addEventListener('click', done);
     input.addEventListener('keydown', enter);
+    dialog.addEventListener('close', closed, { once: true });
     dialog.showModal();
     input.focus();
   });

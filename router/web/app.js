@@ -19,26 +19,37 @@ function route() {
 }
 
 let refreshing = null;
+let again = false;
 
-/** Reads /v1/models again and shows it everywhere (calls close together share one read). */
+/** Reads /v1/models again and shows it everywhere. A call while a read is under way makes one
+ *  more read after it, so what is shown is never older than the last call. */
 function refresh() {
-  if (refreshing) return refreshing;
+  if (refreshing) {
+    again = true;
+    return refreshing;
+  }
   refreshing = (async () => {
-    try {
-      const v = await json('/v1/models');
-      chat.setModels(v.data);
-      models.setModels(v.data);
-      logs.setModels(v.data);
-      const n = v.data.filter((m) => !m.task);
-      $('server-status').textContent =
-        `${n.length} ${n.length === 1 ? 'model' : 'models'} · ${n.filter((m) => m.state === 'ready').length} loaded`;
-    } catch (e) {
-      $('server-status').textContent = `server: ${e.message}`;
-    } finally {
-      refreshing = null;
-    }
+    do {
+      again = false;
+      await readModels();
+    } while (again);
+    refreshing = null;
   })();
   return refreshing;
+}
+
+async function readModels() {
+  try {
+    const v = await json('/v1/models');
+    chat.setModels(v.data);
+    models.setModels(v.data);
+    logs.setModels(v.data);
+    const n = v.data.filter((m) => !m.task);
+    const loaded = n.filter((m) => m.state === 'ready').length;
+    $('server-status').textContent = `${n.length} ${n.length === 1 ? 'model' : 'models'} · ${loaded} loaded`;
+  } catch (e) {
+    $('server-status').textContent = `server: ${e.message}`;
+  }
 }
 
 /** Follows model state changes for as long as the page is open, reconnecting after a pause. */

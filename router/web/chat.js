@@ -6,6 +6,8 @@ import { render } from './markdown.js';
 /** The conversation so far, without the system prompt: [{role, content}]. */
 const history = [];
 let running = null;
+/** Bumped by Clear: an answer that was streaming for an older conversation is dropped. */
+let conversation = 0;
 
 function settings() {
   const num = (id, parse = Number) => {
@@ -44,7 +46,7 @@ function redraw() {
 function buttons() {
   $('chat-send').disabled = Boolean(running);
   $('chat-stop').disabled = !running;
-  $('chat-regenerate').disabled = Boolean(running) || !history.some((m) => m.role === 'assistant');
+  $('chat-regenerate').disabled = Boolean(running) || history.length === 0;
 }
 
 function fail(message) {
@@ -56,7 +58,7 @@ function fail(message) {
 /** Streams the assistant's answer to `history` into a new bubble. */
 async function answer() {
   const model = $('chat-model').value;
-  if (!model) { fail('No model to talk to: add one on the Models tab.'); return; }
+  const mine = conversation;
   fail('');
   const system = $('chat-system').value.trim();
   const messages = (system ? [{ role: 'system', content: system }] : []).concat(history);
@@ -103,8 +105,12 @@ async function answer() {
     el.classList.remove('streaming');
     running = null;
   }
-  history.push({ role: 'assistant', content: text });
-  stats(started, first, performance.now(), usage ? usage.completion_tokens : pieces, finish);
+  if (mine === conversation) {
+    // An answer that failed before its first token leaves the question to regenerate.
+    if (text) history.push({ role: 'assistant', content: text });
+    else el.remove();
+    stats(started, first, performance.now(), usage ? usage.completion_tokens : pieces, finish);
+  }
   buttons();
 }
 
@@ -123,6 +129,7 @@ function send() {
   const input = $('chat-input');
   const text = input.value.trim();
   if (!text || running) return;
+  if (!$('chat-model').value) { fail('No model to talk to: add one on the Models tab.'); return; }
   input.value = '';
   history.push({ role: 'user', content: text });
   bubble('user', text);
@@ -153,6 +160,7 @@ export function init() {
   $('chat-regenerate').addEventListener('click', regenerate);
   $('chat-clear').addEventListener('click', () => {
     if (running) running.abort();
+    conversation++;
     history.length = 0;
     redraw();
     $('chat-stats').textContent = '';

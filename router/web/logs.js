@@ -30,6 +30,9 @@ async function follow() {
     if (following === controller && $('logs-status').textContent === 'following') $('logs-status').textContent = 'stream ended';
   } catch (e) {
     if (e.name !== 'AbortError') $('logs-status').textContent = e.message;
+  } finally {
+    // The next model list (a worker started or ended) follows again.
+    if (following === controller) following = null;
   }
 }
 

@@ -3,7 +3,7 @@
 // links. Raw HTML in the text stays text. Links open only for http(s) addresses.
 import { h } from './dom.js';
 
-const INLINE = /(`+)([\s\S]*?[^`])\1(?!`)|\*\*([^*]+?)\*\*|__([^_]+?)__|\*([^*\s][^*]*?)\*|\b_([^_\s][^_]*?)_\b|\[([^\]]+)\]\(([^)\s]+)\)/g;
+const INLINE = /(`{1,3})([^`]+)\1|\*\*([^*]+?)\*\*|__([^_]+?)__|\*([^*\s][^*]*?)\*|\b_([^_\s][^_]*?)_\b|\[([^\]]+)\]\(([^)\s]+)\)/g;
 
 /** The inline elements of `text`. */
 export function inline(text) {

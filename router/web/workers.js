@@ -9,6 +9,7 @@ const EVERY_MS = 2000;
 const SPAN = 300;
 const used = [];
 let timer = null;
+let reading = false;
 
 function row(w) {
   return h('tr', { 'data-model': w.model },
@@ -25,6 +26,8 @@ function row(w) {
 }
 
 async function refresh() {
+  if (reading) return;
+  reading = true;
   try {
     const v = await json('/admin/workers');
     const memory = v.workers.reduce((sum, w) => sum + (w.memory_bytes || w.budget_bytes || 0), 0);
@@ -37,6 +40,8 @@ async function refresh() {
     draw($('memory-chart'), used, v.ram_budget_bytes, SPAN);
   } catch (e) {
     $('memory-summary').textContent = `cannot read the workers: ${e.message}`;
+  } finally {
+    reading = false;
   }
 }
 

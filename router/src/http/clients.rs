@@ -84,8 +84,17 @@ fn client_of(req: &Request, by_key: bool) -> String {
     }
 }
 
+/// Whether `path` is outside the limit: it uses no worker slot or queue place (health, the
+/// page's files, and the watch streams a page holds open for as long as it is shown).
+fn unlimited(path: &str) -> bool {
+    path == "/health"
+        || path == "/admin/events"
+        || super::page::is_page(path)
+        || path.strip_prefix("/admin/models/").is_some_and(|rest| rest.ends_with("/logs"))
+}
+
 pub async fn limit(State(l): State<Arc<ClientLimit>>, req: Request, next: Next) -> Response {
-    if l.max == 0 || req.uri().path() == "/health" {
+    if l.max == 0 || unlimited(req.uri().path()) {
         return next.run(req).await;
     }
     let Some(place) = l.enter(client_of(&req, l.by_key)) else {
@@ -118,5 +127,15 @@ mod tests {
         assert!(l.enter("b".into()).is_some(), "another client is not affected");
         drop(a1);
         assert!(l.enter("a".into()).is_some());
+    }
+
+    #[test]
+    fn watch_streams_and_the_page_take_no_place() {
+        for p in ["/health", "/admin/events", "/admin/models/eden_x_1b_abcdef/logs", "/", "/page/app.js"] {
+            assert!(unlimited(p), "{p}");
+        }
+        for p in ["/v1/chat/completions", "/admin/models/x/load", "/admin/pull", "/v1/models"] {
+            assert!(!unlimited(p), "{p}");
+        }
     }
 }

@@ -8,6 +8,11 @@
 //! - A request with an `Origin` (browsers send it on every cross-origin request and on POSTs)
 //!   runs only if that origin is the server's own (same host and port) or allowed by
 //!   `--cors-origin`; otherwise 403.
+//! - A request a browser marks as coming from another site (`Sec-Fetch-Site: cross-site` or
+//!   `same-site`, sent even where `Origin` is not: an `<img>` or `<script>` pointing here) runs
+//!   only if its origin is allowed by `--cors-origin`, or it is the user opening a page
+//!   (a top-level navigation, `Sec-Fetch-Mode: navigate`, with GET). So another site can neither
+//!   read a GET nor hold streams open through the user's browser.
 //! - A POST body must be JSON: a `Content-Type` other than `application/json` (the types a
 //!   page may send without asking first: `text/plain`, forms) gets 415. A POST without a
 //!   `Content-Type` is allowed, since a browser cannot send a body without one.
@@ -83,6 +88,7 @@ impl Guard {
                 ));
             }
         }
+        let allowed = |origin: &str| self.cors_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin));
         if let Some(origin) = headers.get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("");
             let own = host.is_some_and(|h| {
@@ -91,10 +97,22 @@ impl Guard {
                     .or(origin.strip_prefix("https://"))
                     .is_some_and(|o| o.eq_ignore_ascii_case(h))
             });
-            if !own && !self.cors_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
+            if !own && !allowed(origin) {
                 return Err(forbidden(
                     "origin_not_allowed",
                     format!("requests from web pages at {origin:?} are not allowed; start the server with --cors-origin {origin} to allow them"),
+                ));
+            }
+        }
+        let fetch = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let site = fetch("sec-fetch-site");
+        if site == "cross-site" || site == "same-site" {
+            let navigation = fetch("sec-fetch-mode") == "navigate" && method == Method::GET;
+            let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+            if !navigation && !origin.is_some_and(allowed) && !allowed("*") {
+                return Err(forbidden(
+                    "origin_not_allowed",
+                    format!("requests from other sites' pages ({site}) are not allowed; start the server with --cors-origin ORIGIN to allow one"),
                 ));
             }
         }
@@ -169,6 +187,29 @@ mod tests {
         }
         let any = Guard { cors_origins: vec!["*".into()], ..local() };
         assert!(any.verdict(&Method::POST, &headers(&[("origin", "http://evil.example")]), Some("localhost")).is_ok());
+    }
+
+    #[test]
+    fn other_sites_cannot_reach_it_without_an_origin_either() {
+        let g = Guard { cors_origins: vec!["http://app.example".into()], ..local() };
+        let get = |pairs: &[(&'static str, &str)]| g.verdict(&Method::GET, &headers(pairs), Some("localhost:8080"));
+        // An <img> or <script> on another site: no Origin, but the browser says where it is from.
+        for site in ["cross-site", "same-site"] {
+            let e = get(&[("sec-fetch-site", site), ("sec-fetch-mode", "no-cors")]).unwrap_err();
+            assert_eq!(e.code, Some("origin_not_allowed"), "{site}");
+        }
+        assert!(get(&[("sec-fetch-site", "same-origin"), ("sec-fetch-mode", "cors")]).is_ok(), "the page itself");
+        assert!(get(&[("sec-fetch-site", "none"), ("sec-fetch-mode", "navigate")]).is_ok(), "typed in the address bar");
+        assert!(get(&[("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "navigate")]).is_ok(), "a link followed");
+        assert!(get(&[]).is_ok(), "clients that are not browsers send none of it");
+        let allowed = [("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "cors"), ("origin", "http://app.example")];
+        assert!(get(&allowed).is_ok(), "an allowed origin");
+        let post = g.verdict(
+            &Method::POST,
+            &headers(&[("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "navigate")]),
+            Some("localhost"),
+        );
+        assert!(post.is_err(), "a form posted from another site is no navigation to allow");
     }
 
     #[test]

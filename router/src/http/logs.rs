@@ -44,6 +44,10 @@ pub async fn logs(
             yield Ok(ended());
             return;
         }
+        // A stop that came before this stream watched for changes.
+        if r.stopping() {
+            return;
+        }
         loop {
             tokio::select! {
                 got = rx.recv() => match got {

@@ -41,9 +41,11 @@ pub(super) async fn run(
             let _ = facts.send(Msg::Progress { model: model.clone(), gen, progress });
         })
     };
-    let mut w = match launch(spec, progress, tail).await {
+    let mut w = match launch(spec, progress, tail.clone()).await {
         Ok(w) => w,
         Err(e) => {
+            // Followers of the log learn why it ends (a missing binary writes no stderr).
+            tail.fail(format!("the worker did not start: {e}"));
             tracing::error!(model = %model, error = %e, "worker failed to start");
             tell(Input::StartFailed { model, gen, reason: e.to_string() });
             return;

@@ -93,6 +93,7 @@ pub fn launch(script: Script) -> (Launch, Seen) {
             progress(0.5);
             tokio::time::sleep(script.load).await;
             progress(1.0);
+            tail.push(format!("fake worker {start} ready"));
             let ready = script.ready.clone();
             let task = tokio::spawn(serve(theirs, script, crash_after, seen));
             Ok(Worker {

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::broadcast;
 
 /// Lines kept for error messages and for those who open the log.
@@ -35,7 +35,7 @@ impl Default for LogTail {
 }
 
 impl LogTail {
-    fn push(&self, mut line: String) {
+    pub(crate) fn push(&self, mut line: String) {
         if line.len() > MAX_LINE {
             let mut cut = MAX_LINE;
             while !line.is_char_boundary(cut) {
@@ -51,6 +51,12 @@ impl LogTail {
         }
         t.lines.push_back(line.clone());
         let _ = t.live.send(Some(line));
+    }
+
+    /// Ends the log with `reason` as its last line (a worker that could not even start).
+    pub(crate) fn fail(&self, reason: String) {
+        self.push(reason);
+        self.end();
     }
 
     /// Marks the end of the worker's stderr: followers hear `None`.
@@ -79,12 +85,15 @@ impl LogTail {
     }
 }
 
-/// Reads `stderr` line by line until it closes, logging each line under `model`.
+/// Reads `stderr` line by line until it closes, logging each line under `model`. A line is
+/// kept to [`MAX_LINE`] bytes (the rest of it is skipped, never buffered); bytes that are not
+/// UTF-8 are replaced, never the end of the log.
 pub fn follow(stderr: impl AsyncRead + Unpin + Send + 'static, model: String, pid: u32, tail: LogTail) {
     tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let (level, text) = parse(&line);
+        let mut reader = BufReader::new(stderr);
+        let mut line = Vec::new();
+        while read_line_capped(&mut reader, &mut line, MAX_LINE + 1).await.unwrap_or(false) {
+            let (level, text) = parse(&String::from_utf8_lossy(&line));
             match level {
                 "ERROR" => tracing::error!(target: "worker", model = %model, pid, "{text}"),
                 "WARN" => tracing::warn!(target: "worker", model = %model, pid, "{text}"),
@@ -95,6 +104,30 @@ pub fn follow(stderr: impl AsyncRead + Unpin + Send + 'static, model: String, pi
         }
         tail.end();
     });
+}
+
+/// Reads one line into `buf` without its newline, keeping at most `max` bytes of it (the
+/// rest is read and dropped). `Ok(false)`: the input ended with nothing more to read.
+async fn read_line_capped<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> std::io::Result<bool> {
+    buf.clear();
+    let mut any = false;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(any);
+        }
+        any = true;
+        let (part, used, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1, true),
+            None => (chunk, chunk.len(), false),
+        };
+        let room = max.saturating_sub(buf.len());
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        r.consume(used);
+        if done {
+            return Ok(true);
+        }
+    }
 }
 
 /// A worker's JSON line → (level, "message key=value ..."); other lines pass through as WARN
@@ -142,6 +175,23 @@ mod tests {
         assert_eq!(t.lines().len(), TAIL_LINES);
         assert_eq!(t.lines()[0], "10");
         assert_eq!(t.last(2), format!("{}\n{}", TAIL_LINES + 8, TAIL_LINES + 9));
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_and_bad_bytes_replaced_without_ending_the_log() {
+        let mut input: Vec<u8> = b"first\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 3 * MAX_LINE));
+        input.extend(b"\nnot \xff utf-8\nlast");
+        let tail = LogTail::default();
+        follow(std::io::Cursor::new(input), "m".into(), 1, tail.clone());
+        let (_, _, mut rx) = tail.follow();
+        while rx.recv().await.is_ok_and(|l| l.is_some()) {}
+        let lines = tail.lines();
+        assert_eq!(lines.len(), 4, "{:?}", lines.iter().map(|l| l.len()).collect::<Vec<_>>());
+        assert_eq!(lines[0], "first");
+        assert!(lines[1].len() <= MAX_LINE + '…'.len_utf8() && lines[1].ends_with('…'));
+        assert_eq!(lines[2], "not \u{fffd} utf-8");
+        assert_eq!(lines[3], "last");
     }
 
     #[test]

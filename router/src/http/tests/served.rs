@@ -263,3 +263,35 @@ async fn loading_progress_shows_in_the_models_list_and_the_event_stream() {
     assert_eq!(names.last(), Some(&"ready"), "{states:?}");
     assert!(states.iter().all(|s| s["model"] == MODEL));
 }
+
+#[tokio::test]
+async fn a_models_log_streams_once_a_worker_has_started() {
+    let (mut app, _) = serving(Script::says(&["a"]));
+    let reader = app.clone();
+    let read = |path: String| {
+        let mut app = reader.clone();
+        async move {
+            let resp = app.call(request(Method::GET, &path, "")).await.expect("infallible");
+            let status = resp.status();
+            let mut body = resp.into_body();
+            let mut events: Vec<Value> = vec![];
+            // The kept lines come at once; a live stream then waits for more.
+            while let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_millis(300), body.frame()).await {
+                let text = String::from_utf8(frame.into_data().unwrap_or_default().to_vec()).unwrap();
+                events.extend(
+                    text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()),
+                );
+            }
+            (status, events)
+        }
+    };
+    let logs = format!("/admin/models/{MODEL}/logs");
+    let (status, events) = read(logs.clone()).await;
+    assert_eq!((status, events), (StatusCode::OK, vec![json!({ "started": false })]), "before any worker");
+    let (status, _, v) = send(&mut app, Method::POST, &format!("/admin/models/{MODEL}/load"), "").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, events) = read(logs).await;
+    assert_eq!((status, events), (StatusCode::OK, vec![json!({ "line": "fake worker 1 ready" })]));
+    let (status, v) = read("/admin/models/eden_nothing_1b_000000/logs".into()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v:?}");
+}

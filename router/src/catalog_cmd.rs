@@ -15,7 +15,12 @@ pub fn list(args: &BucketArgs, json: bool, all: bool) -> Result<()> {
     let mut out = io::stdout().lock();
     if json {
         let value = if all {
-            serde_json::json!({ "models": cat.models, "skipped": cat.skipped })
+            let adapters: Vec<serde_json::Value> = cat
+                .adapters
+                .iter()
+                .map(|(a, base)| serde_json::json!({ "adapter": a, "base": base.as_ref().ok(), "error": base.as_ref().err() }))
+                .collect();
+            serde_json::json!({ "models": cat.models, "skipped": cat.skipped, "adapters": adapters })
         } else {
             serde_json::to_value(&cat.models)?
         };

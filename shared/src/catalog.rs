@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::adapter::{self, AdapterInfo};
 use crate::config::Config;
 use crate::gguf;
 use crate::hash::{sha256_file, Progress};
@@ -43,6 +44,15 @@ pub struct Catalog {
     pub skipped: Vec<Skipped>,
     /// Files changed too recently to be read (still being written); a later scan takes them.
     pub pending: Vec<PathBuf>,
+    /// LoRA adapters, each with its base model's ID or why it has none. Not served yet: each
+    /// is also in `skipped`, with that reason.
+    pub adapters: Vec<(AdapterInfo, Result<crate::ModelId, String>)>,
+}
+
+/// What one `.gguf` file turned out to be.
+enum Found {
+    Model(ModelInfo),
+    Adapter(AdapterInfo),
 }
 
 /// How a scan reports a file it is hashing: `(file, bytes done, bytes total)`.
@@ -112,6 +122,7 @@ impl Catalog {
         let mut index = HashIndex::load(dir);
         let mut cat = Catalog { dir: dir.to_path_buf(), ..Default::default() };
         let mut by_hash: HashMap<String, PathBuf> = HashMap::new();
+        let mut adapters: Vec<AdapterInfo> = Vec::new();
         for path in paths {
             // A file hashed already in exactly this state (a pull records it, as does any scan)
             // is complete however recent it is.
@@ -120,7 +131,8 @@ impl Catalog {
                 continue;
             }
             match read_one(&path, &mut index, &mut progress) {
-                Ok(info) => {
+                Ok(Found::Adapter(a)) => adapters.push(a),
+                Ok(Found::Model(info)) => {
                     if let Some(first) = by_hash.get(&info.sha256) {
                         cat.skipped.push(Skipped { path, reason: format!("same content as {}", first.display()) });
                         continue;
@@ -145,6 +157,16 @@ impl Catalog {
 
         cat.models.sort_by(|a, b| a.id.cmp(&b.id));
         cat.assign_aliases(config, &load_custom_ids(dir));
+        for a in adapters {
+            let base = adapter::find_base(&a, &cat.models).map(|m| m.id.clone());
+            let reason = match &base {
+                Ok(id) => format!("a LoRA adapter for {id} (adapters are not served yet)"),
+                Err(why) => format!("a LoRA adapter whose base is not in the folder: {why}"),
+            };
+            tracing::info!(path = %a.path.display(), %reason, "adapter");
+            cat.skipped.push(Skipped { path: a.path.clone(), reason });
+            cat.adapters.push((a, base));
+        }
         Ok(cat)
     }
 
@@ -226,7 +248,7 @@ fn changed_within(path: &Path, d: std::time::Duration) -> bool {
 }
 
 /// Reads one file into a [`ModelInfo`], or says why it cannot be served.
-fn read_one(path: &Path, index: &mut HashIndex, progress: &mut Option<HashProgress<'_>>) -> Result<ModelInfo, String> {
+fn read_one(path: &Path, index: &mut HashIndex, progress: &mut Option<HashProgress<'_>>) -> Result<Found, String> {
     let meta = fs::metadata(path).map_err(|e| format!("cannot stat: {e}"))?;
     if !meta.is_file() {
         return Err("not a regular file".into());
@@ -253,7 +275,10 @@ fn read_one(path: &Path, index: &mut HashIndex, progress: &mut Option<HashProgre
             sha
         }
     };
-    Ok(ModelInfo::from_header(&header, path.to_path_buf(), size, sha))
+    if adapter::is_adapter(&header) {
+        return AdapterInfo::from_header(&header, path.to_path_buf(), size, sha).map(Found::Adapter);
+    }
+    Ok(Found::Model(ModelInfo::from_header(&header, path.to_path_buf(), size, sha)))
 }
 
 #[cfg(test)]

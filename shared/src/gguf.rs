@@ -1,6 +1,7 @@
 //! A bounded reader for the GGUF header and key-value section.
 //!
-//! Only the header and the metadata are read, never tensor infos or tensor data. Every length
+//! Only the header and the metadata are read, never tensor data; tensor infos (names and
+//! shapes) only for adapters (`general.type = adapter`), which have few. Every length
 //! read from the file is checked against the bytes that remain before anything is allocated,
 //! so a corrupt or hostile file costs at most a few small allocations and ends in a
 //! [`GgufError`], never a panic.
@@ -20,6 +21,13 @@ const MAX_KEPT_STRING: u64 = 1 << 20;
 /// Arrays of strings with at most this many elements are kept (e.g. `general.tags`); larger
 /// ones (tokenizer vocabularies) are skipped.
 const MAX_KEPT_ARRAY: u64 = 64;
+/// Most dimensions a tensor has (ggml's limit).
+const MAX_DIMS: u32 = 4;
+/// Longest tensor name accepted, in bytes (ggml's own limit is 64).
+const MAX_TENSOR_NAME: u64 = 256;
+/// The smallest encoding of one tensor info (name length, a 1-byte name, dimension count, one
+/// dimension, type, offset).
+const MIN_TENSOR_INFO_BYTES: u64 = 8 + 1 + 4 + 8 + 4 + 8;
 /// The smallest encoding of one key-value (8-byte key length, 1-byte key, 4-byte type, 1-byte
 /// value), used to reject counts that the file cannot possibly hold.
 const MIN_KV_BYTES: u64 = 14;
@@ -78,6 +86,13 @@ impl Value {
     }
 }
 
+/// One tensor's name and shape (ggml order: the first dimension varies fastest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dims: Vec<u64>,
+}
+
 /// The parsed header of a GGUF file.
 #[derive(Debug, Clone, Default)]
 pub struct GgufHeader {
@@ -85,6 +100,8 @@ pub struct GgufHeader {
     pub tensor_count: u64,
     /// All key-values, by key.
     pub kv: BTreeMap<String, Value>,
+    /// The tensors' names and shapes: read for adapters only, empty otherwise.
+    pub tensors: Vec<TensorInfo>,
 }
 
 impl GgufHeader {
@@ -139,7 +156,17 @@ pub fn read_header_from<R: Read + Seek>(src: R, len: u64) -> Result<GgufHeader, 
         let value = r.value(ty, &key)?;
         kv.insert(key, value);
     }
-    Ok(GgufHeader { version, tensor_count, kv })
+    let mut h = GgufHeader { version, tensor_count, kv, tensors: Vec::new() };
+    if h.str("general.type") == Some("adapter") {
+        if tensor_count > r.remaining() / MIN_TENSOR_INFO_BYTES {
+            return Err(GgufError::Corrupt(format!("{tensor_count} tensors cannot fit in a {len}-byte file")));
+        }
+        h.tensors.reserve(tensor_count as usize);
+        for i in 0..tensor_count {
+            h.tensors.push(r.tensor_info(i)?);
+        }
+    }
+    Ok(h)
 }
 
 /// A reader that knows how many bytes remain and refuses lengths beyond them.
@@ -199,6 +226,25 @@ impl<R: Read + Seek> Bounded<R> {
         let mut buf = vec![0u8; n as usize];
         self.exact(&mut buf, what)?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// Reads tensor info `i`: name, dimensions, then type and data offset (not kept).
+    fn tensor_info(&mut self, i: u64) -> Result<TensorInfo, GgufError> {
+        let n = self.u64("tensor name length")?;
+        if n == 0 || n > MAX_TENSOR_NAME {
+            return Err(GgufError::Corrupt(format!("tensor {i} has a name of {n} bytes")));
+        }
+        let name = self.string(n, "tensor name")?;
+        let n_dims = self.u32("tensor dimensions")?;
+        if n_dims == 0 || n_dims > MAX_DIMS {
+            return Err(GgufError::Corrupt(format!("tensor {name:?} has {n_dims} dimensions")));
+        }
+        let mut dims = Vec::with_capacity(n_dims as usize);
+        for _ in 0..n_dims {
+            dims.push(self.u64("tensor dimension")?);
+        }
+        self.skip(4 + 8, "tensor type and offset")?;
+        Ok(TensorInfo { name, dims })
     }
 
     /// Reads a length-prefixed string value, skipping it when longer than the kept limit.
@@ -396,5 +442,40 @@ mod tests {
             }
             let _ = parse(&b);
         }
+    }
+
+    /// An adapter header with `tensor_count` claimed and the tensor infos in `tensors`.
+    fn adapter(tensor_count: u64, tensors: &[u8]) -> Vec<u8> {
+        let mut v = build(1, &kv_str("general.type", "adapter"));
+        v[8..16].copy_from_slice(&tensor_count.to_le_bytes());
+        v.extend(tensors);
+        v
+    }
+
+    fn tensor(name: &str, dims: &[u64]) -> Vec<u8> {
+        let mut v = (name.len() as u64).to_le_bytes().to_vec();
+        v.extend(name.as_bytes());
+        v.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            v.extend(d.to_le_bytes());
+        }
+        v.extend(0u32.to_le_bytes());
+        v.extend(0u64.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn adapters_tensor_shapes_are_read_and_bounded() {
+        let mut t = tensor("blk.0.attn_q.weight.lora_a", &[576, 4]);
+        t.extend(tensor("blk.0.attn_q.weight.lora_b", &[4, 576]));
+        let h = parse(&adapter(2, &t)).unwrap();
+        assert_eq!(h.tensors.len(), 2);
+        assert_eq!(h.tensors[1], TensorInfo { name: "blk.0.attn_q.weight.lora_b".into(), dims: vec![4, 576] });
+        assert!(matches!(parse(&adapter(u64::MAX, &t)), Err(GgufError::Corrupt(_))), "a count the file cannot hold");
+        assert!(matches!(parse(&adapter(3, &t)), Err(GgufError::Truncated(_))));
+        let five_dims = tensor("x", &[1, 1, 1, 1, 1]);
+        assert!(matches!(parse(&adapter(1, &five_dims)), Err(GgufError::Corrupt(_))));
+        // A model's tensor infos are not read.
+        assert!(parse(&build(1, &kv_str("general.type", "model"))).unwrap().tensors.is_empty());
     }
 }

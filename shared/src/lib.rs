@@ -1,6 +1,7 @@
 //! Model Bucket's shared vocabulary: the model catalog (GGUF headers, stable IDs, hashing,
 //! config) and, later, the router–worker protocol.
 
+pub mod adapter;
 pub mod catalog;
 pub mod config;
 pub mod cpus;

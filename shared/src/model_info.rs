@@ -54,6 +54,12 @@ pub struct ModelInfo {
     /// Vocabulary size (tokens in `tokenizer.ggml.tokens`).
     #[serde(default)]
     pub n_vocab: Option<u64>,
+    /// Width of the hidden state (`<arch>.embedding_length`), for matching adapters.
+    #[serde(default)]
+    pub embedding_length: Option<u64>,
+    /// Transformer blocks (`<arch>.block_count`), for matching adapters.
+    #[serde(default)]
+    pub block_count: Option<u64>,
 }
 
 /// Names of llama.cpp's `llama_ftype` values (`general.file_type`).
@@ -172,6 +178,8 @@ impl ModelInfo {
             Some(Value::StrArray(v)) => Some(v.len() as u64),
             _ => None,
         };
+        let embedding_length = h.u64(&format!("{architecture}.embedding_length"));
+        let block_count = h.u64(&format!("{architecture}.block_count"));
         ModelInfo {
             id: parts.id(&sha256).into(),
             aliases: Vec::new(),
@@ -187,6 +195,8 @@ impl ModelInfo {
             capabilities,
             kv_bytes_per_token,
             n_vocab,
+            embedding_length,
+            block_count,
         }
     }
 
@@ -205,7 +215,7 @@ mod tests {
     use super::*;
 
     fn header(kv: &[(&str, Value)]) -> GgufHeader {
-        GgufHeader { version: 3, tensor_count: 0, kv: kv.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() }
+        GgufHeader { kv: kv.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(), ..Default::default() }
     }
 
     fn s(v: &str) -> Value {

@@ -31,8 +31,10 @@ fn catalog() -> Catalog {
         capabilities: vec![Capability::Chat, Capability::Completion],
         kv_bytes_per_token: Some(1024),
         n_vocab: Some(1000),
+        embedding_length: Some(64),
+        block_count: Some(2),
     };
-    Catalog { dir: "/nonexistent".into(), models: vec![m], skipped: vec![], pending: vec![] }
+    Catalog { dir: "/nonexistent".into(), models: vec![m], ..Default::default() }
 }
 
 /// The app over one fake model following `script`, and what its workers see.

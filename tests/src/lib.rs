@@ -30,6 +30,11 @@ pub fn gemma_id() -> String {
     format!("eden_gemma3_270m_{}", &GEMMA_SHA[..6])
 }
 
+/// The checkout's root folder.
+pub fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
 /// The folder holding the default models (`$EDEN_TEST_MODELS_DIR`, else `models/`).
 pub fn models_dir() -> PathBuf {
     let dir = std::env::var_os("EDEN_TEST_MODELS_DIR")

@@ -8,20 +8,24 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-/// Writes an adapter with `args` for make_lora.py (the `gguf` package must be importable by
-/// `python3`: scripts/test installs it in the checkout's .venv).
+/// Writes an adapter with `args` for make_lora.py, run by the Python that has the `gguf`
+/// package: `$EDEN_GGUF_PYTHON`, else the checkout's `.venv-gguf` (scripts/test makes it).
 fn make_lora(out: &Path, args: &[&str]) {
-    let status = Command::new("python3")
+    let python = std::env::var_os("EDEN_GGUF_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv-gguf/bin/python3"));
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test creates it (python3 -m venv .venv-gguf && .venv-gguf/bin/pip install gguf)",
+        python.display()
+    );
+    let status = Command::new(&python)
         .arg(repo().join("tests/fixtures/make_lora.py"))
         .arg(out)
         .args(args)
         .status()
         .expect("run python3");
-    assert!(status.success(), "make_lora.py failed: is the gguf package installed? (scripts/test installs it)");
+    assert!(status.success(), "make_lora.py failed with {}", python.display());
 }
 
 fn listing(dir: &Path) -> Value {

@@ -6,13 +6,8 @@ use model_bucket_tests::server::{self, eventually};
 use model_bucket_tests::*;
 use serde_json::Value;
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
 
 #[test]
 fn the_official_node_sdk_works() {

@@ -4,13 +4,9 @@
 
 use model_bucket_tests::hub::{Faults, Hub};
 use model_bucket_tests::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
 
 /// The browser: `$CHROMIUM`, else `chromium` on the PATH. Missing is a failure, not a skip.
 fn chromium() -> PathBuf {

@@ -103,11 +103,18 @@ impl Registry {
             Catalog::scan_settled(&dir, &config, Some(&mut crate::bucket::hash_logger()), settle)
         })
         .await??;
-        Ok(self.install(cat, reset_failed))
+        let (report, resets) = self.install(cat, reset_failed);
+        // Answered once the failed models are out of `failed`: a request right after a rescan
+        // must not find them still failed.
+        for model in resets {
+            self.tell_and_wait(Input::Reset { model }).await;
+        }
+        Ok(report)
     }
 
-    /// Makes `cat` the catalog; drains the workers of models that left it.
-    fn install(&self, cat: Catalog, reset_failed: bool) -> RescanReport {
+    /// Makes `cat` the catalog; drains the workers of models that left it. Returns the report
+    /// and, with `reset_failed`, the models to give another chance.
+    fn install(&self, cat: Catalog, reset_failed: bool) -> (RescanReport, Vec<ModelId>) {
         let old: BTreeSet<ModelId> = self.catalog().models.iter().map(|m| m.id.clone()).collect();
         let new: BTreeSet<ModelId> = cat.models.iter().map(|m| m.id.clone()).collect();
         let report = RescanReport {
@@ -126,12 +133,8 @@ impl Registry {
         for id in &report.added {
             tracing::info!(model = %id, "new model");
         }
-        if reset_failed {
-            for id in old.union(&new) {
-                self.tell(Input::Reset { model: id.clone() });
-            }
-        }
-        report
+        let resets = if reset_failed { old.union(&new).cloned().collect() } else { Vec::new() };
+        (report, resets)
     }
 
     /// SIGHUP: reads the config file again (a bad one is reported and the old one kept), then

@@ -35,6 +35,16 @@ pub fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
+/// `tests/node`, checked to have `package` installed (scripts/test runs `npm install` there).
+pub fn node_dir(package: &str) -> PathBuf {
+    let dir = repo().join("tests/node");
+    assert!(
+        dir.join("node_modules").join(package).is_dir(),
+        "{package} is not installed: run `npm install` in tests/node (scripts/test does)"
+    );
+    dir
+}
+
 /// The folder holding the default models (`$EDEN_TEST_MODELS_DIR`, else `models/`).
 pub fn models_dir() -> PathBuf {
     let dir = std::env::var_os("EDEN_TEST_MODELS_DIR")

@@ -11,11 +11,7 @@ use std::time::Duration;
 
 #[test]
 fn the_official_node_sdk_works() {
-    let node_dir = repo().join("tests/node");
-    assert!(
-        node_dir.join("node_modules/openai").is_dir(),
-        "the Node SDK is not installed: run `npm install` in tests/node (scripts/test does)"
-    );
+    let node_dir = node_dir("openai");
     let dir = tempfile::tempdir().unwrap();
     link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
     link_model(GEMMA_FILE, dir.path(), GEMMA_FILE);

@@ -20,11 +20,7 @@ fn chromium() -> PathBuf {
 
 #[test]
 fn the_page_chats_unloads_pulls_and_asks_for_the_key_in_a_real_browser() {
-    let node_dir = repo().join("tests/node");
-    assert!(
-        node_dir.join("node_modules/puppeteer-core").is_dir(),
-        "Puppeteer is not installed: run `npm install` in tests/node (scripts/test does)"
-    );
+    let node_dir = node_dir("puppeteer-core");
     let browser = chromium();
     let hub = Hub::start();
     // A slow network, so the page has progress to show before the file is in.

@@ -3,7 +3,7 @@
 //! `docs/BENCHMARKS.md` and its plots.
 //!
 //! ```sh
-//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent]
+//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--llama-server-arg ARG]...
 //! ```
 //! Without `--llama-server` (or `$LLAMA_SERVER`) it builds llama-server once into
 //! `~/.cache/model-bucket`. Run `scripts/setup` first (binaries and models).
@@ -12,6 +12,7 @@ mod agent;
 mod cache;
 mod client;
 mod llama;
+mod lora;
 mod plot;
 mod report;
 mod workloads;
@@ -33,6 +34,11 @@ pub struct Opts {
     pub only_cache: bool,
     /// Run only the agent-API workloads and print their section (no files written).
     pub only_agent: bool,
+    /// Run only the LoRA workloads and print their section (no files written).
+    pub only_lora: bool,
+    /// Extra llama-server arguments for the LoRA workloads (`--llama-server-arg`, repeatable),
+    /// for a machine where one of its defaults cannot run; the report names them.
+    pub ls_extra: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -44,6 +50,8 @@ fn main() -> Result<()> {
         rounds: 3,
         only_cache: false,
         only_agent: false,
+        only_lora: false,
+        ls_extra: Vec::new(),
         out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")),
     };
     let mut args = std::env::args().skip(1);
@@ -57,8 +65,10 @@ fn main() -> Result<()> {
             "--out" => o.out = val()?.into(),
             "--only-cache" => o.only_cache = true,
             "--only-agent" => o.only_agent = true,
+            "--only-lora" => o.only_lora = true,
+            "--llama-server-arg" => o.ls_extra.push(val()?),
             "-h" | "--help" => {
-                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent]");
+                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--llama-server-arg ARG]...");
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other}"),
@@ -73,13 +83,21 @@ fn main() -> Result<()> {
         println!("{}", agent::markdown(&agent::run(&o, &ls)?));
         return Ok(());
     }
+    if o.only_lora {
+        println!("{}", lora::markdown(&o, &lora::run(&o, &ls)?));
+        return Ok(());
+    }
     let results = workloads::run(&o, &ls)?;
     let cached = cache::run(&o, &ls)?;
     let agent = agent::run(&o, &ls)?;
+    let adapters = lora::run(&o, &ls)?;
     std::fs::create_dir_all(&o.out)?;
     plot::throughput(&results, &o.out.join("throughput.png"))?;
     plot::latency(&results, &o.out.join("latency.png"))?;
-    let md = report::markdown(&o, &ls, &results) + &cache::markdown(&cached) + &agent::markdown(&agent);
+    let md = report::markdown(&o, &ls, &results)
+        + &cache::markdown(&cached)
+        + &agent::markdown(&agent)
+        + &lora::markdown(&o, &adapters);
     std::fs::write(o.out.join("BENCHMARKS.md"), &md)?;
     println!("{md}");
     eprintln!("bench: wrote {}", o.out.join("BENCHMARKS.md").display());

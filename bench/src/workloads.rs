@@ -272,6 +272,7 @@ fn direct_one_token(w: &mut TestWorker, id: u64) {
         constraint: None,
         logprobs: None,
         tools: None,
+        lora: Vec::new(),
     })));
     loop {
         match w.recv() {

@@ -1,7 +1,9 @@
 //! `model-bucket generate`: one prompt through a directly started worker, streamed to stdout.
 
 use anyhow::{bail, Context, Result};
-use model_bucket_shared::protocol::{ChatMessage, FinishReason, GenerateRequest, Prompt, SamplingParams, ToWorker};
+use model_bucket_shared::protocol::{
+    ChatMessage, FinishReason, GenerateRequest, LoraUse, Prompt, SamplingParams, ToWorker,
+};
 use model_bucket_shared::ModelConfig;
 use std::io::Write;
 use std::path::PathBuf;
@@ -38,7 +40,18 @@ pub fn worker_bin() -> Result<PathBuf> {
 pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
     let (config, dir) = bucket::open(b)?;
     let cat = bucket::scan(&dir, &config)?;
-    let m = resolve(&cat, &a.id)?;
+    let asked = resolve(&cat, &a.id)?;
+    // A base plus an adapter runs on its base with the adapter.
+    let m = match &asked.lora {
+        Some(l) => cat
+            .models
+            .iter()
+            .find(|b| b.id == l.base)
+            .with_context(|| format!("the base {} of {} is not in the folder", l.base, asked.id))?,
+        None => asked,
+    };
+    let lora: Vec<LoraUse> =
+        asked.lora.iter().map(|l| LoraUse { path: l.adapter.to_string_lossy().into_owned(), scale: l.scale }).collect();
     let mc = cat.model_config(&config, &m.id);
     let chat_possible = m.has_chat_template || mc.chat_template.is_some();
     let prompt = if a.raw || !chat_possible {
@@ -78,6 +91,7 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
             constraint: None,
             logprobs: None,
             tools: None,
+            lora,
         };
         let id = req.id;
         let mut events = w.client.generate(req);

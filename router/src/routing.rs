@@ -58,7 +58,7 @@ pub fn live_candidates(r: &crate::registry::Registry, chain: &[String], chat: bo
     candidates(chain, |name| {
         cat.resolve(name).map(|m| LocalModel {
             id: m.id.clone(),
-            unusable: matches!(r.state(&m.id), crate::registry::State::Failed(_)) || (chat && !r.can_chat(m)),
+            unusable: matches!(r.state(m.worker_id()), crate::registry::State::Failed(_)) || (chat && !r.can_chat(m)),
         })
     })
 }

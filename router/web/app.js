@@ -45,7 +45,8 @@ async function readModels() {
     models.setModels(v.data);
     logs.setModels(v.data);
     const n = v.data.filter((m) => !m.task);
-    const loaded = n.filter((m) => m.state === 'ready').length;
+    // An adapter shows its base's worker: count workers, not adapters.
+    const loaded = n.filter((m) => m.state === 'ready' && !m.base).length;
     $('server-status').textContent = `${n.length} ${n.length === 1 ? 'model' : 'models'} · ${loaded} loaded`;
   } catch (e) {
     $('server-status').textContent = `server: ${e.message}`;

@@ -5,8 +5,10 @@ import { call, events } from './api.js';
 
 let onChange = () => {};
 
-/** The Load or Unload button for model `id` in `state`. */
-function actionCell(id, state) {
+/** The Load or Unload button for model `id` in `state`; for an adapter (it runs on `base`'s
+ * worker, which its base's row loads and unloads) the base's name instead. */
+function actionCell(id, state, base) {
+  if (base) return h('td', { class: 'muted' }, `on ${base}`);
   const act = (what) => async (e) => {
     e.target.disabled = true;
     $('models-error').textContent = '';
@@ -25,7 +27,7 @@ function actionCell(id, state) {
 }
 
 function row(m) {
-  return h('tr', { 'data-model': m.id },
+  return h('tr', { 'data-model': m.id, 'data-base': m.base || '' },
     h('td', { class: 'id' }, m.id, (m.aliases || []).length ? h('span', { class: 'aliases' }, m.aliases.join(', ')) : null),
     h('td', {}, m.architecture || '–'),
     h('td', {}, m.parameters || '–', h('span', { class: 'aliases' }, bytes(m.size_bytes))),
@@ -33,7 +35,7 @@ function row(m) {
     h('td', {}, m.context_length ?? '–'),
     h('td', {}, (m.capabilities || []).join(', ')),
     stateCell(m.state, m.progress, m.error),
-    actionCell(m.id, m.state));
+    actionCell(m.id, m.state, m.base));
 }
 
 /** Shows `list` (/v1/models data; tasks left out). */
@@ -51,7 +53,7 @@ export function setState(ev) {
   const tr = document.querySelector(`#models-table tr[data-model="${CSS.escape(ev.model)}"]`);
   if (!tr) return false;
   tr.cells[6].replaceWith(stateCell(ev.state, ev.progress, ev.error));
-  tr.cells[7].replaceWith(actionCell(ev.model, ev.state));
+  tr.cells[7].replaceWith(actionCell(ev.model, ev.state, tr.dataset.base));
   return true;
 }
 

@@ -50,6 +50,25 @@ pub struct AdapterInfo {
     pub n_pairs: usize,
 }
 
+/// How a model that is a base plus an adapter runs: on `base`'s worker, with `adapter` at
+/// `scale` (1: as trained; 0: the base alone).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraOf {
+    pub base: ModelId,
+    pub adapter: PathBuf,
+    pub scale: f32,
+}
+
+/// An adapter file a base's worker loads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterFile {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    /// SHA-256 of the file, lowercase hex (empty for a config adapter outside the folder): a
+    /// file replaced under the same path is a change of the base's adapters.
+    pub sha256: String,
+}
+
 /// Whether the header is an adapter's rather than a model's.
 pub fn is_adapter(h: &GgufHeader) -> bool {
     h.str("general.type") == Some("adapter")
@@ -123,16 +142,17 @@ impl AdapterInfo {
         })
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         let width = self.n_embd.map(|e| format!(", {e} wide")).unwrap_or_default();
         format!("architecture {}{width}, {} blocks", self.architecture, self.n_blocks)
     }
 }
 
 /// Whether `m` can take adapter `a`: same architecture, same width (when both are known) and
-/// at least the blocks it adapts.
-fn fits(a: &AdapterInfo, m: &ModelInfo) -> bool {
-    m.architecture == a.architecture
+/// at least the blocks it adapts. A model that is itself a base plus an adapter is no base.
+pub fn fits(a: &AdapterInfo, m: &ModelInfo) -> bool {
+    m.lora.is_none()
+        && m.architecture == a.architecture
         && !(a.n_embd.is_some() && m.embedding_length.is_some() && a.n_embd != m.embedding_length)
         && m.block_count.is_none_or(|b| b >= a.n_blocks)
 }

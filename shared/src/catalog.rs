@@ -44,8 +44,8 @@ pub struct Catalog {
     pub skipped: Vec<Skipped>,
     /// Files changed too recently to be read (still being written); a later scan takes them.
     pub pending: Vec<PathBuf>,
-    /// LoRA adapters, each with its base model's ID or why it has none. Not served yet: each
-    /// is also in `skipped`, with that reason.
+    /// LoRA adapters of the folder, each with its base model's ID or why it has none. One with
+    /// a base is also a model (see [`crate::lora_catalog`]); one without is also in `skipped`.
     pub adapters: Vec<(AdapterInfo, Result<crate::ModelId, String>)>,
 }
 
@@ -156,35 +156,33 @@ impl Catalog {
         index.save();
 
         cat.models.sort_by(|a, b| a.id.cmp(&b.id));
+        cat.attach_folder_adapters(adapters);
         cat.assign_aliases(config, &load_custom_ids(dir));
-        for a in adapters {
-            let base = adapter::find_base(&a, &cat.models).map(|m| m.id.clone());
-            let reason = match &base {
-                Ok(id) => format!("a LoRA adapter for {id} (adapters are not served yet)"),
-                Err(why) => format!("a LoRA adapter whose base is not in the folder: {why}"),
-            };
-            tracing::info!(path = %a.path.display(), %reason, "adapter");
-            cat.skipped.push(Skipped { path: a.path.clone(), reason });
-            cat.adapters.push((a, base));
-        }
+        cat.attach_config_loras(config);
         Ok(cat)
     }
 
     /// Gives each model its hashless alias (when unique) and its custom IDs. A custom ID that
-    /// is already some model's name is ignored with a warning.
-    fn assign_aliases(&mut self, config: &Config, custom: &BTreeMap<String, Vec<String>>) {
-        let mut stems: HashMap<String, usize> = HashMap::new();
+    /// is already some model's name is ignored with a warning. A base keeps its hashless alias
+    /// when an adapter's ID has the same stem; the adapter then has none.
+    pub(crate) fn assign_aliases(&mut self, config: &Config, custom: &BTreeMap<String, Vec<String>>) {
+        let (mut stems, mut base_stems): (HashMap<String, usize>, HashMap<String, usize>) = Default::default();
         for m in &self.models {
             *stems.entry(m.stem().to_string()).or_default() += 1;
+            if m.lora.is_none() {
+                *base_stems.entry(m.stem().to_string()).or_default() += 1;
+            }
         }
         for m in &mut self.models {
             m.aliases.clear();
-            if stems[m.stem()] == 1 {
+            let counts = if m.lora.is_none() { &base_stems } else { &stems };
+            if counts[m.stem()] == 1 {
                 m.aliases.push(m.stem().to_string());
             }
         }
         let mut wanted: Vec<(usize, String)> = Vec::new();
-        for (key, mc) in &config.models {
+        // Entries with a base are models of their own, added after this.
+        for (key, mc) in config.models.iter().filter(|(_, mc)| mc.base.is_none()) {
             match self.position(key) {
                 Some(i) => wanted.extend(mc.ids.iter().map(|id| (i, id.clone()))),
                 None => tracing::warn!(model = %key, "config names a model that is not in the folder"),
@@ -227,9 +225,11 @@ impl Catalog {
     /// The settings `config` gives the model `id` (under any name that resolves to it), or the
     /// defaults when it names none.
     pub fn model_config(&self, config: &Config, id: &str) -> crate::ModelConfig {
+        // An entry with a base is its own model's, never another's.
         config
             .models
             .iter()
+            .filter(|(k, v)| v.base.is_none() || k.as_str() == id)
             .find(|(k, _)| self.resolve(k).is_some_and(|m| m.id == id))
             .map(|(_, v)| v.clone())
             .unwrap_or_default()

@@ -14,6 +14,10 @@
 //! ttl_secs = 600                   # unload after this long idle
 //! chat_template = "chatml"         # a template name or file, for models without one
 //!
+//! [models.pirate]                  # a model of its own: a base plus a LoRA adapter
+//! base = "eden_smollm2_135m"
+//! lora = [{ path = "adapters/pirate.gguf", scale = 0.8 }]  # relative to the models folder
+//!
 //! [tasks]                          # `model: "task:thinking"` (or just `"thinking"`) picks the
 //! thinking = ["eden_llama3_8b", "eden_smollm2_135m", "upstream:gpt-4o-mini"]  # first that can serve
 //!
@@ -90,6 +94,28 @@ pub struct ModelConfig {
     /// Host memory for prompt prefixes pushed out of the slots, in MiB (0: none; default: as
     /// much as the slots' own KV cache).
     pub prompt_cache_mib: Option<u64>,
+    /// Makes the entry's name a model of its own: this base (a name in the folder) with the
+    /// adapters of `lora`, served by the base's worker.
+    pub base: Option<String>,
+    /// The adapters applied for this model (with `base`). One for now: the worker applies one
+    /// adapter per request.
+    #[serde(default)]
+    pub lora: Vec<LoraEntry>,
+}
+
+/// One adapter of a config model: a LoRA GGUF and the scale it is applied with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraEntry {
+    /// The adapter file; relative paths are relative to the models folder.
+    pub path: PathBuf,
+    /// 1: as trained; 0: not at all.
+    #[serde(default = "one")]
+    pub scale: f32,
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 impl Config {
@@ -104,6 +130,29 @@ impl Config {
             for id in &m.ids {
                 if !crate::model_id::valid_custom_id(id) {
                     return Err(format!("models.{key}: custom ID {id:?} must be 1-128 characters of [A-Za-z0-9._:-]"));
+                }
+            }
+        }
+        for (key, m) in &config.models {
+            match (&m.base, m.lora.as_slice()) {
+                (None, []) => {}
+                (None, _) => return Err(format!("models.{key}: lora needs a base")),
+                (Some(_), []) => return Err(format!("models.{key}: base needs a lora list")),
+                (Some(_), [one]) => {
+                    if !crate::model_id::valid_custom_id(key) {
+                        return Err(format!(
+                            "models.{key}: a base + lora model's name is its ID: 1-128 characters of [A-Za-z0-9._:-]"
+                        ));
+                    }
+                    let most = crate::protocol::MAX_LORA_SCALE;
+                    if one.scale.is_nan() || one.scale.abs() > most {
+                        return Err(format!("models.{key}: the lora scale must be between -{most} and {most}"));
+                    }
+                }
+                (Some(_), _) => {
+                    return Err(format!(
+                        "models.{key}: one adapter per model for now (the worker applies one adapter per request)"
+                    ))
                 }
             }
         }
@@ -152,6 +201,26 @@ mod tests {
         assert!(Config::parse("[tasks]\nthinking = [\"upstream:big\"]\n").unwrap_err().contains("no [upstream]"));
         assert!(Config::parse("[tasks]\nthinking = []\n").unwrap_err().contains("empty"));
         assert!(Config::parse("[upstream]\nurl = \"ftp://x\"\n").is_err());
+    }
+
+    #[test]
+    fn base_and_lora_make_a_model() {
+        let c = Config::parse(
+            "[models.pirate]\nbase = \"eden_smollm2_135m\"\nlora = [{ path = \"p.gguf\", scale = 0.5 }]\n",
+        )
+        .unwrap();
+        assert_eq!(c.models["pirate"].lora, vec![LoraEntry { path: "p.gguf".into(), scale: 0.5 }]);
+        let c = Config::parse("[models.p]\nbase = \"b\"\nlora = [{ path = \"p.gguf\" }]\n").unwrap();
+        assert_eq!(c.models["p"].lora[0].scale, 1.0);
+        for bad in [
+            "[models.p]\nlora = [{ path = \"p.gguf\" }]\n",
+            "[models.p]\nbase = \"b\"\n",
+            "[models.p]\nbase = \"b\"\nlora = [{ path = \"a.gguf\" }, { path = \"b.gguf\" }]\n",
+            "[models.p]\nbase = \"b\"\nlora = [{ path = \"a.gguf\", scale = nan }]\n",
+            "[models.\"has space\"]\nbase = \"b\"\nlora = [{ path = \"a.gguf\" }]\n",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cpus;
 pub mod gguf;
 pub mod hash;
 pub mod index;
+pub mod lora_catalog;
 pub mod mem;
 pub mod model_id;
 pub mod model_info;
@@ -16,7 +17,7 @@ pub mod protocol;
 pub mod state_file;
 
 pub use catalog::{Catalog, Skipped};
-pub use config::{Config, ModelConfig};
+pub use config::{Config, LoraEntry, ModelConfig};
 pub use model_id::ModelId;
 pub use model_info::{Capability, ModelInfo};
 

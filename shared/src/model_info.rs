@@ -60,6 +60,12 @@ pub struct ModelInfo {
     /// Transformer blocks (`<arch>.block_count`), for matching adapters.
     #[serde(default)]
     pub block_count: Option<u64>,
+    /// Set when this model is a base plus a LoRA adapter: it runs on the base's worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::adapter::LoraOf>,
+    /// The adapter files this model's worker loads (set on bases), in the order it loads them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adapters: Vec<crate::adapter::AdapterFile>,
 }
 
 /// Names of llama.cpp's `llama_ftype` values (`general.file_type`).
@@ -197,7 +203,14 @@ impl ModelInfo {
             n_vocab,
             embedding_length,
             block_count,
+            lora: None,
+            adapters: Vec::new(),
         }
+    }
+
+    /// The ID of the model whose worker serves this one: its own, or its base's.
+    pub fn worker_id(&self) -> &crate::ModelId {
+        self.lora.as_ref().map_or(&self.id, |l| &l.base)
     }
 
     /// The ID without its hash (`eden_smollm2_135m`).

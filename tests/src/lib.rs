@@ -45,6 +45,27 @@ pub fn node_dir(package: &str) -> PathBuf {
     dir
 }
 
+/// Writes a LoRA adapter GGUF with `args` for tests/fixtures/make_lora.py, run by the Python
+/// that has the `gguf` package: `$EDEN_GGUF_PYTHON`, else the checkout's `.venv-gguf`
+/// (scripts/test makes it).
+pub fn make_lora(out: &Path, args: &[&str]) {
+    let python = std::env::var_os("EDEN_GGUF_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv-gguf/bin/python3"));
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test creates it (python3 -m venv .venv-gguf && .venv-gguf/bin/pip install gguf)",
+        python.display()
+    );
+    let status = Command::new(&python)
+        .arg(repo().join("tests/fixtures/make_lora.py"))
+        .arg(out)
+        .args(args)
+        .status()
+        .expect("run python3");
+    assert!(status.success(), "make_lora.py failed with {}", python.display());
+}
+
 /// The folder holding the default models (`$EDEN_TEST_MODELS_DIR`, else `models/`).
 pub fn models_dir() -> PathBuf {
     let dir = std::env::var_os("EDEN_TEST_MODELS_DIR")

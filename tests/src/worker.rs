@@ -177,6 +177,7 @@ pub fn greedy(id: u64, prompt: Prompt, max_tokens: u32) -> GenerateRequest {
         constraint: None,
         logprobs: None,
         tools: None,
+        lora: Vec::new(),
     }
 }
 

@@ -57,4 +57,7 @@ pub struct Args {
     /// SHA-256 of the model file, hex: part of the key of files in `--kv-cache-dir`.
     #[arg(long)]
     pub model_sha256: Option<String>,
+    /// A LoRA adapter GGUF to load with the model (repeatable); requests name it by this path.
+    #[arg(long, value_name = "PATH")]
+    pub lora: Vec<PathBuf>,
 }

@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use model_bucket_shared::mem::rss_bytes;
 use model_bucket_shared::protocol::{FromWorker, ReadyInfo};
 use std::num::NonZeroU32;
@@ -37,8 +37,10 @@ pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command
         }
         true
     });
-    let model = LlamaModel::load_from_file(&backend, &args.model, &params)
+    let mut model = LlamaModel::load_from_file(&backend, &args.model, &params)
         .with_context(|| format!("llama.cpp could not load {}", args.model.display()))?;
+    let (adapters, adapter_failures) = load_adapters(&mut model, &args.lora);
+    let model = model;
 
     let template = chat_template(args, &model)?;
     let n_ctx_train = model.n_ctx_train().max(1);
@@ -76,11 +78,43 @@ pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command
         max_queue: args.max_queue,
         n_swa: sliding_window(&model),
         slots,
+        adapters,
+        adapter_failures,
     };
     let cache = cache_config(args, n_ctx_slot, slots);
     let embedder = crate::engine::embed::Embedder::new(&model, &backend, threads, n_ctx_slot);
     Engine::new(&model, ctx, template, cfg, cache, embedder, out).run(cmds);
     Ok(())
+}
+
+/// The loaded adapters and the refused ones.
+type Adapters = (Vec<(String, LlamaLoraAdapter)>, Vec<(String, String)>);
+
+/// Loads the `--lora` adapters (before any context exists), each with the path requests name
+/// it by. One llama.cpp refuses (another base's shapes, corrupt, missing) is logged and kept
+/// with the reason, for the requests that name it: the model and its other adapters serve on.
+fn load_adapters(model: &mut LlamaModel, paths: &[std::path::PathBuf]) -> Adapters {
+    let (mut loaded, mut failed) = (Vec::new(), Vec::new());
+    for p in paths {
+        let name = p.to_string_lossy().into_owned();
+        if !p.is_file() {
+            tracing::error!(adapter = %name, "LoRA adapter not loaded: the file does not exist");
+            failed.push((name, "the file does not exist".into()));
+            continue;
+        }
+        match model.lora_adapter_init(p) {
+            Ok(a) => {
+                tracing::info!(adapter = %name, "LoRA adapter loaded");
+                loaded.push((name, a));
+            }
+            Err(e) => {
+                tracing::error!(adapter = %name, error = %e, "LoRA adapter not loaded");
+                let why = format!("llama.cpp refused it ({e}); its tensors may not match this model");
+                failed.push((name, why));
+            }
+        }
+    }
+    (loaded, failed)
 }
 
 /// The prompt caches beyond the slots. Files on disk are keyed by everything their KV states

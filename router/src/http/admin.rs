@@ -29,6 +29,8 @@ async fn model_status(r: &Registry, id: &str) -> Value {
 pub async fn load(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let cat = r.catalog();
     let m = cat.resolve(&id).ok_or_else(|| ApiError::model_not_found(&id))?;
+    // A base plus an adapter loads its base's worker.
+    let m = super::lora::worker_of(&cat, m)?;
     r.load(m).await?;
     Ok(Json(model_status(&r, &m.id).await))
 }
@@ -36,6 +38,7 @@ pub async fn load(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Res
 pub async fn unload(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let cat = r.catalog();
     let m = cat.resolve(&id).ok_or_else(|| ApiError::model_not_found(&id))?;
+    let m = super::lora::worker_of(&cat, m)?;
     let state = r.unload(&m.id).await;
     Ok(Json(json!({ "model": m.id, "state": state })))
 }

@@ -31,6 +31,8 @@ pub struct EmbeddingsRequest {
     pub encoding_format: Option<String>,
     /// Accepted only as the model's own width: vectors are not truncated.
     pub dimensions: Option<u64>,
+    /// LoRA adapters for this request (see [`super::lora`]).
+    pub lora: Option<Vec<super::lora::LoraParam>>,
 }
 
 /// The inputs as worker prompts, checked: at least one, none empty, at most [`MAX_INPUTS`].
@@ -92,8 +94,10 @@ async fn serve(r: &Arc<Registry>, req: &EmbeddingsRequest) -> Result<Response, A
         None => cat.resolve(&req.model).ok_or_else(|| ApiError::model_not_found(&req.model))?.id.clone(),
     };
     let m = cat.models.iter().find(|m| m.id == id).ok_or_else(|| ApiError::model_not_found(&id))?;
-    let msg = |id| ToWorker::Embed(Box::new(EmbedRequest { id, inputs: inputs.clone() }));
-    let (_call, first) = call::start_with(r, m, msg, started).await?;
+    let w = super::lora::worker_of(&cat, m)?;
+    let lora = super::lora::uses(&cat, m, w, req.lora.as_deref())?;
+    let msg = |id| ToWorker::Embed(Box::new(EmbedRequest { id, inputs: inputs.clone(), lora: lora.clone() }));
+    let (_call, first) = call::start_with(r, w, msg, started).await?;
     let (vectors, prompt_tokens) = match first {
         Event::Embeddings { vectors, prompt_tokens } => (vectors, prompt_tokens),
         Event::Error { kind, message } => return Err(ApiError::from_worker(kind, message)),

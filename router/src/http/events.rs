@@ -19,10 +19,11 @@ fn snapshot(r: &Registry) -> BTreeMap<String, Value> {
         .models
         .iter()
         .map(|m| {
-            let state = r.state(&m.id);
+            // A base plus an adapter shows its base's worker.
+            let state = r.state(m.worker_id());
             let mut v = json!({ "model": m.id, "state": state.name() });
             match &state {
-                ModelState::Loading => v["progress"] = json!(r.progress(&m.id).unwrap_or(0.0)),
+                ModelState::Loading => v["progress"] = json!(r.progress(m.worker_id()).unwrap_or(0.0)),
                 ModelState::Failed(reason) => v["error"] = json!(reason),
                 _ => {}
             }

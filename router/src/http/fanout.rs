@@ -11,6 +11,7 @@ use std::time::Instant;
 use super::call::{self, gone, Call};
 use super::completions::Job;
 use super::error::ApiError;
+use super::lora;
 use super::openai::{self, CommonParams};
 use super::respond::{Finished, Kind, Meta};
 use super::stream;
@@ -26,7 +27,11 @@ pub async fn serve(
     started: Instant,
 ) -> Result<Response, ApiError> {
     let kind = job.kind;
-    if kind == Kind::Chat && !r.can_chat(m) {
+    // A base plus an adapter runs on its base's worker.
+    let cat = r.catalog();
+    let w = lora::worker_of(&cat, m)?;
+    let adapters = lora::uses(&cat, m, w, c.lora.as_deref())?;
+    if kind == Kind::Chat && !r.can_chat(w) {
         return Err(ApiError::bad_param(
             "messages",
             format!(
@@ -45,7 +50,7 @@ pub async fn serve(
         ));
     }
     // Every choice is a request of the worker: more than it holds at once could never succeed.
-    let capacity = r.capacity(m);
+    let capacity = r.capacity(w);
     if choices > capacity {
         return Err(ApiError::bad_param(
             "n",
@@ -56,6 +61,7 @@ pub async fn serve(
         ));
     }
     let mut base = openai::to_generate(RequestId(0), Prompt::Text(String::new()), c)?;
+    base.lora = adapters;
     if let Some(plan) = &job.tools {
         let tools = serde_json::Value::Array(plan.tools.clone()).to_string();
         if tools.len() > tools::MAX_TOOLS_BYTES {
@@ -92,7 +98,7 @@ pub async fn serve(
             ..base.clone()
         })
         .collect();
-    let starts = reqs.iter().map(|req| call::start(&r, m, req, started));
+    let starts = reqs.iter().map(|req| call::start(&r, w, req, started));
     // All start together so the worker admits them in one step (one prompt's prefill is then
     // shared by its n sequences); the first failure fails the request and cancels the rest.
     let calls: Vec<(Call, Event)> = futures::future::try_join_all(starts).await?;

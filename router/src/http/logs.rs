@@ -29,7 +29,7 @@ pub async fn logs(
     Path(id): Path<String>,
 ) -> Result<Sse<impl futures::Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let m = r.catalog().resolve(&id).cloned().ok_or_else(|| ApiError::model_not_found(&id))?;
-    let log = r.log(&m.id);
+    let log = r.log(m.worker_id());
     let mut changes = r.changes();
     let stream = async_stream::stream! {
         let Some(log) = log else {

@@ -14,6 +14,7 @@ pub mod guard;
 pub mod json;
 mod limits;
 mod logs;
+pub mod lora;
 pub mod models;
 pub mod openai;
 pub mod page;

@@ -12,7 +12,9 @@ use crate::routing;
 
 /// A model's `/v1/models` entry: the catalog's facts and its worker's state.
 pub(super) fn model_object(r: &Registry, m: &ModelInfo) -> Value {
-    let state = r.state(&m.id);
+    // A base plus an adapter shows its base's worker.
+    let worker = m.worker_id();
+    let state = r.state(worker);
     let mut caps = m.capabilities.clone();
     if r.can_chat(m) && !caps.contains(&model_bucket_shared::Capability::Chat) {
         caps.insert(0, model_bucket_shared::Capability::Chat);
@@ -31,9 +33,27 @@ pub(super) fn model_object(r: &Registry, m: &ModelInfo) -> Value {
         "size_bytes": m.size_bytes,
         "state": state.name(),
     });
+    if let Some(l) = &m.lora {
+        v["base"] = json!(l.base);
+        v["lora_scale"] = json!(l.scale);
+    }
+    if !m.adapters.is_empty() {
+        // Indexed as requests' `lora` entries name them.
+        let ids: Vec<Value> = m
+            .adapters
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                // The file's name only: where it lives is the server's business.
+                let file = a.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                json!({ "id": i, "file": file, "size_bytes": a.size_bytes })
+            })
+            .collect();
+        v["adapters"] = json!(ids);
+    }
     match &state {
         crate::registry::State::Failed(reason) => v["error"] = json!(reason),
-        crate::registry::State::Loading => v["progress"] = json!(r.progress(&m.id).unwrap_or(0.0)),
+        crate::registry::State::Loading => v["progress"] = json!(r.progress(worker).unwrap_or(0.0)),
         crate::registry::State::Ready(live) => {
             v["worker"] = json!({
                 "pid": live.pid,

@@ -43,6 +43,8 @@ pub struct CommonParams {
     pub grammar: Option<String>,
     /// A JSON schema the output must follow (llama-server's `json_schema`).
     pub json_schema: Option<Value>,
+    /// LoRA adapters for this request, as llama-server takes them (see [`super::lora`]).
+    pub lora: Option<Vec<super::lora::LoraParam>>,
 }
 
 /// `logprobs`: a flag (chat) or a count (completions).
@@ -238,6 +240,7 @@ pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<Ge
         constraint,
         logprobs,
         tools: None,
+        lora: Vec::new(),
     })
 }
 

@@ -114,8 +114,20 @@ impl Driver {
             }
             Msg::Up(live) => {
                 let (model, gen, memory_bytes) = (live.model.clone(), live.gen, live.ready.memory_bytes);
+                // Adapters that came or went while it started: it restarts (drained) for them.
+                let cat = self.reg.catalog();
+                let now: Option<Vec<&std::path::Path>> = cat
+                    .models
+                    .iter()
+                    .find(|m| m.id == model)
+                    .map(|m| m.adapters.iter().map(|a| a.path.as_path()).collect());
+                let stale = now.is_some_and(|now| now != live.lora.iter().map(|p| p.as_path()).collect::<Vec<_>>());
                 self.lives.insert(model.clone(), live);
-                self.feed(Input::Ready { model, gen, memory_bytes });
+                self.feed(Input::Ready { model: model.clone(), gen, memory_bytes });
+                if stale {
+                    tracing::info!(model = %model, "its LoRA adapters changed while it started: restarting it");
+                    self.feed(Input::Restart { model });
+                }
             }
             Msg::Progress { model, gen, progress } => {
                 if self.loading.get(&model) == Some(&gen) {

@@ -25,6 +25,8 @@ pub struct Live {
     pub ready: ReadyInfo,
     pub pid: u32,
     pub gpus: Option<Vec<u32>>,
+    /// The LoRA adapter files it was started with.
+    pub lora: Vec<std::path::PathBuf>,
     /// Leases held (running or queued in the worker), plus [`CLOSED`] once closed.
     leases: AtomicUsize,
     /// When the last lease was released, in ms since [`epoch`].
@@ -38,6 +40,7 @@ impl Live {
         gen: Gen,
         w: &crate::worker::Worker,
         gpus: Option<Vec<u32>>,
+        lora: Vec<std::path::PathBuf>,
         facts: UnboundedSender<Msg>,
     ) -> Live {
         Live {
@@ -47,6 +50,7 @@ impl Live {
             ready: w.ready.clone(),
             pid: w.pid,
             gpus,
+            lora,
             leases: AtomicUsize::new(0),
             last_used_ms: AtomicU64::new(now_ms()),
             facts,

@@ -208,7 +208,12 @@ impl Registry {
     /// Whether chat requests can be served for `m`.
     /// A ready worker says so itself (it rendered its template at load); before that, the
     /// file's header and the config decide.
+    /// A base plus an adapter can when its base can.
     pub fn can_chat(&self, m: &ModelInfo) -> bool {
+        if m.lora.is_some() {
+            let cat = self.catalog();
+            return cat.models.iter().find(|b| &b.id == m.worker_id()).is_some_and(|b| self.can_chat(b));
+        }
         match self.state(&m.id) {
             State::Ready(live) => live.ready.has_chat_template,
             _ => m.has_chat_template || self.model_config(m).chat_template.is_some(),

@@ -115,7 +115,16 @@ impl Registry {
     /// Makes `cat` the catalog; drains the workers of models that left it. Returns the report
     /// and, with `reset_failed`, the models to give another chance.
     fn install(&self, cat: Catalog, reset_failed: bool) -> (RescanReport, Vec<ModelId>) {
-        let old: BTreeSet<ModelId> = self.catalog().models.iter().map(|m| m.id.clone()).collect();
+        let before = self.catalog();
+        let old: BTreeSet<ModelId> = before.models.iter().map(|m| m.id.clone()).collect();
+        // A running base whose adapters changed restarts (drained) to load them.
+        let restart: Vec<ModelId> = cat
+            .models
+            .iter()
+            .filter(|m| before.models.iter().any(|o| o.id == m.id && o.adapters != m.adapters))
+            .filter(|m| matches!(self.state(&m.id), State::Ready(_)))
+            .map(|m| m.id.clone())
+            .collect();
         let new: BTreeSet<ModelId> = cat.models.iter().map(|m| m.id.clone()).collect();
         let report = RescanReport {
             models: cat.models.len(),
@@ -133,6 +142,10 @@ impl Registry {
         for id in &report.added {
             tracing::info!(model = %id, "new model");
         }
+        for id in restart {
+            tracing::info!(model = %id, "its LoRA adapters changed: restarting its worker");
+            self.tell(Input::Restart { model: id });
+        }
         let resets = if reset_failed { old.union(&new).cloned().collect() } else { Vec::new() };
         (report, resets)
     }
@@ -145,7 +158,7 @@ impl Registry {
                 Ok(c) => {
                     *self.config.write().expect("config lock") = Arc::new(c);
                     tracing::info!(path = %path.display(), "config reloaded");
-                    for m in &self.catalog().models {
+                    for m in self.catalog().models.iter().filter(|m| m.lora.is_none()) {
                         let ttl = self.model_config(m).ttl_secs.map(Duration::from_secs);
                         self.tell(Input::Configure { model: m.id.clone(), ttl });
                     }

@@ -35,6 +35,7 @@ pub(super) async fn run(
         let _ = facts.send(Msg::Fact(input));
     };
     let gpus = spec.gpus.clone();
+    let lora = spec.lora.clone();
     let progress: crate::worker::Progress = {
         let (facts, model) = (facts.clone(), model.clone());
         Arc::new(move |progress| {
@@ -51,7 +52,7 @@ pub(super) async fn run(
             return;
         }
     };
-    let live = Arc::new(Live::new(model.clone(), gen, &w, gpus, facts.clone()));
+    let live = Arc::new(Live::new(model.clone(), gen, &w, gpus, lora, facts.clone()));
     let _ = facts.send(Msg::Up(live));
     let mut connected = true;
     let status = loop {

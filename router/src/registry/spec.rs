@@ -29,6 +29,7 @@ pub fn worker_spec(m: &ModelInfo, mc: &ModelConfig, d: &Defaults) -> WorkerSpec 
         }),
         model_sha256: m.sha256.clone(),
         kv_cache: d.kv_cache.clone(),
+        lora: m.adapters.iter().map(|a| a.path.clone()).collect(),
     }
 }
 
@@ -39,7 +40,8 @@ pub fn ctx_slot(m: &ModelInfo, configured: Option<u32>) -> u64 {
 
 /// Bytes `m`'s worker is expected to need with `spec`, its prompt cache and its embedding
 /// context included (made on the first embeddings request, counted from the start so that an
-/// embeddings request never pushes a worker past its reservation).
+/// embeddings request never pushes a worker past its reservation), and its LoRA adapters (held
+/// in full, as their files).
 pub fn estimate(m: &ModelInfo, spec: &WorkerSpec) -> u64 {
     let slot = ctx_slot(m, spec.ctx);
     let embed = slot.min(model_bucket_shared::EMBED_CTX_TOKENS as u64);
@@ -50,6 +52,7 @@ pub fn estimate(m: &ModelInfo, spec: &WorkerSpec) -> u64 {
     budget::estimate(m.size_bytes, m.kv_bytes_per_token, m.n_vocab, ctx)
         .saturating_add(spec.prompt_cache)
         .saturating_add(embed_logits)
+        .saturating_add(m.adapters.iter().map(|a| a.size_bytes).sum())
 }
 
 impl Registry {

@@ -42,6 +42,8 @@ pub struct WorkerSpec {
     pub model_sha256: String,
     /// Folder and byte limit of the prompt prefixes kept on disk.
     pub kv_cache: Option<(PathBuf, u64)>,
+    /// LoRA adapter files it loads with the model.
+    pub lora: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +159,9 @@ pub async fn spawn(spec: &WorkerSpec, progress: &super::Progress, tail: LogTail)
     if let Some((dir, max)) = &spec.kv_cache {
         cmd.arg("--kv-cache-dir").arg(dir).arg("--kv-cache-max").arg(max.to_string());
         cmd.arg("--model-sha256").arg(&spec.model_sha256);
+    }
+    for a in &spec.lora {
+        cmd.arg("--lora").arg(a);
     }
     if let Some(g) = &spec.gpus {
         let list: Vec<String> = g.iter().map(u32::to_string).collect();

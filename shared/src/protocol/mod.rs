@@ -13,7 +13,7 @@ pub mod frame;
 use serde::{Deserialize, Serialize};
 
 /// Version of the message set below. Both sides must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Exit code of a worker whose peer spoke another protocol version.
 pub const EXIT_PROTOCOL_MISMATCH: i32 = 3;
@@ -60,6 +60,20 @@ pub struct EmbedRequest {
     pub id: RequestId,
     /// [`Prompt::Text`] or [`Prompt::Tokens`].
     pub inputs: Vec<Prompt>,
+    /// LoRA adapters applied to the model for this request (none: the base alone).
+    pub lora: Vec<LoraUse>,
+}
+
+/// The largest LoRA scale a request may ask for, either sign (llama.cpp scales the adapter's
+/// output by it; far beyond 1 the logits overflow).
+pub const MAX_LORA_SCALE: f32 = 10.0;
+
+/// A LoRA adapter the worker loaded (`--lora PATH`), applied at `scale` (0: not at all).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraUse {
+    /// The adapter's path as the worker was given it (lossy UTF-8).
+    pub path: String,
+    pub scale: f32,
 }
 
 /// Worker → router.
@@ -267,6 +281,8 @@ pub struct GenerateRequest {
     /// The OpenAI `tools` list as JSON text, given to the chat template as `tools`; also makes
     /// the worker spell out the tool-call marker tokens it generates.
     pub tools: Option<String>,
+    /// LoRA adapters applied to the model for this request (none: the base alone).
+    pub lora: Vec<LoraUse>,
 }
 
 /// The longest grammar or schema text a request may carry, in bytes: it is compiled and run on

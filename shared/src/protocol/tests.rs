@@ -36,6 +36,7 @@ fn every_to_worker() -> Vec<ToWorker> {
             constraint: Some(Constraint::JsonSchema(r#"{"type":"object"}"#.into())),
             logprobs: Some(MAX_TOP_LOGPROBS),
             tools: Some("[]".into()),
+            lora: Vec::new(),
         })),
         ToWorker::Generate(Box::new(GenerateRequest {
             id: RequestId(u64::MAX),
@@ -48,11 +49,13 @@ fn every_to_worker() -> Vec<ToWorker> {
             constraint: Some(Constraint::Gbnf("root ::= \"a\"".into())),
             logprobs: None,
             tools: None,
+            lora: Vec::new(),
         })),
         ToWorker::Cancel { id: RequestId(3) },
         ToWorker::Embed(Box::new(EmbedRequest {
             id: RequestId(9),
             inputs: vec![Prompt::Text("a memory".into()), Prompt::Tokens(vec![5, 6])],
+            lora: vec![LoraUse { path: "/m/pirate.gguf".into(), scale: 0.5 }],
         })),
         ToWorker::Shutdown { grace_ms: 5000 },
     ]
@@ -171,6 +174,7 @@ fn oversized_frames_are_refused_before_allocation() {
         constraint: None,
         logprobs: None,
         tools: None,
+        lora: Vec::new(),
     }));
     assert!(encode_into(&huge, &mut Vec::new()).is_err());
 }

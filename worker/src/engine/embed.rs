@@ -16,12 +16,13 @@ use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::protocol::frame::MAX_FRAME_BYTES;
 use model_bucket_shared::protocol::{EmbedRequest, ErrorKind, FromWorker, Prompt, RequestId};
 use std::num::NonZeroU32;
 
+use super::lora::AdapterSet;
 use super::Engine;
 
 /// The longest input of the embedding context, in tokens, unless the context per slot is
@@ -53,6 +54,8 @@ pub struct EmbedJob {
     pub inputs: Vec<Vec<LlamaToken>>,
     pub vectors: Vec<Vec<f32>>,
     pub tokens: u32,
+    /// The LoRA adapters it runs with.
+    pub set: AdapterSet,
 }
 
 impl<'m> Embedder<'m> {
@@ -65,8 +68,13 @@ impl<'m> Embedder<'m> {
         Embedder { model, backend, threads, n_ctx, model_pooling, ctx: None, sum: Vec::new() }
     }
 
-    /// The normalised embedding of `tokens` (at most `n_ctx` of them).
-    pub fn embed(&mut self, tokens: &[LlamaToken]) -> Result<Vec<f32>, String> {
+    /// The normalised embedding of `tokens` (at most `n_ctx` of them), with the adapters of `set`.
+    pub fn embed(
+        &mut self,
+        tokens: &[LlamaToken],
+        adapters: &mut [LlamaLoraAdapter],
+        set: AdapterSet,
+    ) -> Result<Vec<f32>, String> {
         if self.ctx.is_none() {
             let n = NonZeroU32::new(self.n_ctx);
             let (batch, pooling) = if self.model_pooling {
@@ -91,6 +99,7 @@ impl<'m> Embedder<'m> {
             self.ctx = Some((ctx, LlamaBatch::new(batch as usize, 1)));
         }
         let (ctx, batch) = self.ctx.as_mut().expect("created above");
+        super::lora::apply(ctx, adapters, set)?;
         ctx.clear_kv_cache();
         if self.model_pooling {
             batch.clear();
@@ -178,16 +187,20 @@ impl<'m> Engine<'m> {
             );
             return self.error(id, ErrorKind::BadRequest, m);
         }
+        let set = match AdapterSet::resolve(&req.lora, &self.adapter_paths, &self.adapter_failures) {
+            Ok(s) => s,
+            Err((kind, m)) => return self.error(id, kind, m),
+        };
         let tokens = inputs.iter().map(|t| t.len() as u32).sum();
         let vectors = Vec::with_capacity(inputs.len());
-        self.embeds.push_back(EmbedJob { id, inputs, vectors, tokens });
+        self.embeds.push_back(EmbedJob { id, inputs, vectors, tokens, set });
     }
 
     /// Embeds the next input of the oldest embeddings request; answers it when it is complete.
     pub(super) fn embed_next(&mut self) {
         let Some(job) = self.embeds.front_mut() else { return };
         let k = job.vectors.len();
-        match self.embedder.embed(&job.inputs[k]) {
+        match self.embedder.embed(&job.inputs[k], &mut self.adapters, job.set) {
             Ok(v) => job.vectors.push(v),
             Err(m) => {
                 let id = job.id;

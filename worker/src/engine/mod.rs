@@ -12,6 +12,7 @@
 
 pub mod embed;
 mod logprob;
+pub mod lora;
 mod pick;
 mod prefix;
 mod pyjson;
@@ -25,7 +26,7 @@ mod tool_prompt;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::protocol::{
     DoneInfo, EmbedRequest, ErrorKind, FinishReason, FromWorker, GenerateRequest, Prompt, RequestId, Timings, Usage,
@@ -37,6 +38,7 @@ use std::time::{Duration, Instant};
 use crate::cache::disk::DiskCache;
 use crate::cache::memory::MemoryCache;
 use crate::cache::CacheConfig;
+use lora::AdapterSet;
 use prefix::Cells;
 use reuse::{choose_slot, FreeSlot};
 use share::Twin;
@@ -58,7 +60,7 @@ pub enum Command {
     Embed(Box<EmbedRequest>),
 }
 
-/// Engine limits.
+/// Engine limits, and the adapters loaded with the model.
 pub struct EngineConfig {
     /// Context of each slot, in tokens.
     pub n_ctx_slot: u32,
@@ -70,6 +72,10 @@ pub struct EngineConfig {
     pub n_swa: u32,
     /// Concurrent sequences (slots).
     pub slots: u32,
+    /// The LoRA adapters, each with the path requests name it by.
+    pub adapters: Vec<(String, LlamaLoraAdapter)>,
+    /// The adapters that could not be loaded: (path, why).
+    pub adapter_failures: Vec<(String, String)>,
 }
 
 pub struct Engine<'m> {
@@ -102,6 +108,14 @@ pub struct Engine<'m> {
     schema_memo: Option<(String, String)>,
     /// Embeddings requests in arrival order; one input is embedded per step.
     embeds: VecDeque<embed::EmbedJob>,
+    /// The LoRA adapters loaded with the model, and their paths as requests name them.
+    adapters: Vec<LlamaLoraAdapter>,
+    adapter_paths: Vec<String>,
+    /// Adapters llama.cpp refused to load (path, why): requests for them get the reason.
+    adapter_failures: Vec<(String, String)>,
+    /// The adapter set of the last decode step (applied to `ctx`), and its steps in a row.
+    running: AdapterSet,
+    run: u32,
 }
 
 /// A non-streamed request's text is sent once this much is pending, in bytes...
@@ -122,6 +136,9 @@ impl<'m> Engine<'m> {
         embedder: embed::Embedder<'m>,
         out: Sender<FromWorker>,
     ) -> Engine<'m> {
+        let mut cfg = cfg;
+        let adapters = std::mem::take(&mut cfg.adapters);
+        let adapter_failures = std::mem::take(&mut cfg.adapter_failures);
         let slots = cfg.slots;
         let batch = LlamaBatch::new(cfg.n_batch as usize, slots as i32);
         let disk = cache.disk.and_then(|(root, max)| match DiskCache::open(&root, cache.key, max) {
@@ -159,6 +176,11 @@ impl<'m> Engine<'m> {
             embedder,
             schema_memo: None,
             embeds: VecDeque::new(),
+            adapter_paths: adapters.iter().map(|(p, _)| p.clone()).collect(),
+            adapters: adapters.into_iter().map(|(_, a)| a).collect(),
+            running: AdapterSet::BASE,
+            run: 0,
+            adapter_failures,
         }
     }
 
@@ -253,6 +275,10 @@ impl<'m> Engine<'m> {
         if let Err(m) = sampler::validate(&req.sampling, self.model.n_vocab()) {
             return self.error(id, ErrorKind::BadRequest, m);
         }
+        let set = match AdapterSet::resolve(&req.lora, &self.adapter_paths, &self.adapter_failures) {
+            Ok(s) => s,
+            Err((kind, m)) => return self.error(id, kind, m),
+        };
         let memo = &mut self.schema_memo;
         let grammar = match req.constraint.as_ref().map(|c| sampler::grammar(self.model, c, memo)).transpose() {
             Ok(g) => g,
@@ -298,7 +324,7 @@ impl<'m> Engine<'m> {
                 ),
             );
         }
-        self.queue.push_back(Queued { req, tokens, grammar, enqueued: Instant::now() });
+        self.queue.push_back(Queued { req, tokens, grammar, set, enqueued: Instant::now() });
     }
 
     fn cancel(&mut self, id: RequestId) {
@@ -354,41 +380,50 @@ impl<'m> Engine<'m> {
     /// Moves queued requests into free slots, each to the slot that holds most of its prompt.
     fn admit(&mut self) {
         while let Some(q) = self.queue.front() {
+            // Cells computed with other adapters are no prefix of this request's.
+            let set = q.set;
             let free = (0..self.slots.len()).filter(|&i| self.slots[i].is_none()).map(|i| FreeSlot {
                 index: i,
-                cached: if self.cells[i].private { &[] } else { &self.cells[i].tokens },
+                cached: if self.cells[i].private || self.cells[i].set != set { &[] } else { &self.cells[i].tokens },
                 used: self.cells[i].used,
             });
             // A request that will not reuse a prefix takes the least recently used slot, leaving
             // the others' prefixes to requests that will.
             // So does one whose prompt another slot is prefilling right now: it copies that
             // slot's cells once they are done (see [`share`]).
-            let twin = if q.req.cache_prompt { self.twin(&q.tokens) } else { None };
+            let twin = if q.req.cache_prompt { self.twin(&q.tokens, set) } else { None };
             let key: &[_] = if q.req.cache_prompt && twin.is_none() { &q.tokens } else { &[] };
             let Some((i, _)) = choose_slot(free, key) else { return };
             let q = self.queue.pop_front().expect("front exists");
             let sampler = sampler::build(&q.req.sampling, self.model, self.cfg.n_ctx_slot);
             if let Some(Twin::Prefilling(l, id)) = twin {
-                self.vacate(i, false);
+                self.vacate(i, false, set);
                 self.slots[i] = Some(Active::following(q, sampler, self.cfg.n_ctx_slot, (l, id)));
                 continue;
             }
             let (kept, tier) = match twin {
                 Some(Twin::Generating(l)) => self.copy_prompt(l, i, q.tokens.len()),
-                _ => self.prepare(i, &q.tokens, q.req.cache_prompt),
+                _ => self.prepare(i, &q.tokens, q.req.cache_prompt, set),
             };
             self.slots[i] = Some(Active::new(q, sampler, self.cfg.n_ctx_slot, kept, tier));
         }
     }
 
-    /// One decode step over every active slot.
+    /// One decode step over the active slots of one adapter set (see [`lora`]).
     fn step(&mut self) {
         self.orphans();
         self.batch.clear();
+        let with_work = self.slots.iter().flatten().filter(|a| a.last.is_some() || a.n_fed < a.prompt.len());
+        let Some(set) = lora::next_set(with_work.map(|a| a.set), self.running, self.run) else { return };
+        if let Err(m) = lora::apply(&mut self.ctx, &mut self.adapters, set) {
+            return self.fail_set(set, m);
+        }
+        self.run = if set == self.running { self.run.saturating_add(1) } else { 1 };
+        self.running = set;
         let n_ctx = self.cfg.n_ctx_slot as i32;
         // Generating sequences first: one token each, so they never wait behind a prompt.
         for i in 0..self.slots.len() {
-            let Some(a) = self.slots[i].as_mut() else { continue };
+            let Some(a) = self.slots[i].as_mut().filter(|a| a.set == set) else { continue };
             let Some(tok) = a.last else { continue };
             if a.n_past >= n_ctx {
                 if let Err(e) = shift(&mut self.ctx, i as i32, a, &mut self.cells[i]) {
@@ -411,7 +446,7 @@ impl<'m> Engine<'m> {
             if room == 0 {
                 break;
             }
-            let Some(a) = self.slots[i].as_mut() else { continue };
+            let Some(a) = self.slots[i].as_mut().filter(|a| a.set == set) else { continue };
             if a.n_fed >= a.prompt.len() {
                 continue;
             }
@@ -495,6 +530,18 @@ impl<'m> Engine<'m> {
                 let logprobs = std::mem::take(&mut a.unsent_logprobs);
                 let id = a.id;
                 self.send(FromWorker::Tokens { id, text, n_tokens, logprobs });
+            }
+        }
+    }
+
+    /// Ends every request of adapter set `set` with an error, their cells forgotten.
+    fn fail_set(&mut self, set: AdapterSet, message: String) {
+        tracing::error!(error = %message, "LoRA adapter not applied");
+        for i in 0..self.slots.len() {
+            if self.slots[i].as_ref().is_some_and(|a| a.set == set) {
+                let a = self.slots[i].take().expect("checked");
+                self.clear(i);
+                self.error(a.id, ErrorKind::Internal, message.clone());
             }
         }
     }

@@ -6,6 +6,7 @@ use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::protocol::CacheTier;
 use std::time::{Duration, Instant};
 
+use super::lora::AdapterSet;
 use super::reuse::{choose_source, common_prefix, keep_len, restorable, worth_saving, Source, MIN_SAVED_TOKENS};
 use super::Engine;
 use crate::cache;
@@ -28,35 +29,46 @@ pub struct Cells {
     /// Set by a context shift: the cells from here on were computed with context that is gone,
     /// so they are dropped when the request ends rather than offered for reuse.
     pub shifted_at: Option<usize>,
+    /// The LoRA adapters the cells were computed with. Only cells of the base go to the memory
+    /// and disk caches; others are reused only in their slot, by requests of their set.
+    pub set: AdapterSet,
 }
 
 impl<'m> Engine<'m> {
     /// Gets slot `i` ready for `prompt`: its cells end up holding the longest usable cached
-    /// prefix of the prompt (none when `cache_prompt` is off). What the slot held before is
-    /// saved to the host cache first when a long prefix of it would be lost. Returns how many
-    /// prompt tokens are already in the cells and where they came from.
+    /// prefix of the prompt (none when `cache_prompt` is off) for adapter set `set`. What the
+    /// slot held before is saved to the host cache first when a long prefix of it would be
+    /// lost. Returns how many prompt tokens are already in the cells and where they came from.
     pub(super) fn prepare(
         &mut self,
         i: usize,
         prompt: &[LlamaToken],
         cache_prompt: bool,
+        set: AdapterSet,
     ) -> (usize, Option<CacheTier>) {
         self.tick += 1;
         let now = self.tick;
         let n = prompt.len();
         let was_private = self.cells[i].private;
+        let other_set = self.cells[i].set != set;
         self.cells[i].private = !cache_prompt;
         self.cells[i].used = now;
-        if !cache_prompt || was_private {
+        if !cache_prompt || was_private || other_set {
             // Nothing of a private request's cells is kept for anyone else, and a request that
             // opts out reuses nothing.
             if !was_private && worth_saving(self.cells[i].tokens.len(), 0) {
                 self.save_slot(i, now);
             }
             self.clear(i);
-            return (0, None);
+            self.cells[i].set = set;
+            if !cache_prompt || set != AdapterSet::BASE {
+                return (0, None);
+            }
         }
         let slot = keep_len(common_prefix(&self.cells[i].tokens, prompt), n);
+        if set != AdapterSet::BASE {
+            return self.keep(i, slot, CacheTier::Slot);
+        }
         if let Some(d) = self.disk.as_mut() {
             d.refresh();
         }
@@ -157,7 +169,8 @@ impl<'m> Engine<'m> {
     /// Copies slot `i`'s cells into the host-memory cache, unless an entry already holds them.
     pub(super) fn save_slot(&mut self, i: usize, now: u64) {
         let tokens = &self.cells[i].tokens;
-        if self.memory.limit() == 0 || self.cells[i].private || self.memory.covers(tokens, now) {
+        let base = self.cells[i].set == AdapterSet::BASE;
+        if self.memory.limit() == 0 || self.cells[i].private || !base || self.memory.covers(tokens, now) {
             return;
         }
         if let Some(state) = cache::seq_state(&self.ctx, i as i32) {
@@ -179,7 +192,7 @@ impl<'m> Engine<'m> {
         }
         let mut candidates: Vec<(u64, From)> = Vec::new();
         for (i, c) in self.cells.iter().enumerate() {
-            if c.tokens.len() >= MIN_SAVED_TOKENS && !c.private {
+            if c.tokens.len() >= MIN_SAVED_TOKENS && !c.private && c.set == AdapterSet::BASE {
                 candidates.push((c.used, From::Slot(i)));
             }
         }

@@ -14,6 +14,7 @@
 use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::protocol::{CacheTier, RequestId};
 
+use super::lora::AdapterSet;
 use super::reuse::{worth_saving, MIN_SAVED_TOKENS};
 use super::Engine;
 use crate::cache;
@@ -57,8 +58,9 @@ pub fn twin<'a>(busy: impl IntoIterator<Item = Busy<'a>>, prompt: &[LlamaToken])
 }
 
 impl<'m> Engine<'m> {
-    /// The busy slot whose prompt is exactly `prompt`, for a request that may share its cells.
-    pub(super) fn twin(&self, prompt: &[LlamaToken]) -> Option<Twin> {
+    /// The busy slot whose prompt is exactly `prompt` and whose adapter set is `set`, for a
+    /// request that may share its cells.
+    pub(super) fn twin(&self, prompt: &[LlamaToken], set: AdapterSet) -> Option<Twin> {
         let busy = self.slots.iter().enumerate().filter_map(|(i, s)| {
             let a = s.as_ref()?;
             let cells = &self.cells[i];
@@ -67,7 +69,7 @@ impl<'m> Engine<'m> {
                 id: a.id,
                 prompt: a.prompt.as_slice(),
                 prefilling: a.prefilling(),
-                shareable: a.follows.is_none() && !cells.private && cells.shifted_at.is_none(),
+                shareable: a.follows.is_none() && !cells.private && cells.shifted_at.is_none() && a.set == set,
             })
         });
         twin(busy, prompt)
@@ -76,7 +78,7 @@ impl<'m> Engine<'m> {
     /// Gives slot `i` a copy of generating slot `l`'s cells, cut back to the first `n - 1`
     /// tokens of the `n`-token prompt they share; returns what [`Engine::prepare`] returns.
     pub(super) fn copy_prompt(&mut self, l: usize, i: usize, n: usize) -> (usize, Option<CacheTier>) {
-        self.vacate(i, false);
+        self.vacate(i, false, self.cells[l].set);
         if !self.copy_seq(l, i) {
             tracing::warn!(slot = i, "llama.cpp did not copy a prompt's cells; prefilling");
             self.clear(i);
@@ -99,19 +101,22 @@ impl<'m> Engine<'m> {
         }
         let tokens = std::mem::take(&mut self.cells[from].tokens);
         self.cells[to].tokens.extend_from_slice(&tokens);
+        self.cells[to].set = self.cells[from].set;
         self.cells[from].tokens = tokens;
         self.holds(to, self.cells[to].tokens.len())
     }
 
-    /// Empties slot `i` for a request that will copy another slot's cells; what it held is
-    /// saved to the host cache first when worth it.
-    pub(super) fn vacate(&mut self, i: usize, private: bool) {
+    /// Empties slot `i` for a request of adapter set `set` that will copy another slot's cells
+    /// (or prefill itself, if the copy fails); what it held is saved to the host cache first
+    /// when worth it.
+    pub(super) fn vacate(&mut self, i: usize, private: bool, set: AdapterSet) {
         self.tick += 1;
         if !self.cells[i].private && worth_saving(self.cells[i].tokens.len(), 0) {
             self.save_slot(i, self.tick);
         }
         self.clear(i);
         self.cells[i].private = private;
+        self.cells[i].set = set;
         self.cells[i].used = self.tick;
     }
 

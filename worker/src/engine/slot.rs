@@ -5,6 +5,7 @@ use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::protocol::{CacheTier, GenerateRequest, RequestId, TokenLogprob};
 use std::time::Instant;
 
+use super::lora::AdapterSet;
 use super::pick::Picker;
 use super::text::TextOut;
 
@@ -14,6 +15,8 @@ pub struct Queued {
     pub tokens: Vec<LlamaToken>,
     /// The compiled constraint, when the request has one.
     pub grammar: Option<LlamaSampler>,
+    /// The LoRA adapters it runs with.
+    pub set: AdapterSet,
     pub enqueued: Instant,
 }
 
@@ -57,6 +60,8 @@ pub struct Active {
     /// here when that prompt is done. Meanwhile `n_fed` is the prompt's length (nothing to feed)
     /// and `n_past` 0.
     pub follows: Option<(usize, RequestId)>,
+    /// The LoRA adapters it runs with: it is decoded only in steps of this set.
+    pub set: AdapterSet,
 }
 
 impl Active {
@@ -93,6 +98,7 @@ impl Active {
             admitted: Instant::now(),
             first_token: None,
             follows: None,
+            set: q.set,
         }
     }
 

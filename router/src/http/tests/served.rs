@@ -33,6 +33,8 @@ fn catalog() -> Catalog {
         n_vocab: Some(1000),
         embedding_length: Some(64),
         block_count: Some(2),
+        lora: None,
+        adapters: Vec::new(),
     };
     Catalog { dir: "/nonexistent".into(), models: vec![m], ..Default::default() }
 }

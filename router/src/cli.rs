@@ -121,6 +121,17 @@ pub struct ServeArgs {
     /// Do not watch the models folder (SIGHUP or `POST /admin/rescan` still rescan).
     #[arg(long, env = "EDEN_NO_WATCH")]
     pub no_watch: bool,
+    /// Another Model Bucket node (`http://host:port`, repeatable): requests for models this
+    /// node lacks go to the node that has them. Adds to the config's `peers`.
+    #[arg(long = "peer", env = "EDEN_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// `NAME:PORT` resolved at every poll to all its addresses, each a peer (overrides the
+    /// config's `peers_dns`).
+    #[arg(long, env = "EDEN_PEERS_DNS")]
+    pub peers_dns: Option<String>,
+    /// Milliseconds between polls of the peers' models.
+    #[arg(long, env = "EDEN_PEER_POLL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub peer_poll_ms: u64,
 }
 
 /// Where a running server is, for `ps`, `load` and `unload`.

@@ -148,6 +148,17 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         cors_origins: s.cors_origins.clone(),
     };
     let app = crate::http::app(registry.clone(), s.body_limit, access, guard, s.max_client_requests);
+    let fleet = fleet_config(&s, &registry.config())?;
+    let app = match &fleet {
+        Some(cfg) => {
+            let f = crate::fleet::Fleet::new(cfg.clone());
+            tracing::info!(peers = ?cfg.peers, dns = ?cfg.dns, node = %f.node_id, "peers");
+            let _rt = rt.enter();
+            tokio::spawn(crate::fleet::poll::run(f.clone()));
+            app.layer(axum::Extension(f))
+        }
+        None => app,
+    };
     let addr = SocketAddr::new(s.host, s.port);
 
     let fd_limit = listen::raise_file_limit();
@@ -258,4 +269,29 @@ async fn ops_signals(
             }
         }
     }
+}
+
+/// The peers from the flags and the config; none when neither names any.
+fn fleet_config(s: &ServeArgs, config: &model_bucket_shared::Config) -> Result<Option<crate::fleet::FleetConfig>> {
+    let mut peers = config.peers.clone();
+    for p in &s.peers {
+        anyhow::ensure!(p.starts_with("http://") || p.starts_with("https://"), "--peer {p:?} must start with http:// or https://");
+        if !peers.contains(p) {
+            peers.push(p.clone());
+        }
+    }
+    let key = match &config.peer_api_key_env {
+        Some(var) => match std::env::var(var) {
+            Ok(k) if !k.trim().is_empty() => Some(k.trim().to_string()),
+            _ => anyhow::bail!("peer_api_key_env names {var}, which is not set"),
+        },
+        None => None,
+    };
+    let cfg = crate::fleet::FleetConfig {
+        peers,
+        dns: s.peers_dns.clone().or_else(|| config.peers_dns.clone()),
+        key,
+        interval: Duration::from_millis(s.peer_poll_ms),
+    };
+    Ok(crate::fleet::Fleet::configured(&cfg).then_some(cfg))
 }

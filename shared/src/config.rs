@@ -53,6 +53,15 @@ pub struct Config {
     /// A remote OpenAI-compatible server for `upstream:` entries; nothing is sent anywhere
     /// unless this is set and a task names it.
     pub upstream: Option<Upstream>,
+    /// Other Model Bucket nodes (`http://host:port`): a request for a model this node lacks
+    /// goes to the one that has it. `serve --peer` adds more.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// `NAME:PORT` resolved every few seconds to all its addresses, each a peer (a Kubernetes
+    /// headless Service).
+    pub peers_dns: Option<String>,
+    /// The environment variable holding the API key the peers want.
+    pub peer_api_key_env: Option<String>,
 }
 
 /// The remote fallback.
@@ -165,6 +174,16 @@ impl Config {
             }
             if chain.iter().any(|m| m.starts_with(UPSTREAM_PREFIX)) && config.upstream.is_none() {
                 return Err(format!("tasks.{task} names an upstream model but there is no [upstream] section"));
+            }
+        }
+        for p in &config.peers {
+            if !(p.starts_with("http://") || p.starts_with("https://")) {
+                return Err(format!("peers: {p:?} must start with http:// or https://"));
+            }
+        }
+        if let Some(d) = &config.peers_dns {
+            if !d.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) {
+                return Err(format!("peers_dns {d:?} must be NAME:PORT"));
             }
         }
         if let Some(u) = &config.upstream {

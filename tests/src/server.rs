@@ -1,13 +1,15 @@
 //! A `model-bucket serve` process on a free loopback port, for tests.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Server {
     pub child: Child,
+    /// The loopback address it listens on (127.0.0.1 unless started with [`Server::start_at`]).
+    pub host: IpAddr,
     pub port: u16,
     log: tempfile::NamedTempFile,
     /// Where its workers keep prompt prefixes between runs (a folder of its own, so tests never
@@ -23,11 +25,21 @@ impl Server {
 
     /// Like [`Server::start`], with extra environment variables for the server (and its workers).
     pub fn start_with_env(models_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        Server::start_at(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), models_dir, extra, env)
+    }
+
+    /// Like [`Server::start_with_env`], listening on `addr` (a loopback address; port 0: a free
+    /// one).
+    pub fn start_at(addr: SocketAddr, models_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let port = match addr.port() {
+            0 => TcpListener::bind((addr.ip(), 0)).and_then(|l| l.local_addr()).expect("free port").port(),
+            p => p,
+        };
+        let host = addr.ip();
         let log = tempfile::NamedTempFile::new().expect("log file");
         let kv_dir = tempfile::tempdir().expect("kv cache folder");
         let child = Command::new(crate::bin("model-bucket"))
-            .args(["serve", "--port", &port.to_string(), "--models-dir"])
+            .args(["serve", "--host", &host.to_string(), "--port", &port.to_string(), "--models-dir"])
             .arg(models_dir)
             .args(extra)
             .args(crate::worker::one_thread_unless_asked(extra))
@@ -39,7 +51,7 @@ impl Server {
             .stderr(log.reopen().expect("log"))
             .spawn()
             .expect("spawn model-bucket serve");
-        let mut s = Server { child, port, log, kv_dir };
+        let mut s = Server { child, host, port, log, kv_dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, _)) = s.get("/health") {
@@ -54,7 +66,11 @@ impl Server {
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.addr())
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
     }
 
     /// What the server wrote to stdout and stderr so far.
@@ -71,7 +87,7 @@ impl Server {
 
     /// A plain HTTP/1.1 POST of a JSON body: (status, headers and body as one string).
     pub fn post(&self, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-        read_response(open(self.port, "POST", path, "", body, None)?)
+        read_response(open_at(self.addr(), "POST", path, "", body, None)?)
     }
 
     /// The `state` (and `error`, if any) `/v1/models` shows for `model`.
@@ -102,7 +118,8 @@ impl Server {
 
     /// A plain HTTP/1.1 GET: (status, body).
     pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        get(self.port, path)
+        let (status, resp) = read_response(open_at(self.addr(), "GET", path, "", "", None)?)?;
+        Ok((status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
     }
 }
 
@@ -116,7 +133,19 @@ pub fn open(
     body: &str,
     read_timeout: Option<Duration>,
 ) -> std::io::Result<TcpStream> {
-    let mut c = TcpStream::connect(("127.0.0.1", port))?;
+    open_at(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port), method, path, headers, body, read_timeout)
+}
+
+/// [`open`] for any address.
+pub fn open_at(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+    read_timeout: Option<Duration>,
+) -> std::io::Result<TcpStream> {
+    let mut c = TcpStream::connect(addr)?;
     c.set_nodelay(true)?;
     c.set_read_timeout(read_timeout)?;
     write!(

@@ -52,6 +52,13 @@ pub async fn rescan(State(r): State<Arc<Registry>>) -> Result<Json<Value>, ApiEr
 }
 
 /// Starts a rolling restart of every running worker and returns at once (202).
+/// `GET /admin/peers`: the peers this node polls, their model counts and why the last poll of
+/// each failed, if it did (an empty list without peers).
+pub async fn peers(fleet: Option<axum::Extension<Arc<crate::fleet::Fleet>>>) -> Json<Value> {
+    let peers = fleet.map(|f| f.views()).unwrap_or_default();
+    Json(json!({ "peers": peers }))
+}
+
 pub async fn restart(State(r): State<Arc<Registry>>) -> impl IntoResponse {
     tokio::spawn(async move { r.restart_all().await });
     (axum::http::StatusCode::ACCEPTED, Json(json!({ "restarting": true })))

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use super::error::ApiError;
 use super::json::JsonRaw;
+use super::peer::Peers;
 use super::openai::{self, ChatRequest, CompletionRequest};
 use super::respond::Kind;
 use super::route::route;
@@ -29,6 +30,7 @@ pub struct Job {
 
 pub async fn chat(
     State(r): State<Arc<Registry>>,
+    Peers(peers): Peers,
     JsonRaw(req, raw): JsonRaw<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
@@ -37,7 +39,7 @@ pub async fn chat(
         Ok(Job { kind: Kind::Chat, prompts: vec![Prompt::Chat(messages)], tools })
     });
     let result = match job {
-        Ok(job) => route(r.clone(), job, &req.common, &raw, started).await,
+        Ok(job) => route(r.clone(), job, &req.common, &raw, started, peers.as_deref()).await,
         Err(e) => Err(e),
     };
     count(&r, Kind::Chat, &req.common.model, &result);
@@ -46,12 +48,14 @@ pub async fn chat(
 
 pub async fn completions(
     State(r): State<Arc<Registry>>,
+    Peers(peers): Peers,
     JsonRaw(req, raw): JsonRaw<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let result = match openai::completion_prompts(&req.prompt) {
         Ok(prompts) => {
-            route(r.clone(), Job { kind: Kind::Text, prompts, tools: None }, &req.common, &raw, started).await
+            let job = Job { kind: Kind::Text, prompts, tools: None };
+            route(r.clone(), job, &req.common, &raw, started, peers.as_deref()).await
         }
         Err(e) => Err(e),
     };

@@ -13,6 +13,7 @@ use std::time::Instant;
 use super::call::{self, gone};
 use super::error::ApiError;
 use super::json::JsonRaw;
+use super::peer::Peers;
 use super::openai::{self, PromptIn};
 use crate::metrics::RequestLabel;
 use crate::registry::Registry;
@@ -63,9 +64,15 @@ fn base64_format(f: Option<&str>) -> Result<bool, ApiError> {
 
 pub async fn embeddings(
     State(r): State<Arc<Registry>>,
-    JsonRaw(req, _raw): JsonRaw<EmbeddingsRequest>,
+    Peers(peers): Peers,
+    JsonRaw(req, raw): JsonRaw<EmbeddingsRequest>,
 ) -> Result<Response, ApiError> {
-    let result = serve(&r, &req).await;
+    let is_task = routing::task(&req.model, &r.config().tasks, r.catalog().resolve(&req.model).is_some()).is_some();
+    let result = if r.catalog().resolve(&req.model).is_none() && !is_task {
+        super::route::elsewhere(peers.as_deref(), "/v1/embeddings", &raw, &req.model).await
+    } else {
+        serve(&r, &req).await
+    };
     let status = match &result {
         Ok(resp) => resp.status().as_u16(),
         Err(e) => e.status.as_u16(),

@@ -14,6 +14,7 @@ pub mod guard;
 pub mod json;
 mod limits;
 mod logs;
+pub mod peer;
 pub mod lora;
 pub mod models;
 pub mod openai;
@@ -63,6 +64,7 @@ pub fn app(
         .route("/admin/models/{id}/unload", post(admin::unload))
         .route("/admin/models/{id}/logs", get(logs::logs))
         .route("/admin/rescan", post(admin::rescan))
+        .route("/admin/peers", get(admin::peers))
         .route("/admin/restart", post(admin::restart))
         .route("/admin/pull", post(pull::pull))
         .route("/metrics", get(admin::metrics))

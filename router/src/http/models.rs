@@ -1,12 +1,16 @@
 //! `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`.
 
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use model_bucket_shared::ModelInfo;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 use super::error::ApiError;
+use super::peer::Peers;
+use crate::fleet::{Fleet, HOP, NODE_ID};
 use crate::registry::Registry;
 use crate::routing;
 
@@ -61,6 +65,7 @@ pub(super) fn model_object(r: &Registry, m: &ModelInfo) -> Value {
                 "slots": live.ready.slots,
                 "load_ms": live.ready.load_ms,
                 "memory_bytes": live.ready.memory_bytes,
+                "active": live.active(),
             })
         }
         _ => {}
@@ -84,19 +89,49 @@ fn task_object(r: &Registry, name: &str, chain: &[String]) -> Value {
     })
 }
 
-pub async fn list(State(r): State<Arc<Registry>>) -> Json<Value> {
+/// Every model of this node; with peers, each marked `node: "local"`, followed by the peers'
+/// models it lacks, each with its node (not for a peer's own poll, which wants this node's
+/// models only).
+pub async fn list(
+    State(r): State<Arc<Registry>>,
+    fleet: Option<Extension<Arc<Fleet>>>,
+    headers: HeaderMap,
+) -> Response {
     let cat = r.catalog();
     let mut data: Vec<Value> = cat.models.iter().map(|m| model_object(&r, m)).collect();
+    if let Some(f) = &fleet {
+        for v in &mut data {
+            v["node"] = json!("local");
+        }
+        if !headers.contains_key(HOP) {
+            data.extend(f.entries().into_iter().filter(|e| e["id"].as_str().is_none_or(|id| cat.resolve(id).is_none())));
+        }
+    }
     for (name, chain) in &r.config().tasks {
         data.push(task_object(&r, name, chain));
     }
-    Json(json!({ "object": "list", "data": data }))
+    let mut resp = Json(json!({ "object": "list", "data": data })).into_response();
+    if let Some(f) = fleet {
+        if let Ok(v) = HeaderValue::from_str(&f.node_id) {
+            resp.headers_mut().insert(NODE_ID, v);
+        }
+    }
+    resp
 }
 
-pub async fn retrieve(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn retrieve(
+    State(r): State<Arc<Registry>>,
+    Path(id): Path<String>,
+    Peers(fleet): Peers,
+) -> Result<Json<Value>, ApiError> {
     let cat = r.catalog();
     if let Some(m) = cat.resolve(&id) {
         return Ok(Json(model_object(&r, m)));
+    }
+    if let Some(e) = fleet.and_then(|f| {
+        f.entries().into_iter().find(|e| e["id"] == id.as_str() || e["aliases"].as_array().is_some_and(|a| a.iter().any(|x| x == id.as_str())))
+    }) {
+        return Ok(Json(e));
     }
     let config = r.config();
     match routing::task(&id, &config.tasks, false) {

@@ -1,7 +1,8 @@
 //! Taking a completion request to where it runs: the model it names, or the first candidate of
 //! its task's chain that can serve it (a local model or the upstream server). A candidate that
 //! fails with a server-side error (not loadable, no memory, crashed) passes the request to the
-//! next; a client error ends it.
+//! next; a client error ends it. A model this node does not have, or cannot serve now, goes to
+//! the best peer that has it (see [`crate::fleet`]).
 
 use axum::response::Response;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use super::fanout::serve;
 use super::openai::CommonParams;
 use super::respond::Kind;
 use super::upstream;
+use crate::fleet::Fleet;
 use crate::registry::Registry;
 use crate::routing;
 
@@ -25,10 +27,12 @@ pub async fn route(
     c: &CommonParams,
     raw: &axum::body::Bytes,
     started: Instant,
+    peers: Option<&Fleet>,
 ) -> Result<Response, ApiError> {
     let kind = job.kind;
     let cat = r.catalog();
     let config = r.config();
+    let path = if kind == Kind::Chat { "/v1/chat/completions" } else { "/v1/completions" };
     let chain = match routing::task(&c.model, &config.tasks, cat.resolve(&c.model).is_some()) {
         Some(task) => {
             let found = routing::live_candidates(&r, &config.tasks[task], kind == Kind::Chat);
@@ -43,9 +47,10 @@ pub async fn route(
             }
             found
         }
-        None => vec![routing::Candidate::Local(
-            cat.resolve(&c.model).ok_or_else(|| ApiError::model_not_found(&c.model))?.id.clone(),
-        )],
+        None => match cat.resolve(&c.model) {
+            Some(m) => vec![routing::Candidate::Local(m.id.clone())],
+            None => return elsewhere(peers, path, raw, &c.model).await,
+        },
     };
     let mut result = Err(ApiError::internal("empty chain"));
     for (i, candidate) in chain.iter().enumerate() {
@@ -69,5 +74,29 @@ pub async fn route(
             _ => break,
         }
     }
+    // A model this node has but cannot serve now (failed, no memory) may be served by a peer.
+    if let (Err(e), Some(f)) = (&result, peers) {
+        if e.status.is_server_error() && chain.len() == 1 {
+            if let Some(forwarded) = super::peer::forward(f, path, raw, &c.model).await {
+                tracing::info!(model = %c.model, error = %e.message, "served by a peer instead");
+                return forwarded;
+            }
+        }
+    }
     result
+}
+
+/// A model this node does not have: the best peer that has it, else 404 (naming the peers
+/// that could not be asked).
+pub async fn elsewhere(peers: Option<&Fleet>, path: &str, raw: &axum::body::Bytes, model: &str) -> Result<Response, ApiError> {
+    let Some(f) = peers else { return Err(ApiError::model_not_found(model)) };
+    if let Some(forwarded) = super::peer::forward(f, path, raw, model).await {
+        return forwarded;
+    }
+    let mut e = ApiError::model_not_found(model);
+    let unasked = f.errors();
+    if !unasked.is_empty() {
+        e.message = format!("{} Peers not asked: {}.", e.message, unasked.join("; "));
+    }
+    Err(e)
 }

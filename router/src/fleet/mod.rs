@@ -1,0 +1,152 @@
+//! Nodes that route any model ID to the node that has it. Each node polls its peers' own
+//! models (`GET /v1/models` with [`HOP`], which lists a node's local models only), keeps a
+//! table of model → peers ([`table`]), and forwards a request for a model it does not have, or
+//! cannot serve now, to the best peer that has it. A forwarded request carries [`HOP`] and is
+//! never forwarded again, so two nodes that both lack a model answer 404 rather than loop.
+//! Budgets and eviction stay per node.
+
+pub mod poll;
+pub mod table;
+
+use serde_json::Value;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use table::Peer;
+
+/// Marks a request sent by another node: it is answered here or not at all.
+pub const HOP: &str = "x-model-bucket-hop";
+/// On a forwarded answer: the peer that gave it.
+pub const NODE: &str = "x-model-bucket-node";
+/// On `/v1/models`: the answering node's random ID (a DNS name lists every node, this one too).
+pub const NODE_ID: &str = "x-model-bucket-node-id";
+
+/// Where the peers are and how to talk to them.
+#[derive(Debug, Clone, Default)]
+pub struct FleetConfig {
+    /// Peer base URLs (`http://host:port`).
+    pub peers: Vec<String>,
+    /// `NAME:PORT`, resolved at every poll to all its addresses (a Kubernetes headless
+    /// Service gives one per pod).
+    pub dns: Option<String>,
+    /// The API key peers want, if any.
+    pub key: Option<String>,
+    /// Time between polls.
+    pub interval: Duration,
+}
+
+/// One peer as `/admin/peers` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerView {
+    pub url: String,
+    pub models: usize,
+    pub failures: u32,
+    /// Why the last poll failed, if it did.
+    pub error: Option<String>,
+}
+
+/// This node's view of the fleet.
+pub struct Fleet {
+    /// This node's random ID.
+    pub node_id: String,
+    pub cfg: FleetConfig,
+    pub client: reqwest::Client,
+    /// Never held across an await.
+    peers: RwLock<Vec<Peer>>,
+}
+
+impl Fleet {
+    pub fn new(cfg: FleetConfig) -> Arc<Fleet> {
+        let node_id = format!("{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish());
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client with default settings builds");
+        Arc::new(Fleet { node_id, cfg, client, peers: RwLock::new(Vec::new()) })
+    }
+
+    /// Whether any peer is configured (statically or by DNS).
+    pub fn configured(cfg: &FleetConfig) -> bool {
+        !cfg.peers.is_empty() || cfg.dns.is_some()
+    }
+
+    /// The peers that can take a request for model `name`, best first (their URLs).
+    pub fn candidates(&self, name: &str) -> Vec<String> {
+        let peers = self.peers.read().expect("fleet lock");
+        table::candidates(&peers, name, Instant::now()).into_iter().map(|p| p.url.clone()).collect()
+    }
+
+    /// Every peer's model entries, each with `node` set to the peer's URL; a model several
+    /// peers have is listed once, from the first.
+    pub fn entries(&self) -> Vec<Value> {
+        let peers = self.peers.read().expect("fleet lock");
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for p in peers.iter() {
+            for m in &p.models {
+                if seen.insert(m.id.clone()) {
+                    let mut e = m.entry.clone();
+                    e["node"] = Value::String(p.url.clone());
+                    out.push(e);
+                }
+            }
+        }
+        out
+    }
+
+    /// Peers, their model counts and last errors.
+    pub fn views(&self) -> Vec<PeerView> {
+        let peers = self.peers.read().expect("fleet lock");
+        peers
+            .iter()
+            .map(|p| PeerView { url: p.url.clone(), models: p.models.len(), failures: p.failures, error: p.error.clone() })
+            .collect()
+    }
+
+    /// Why peers could not be asked, for a request no node could take.
+    pub fn errors(&self) -> Vec<String> {
+        let peers = self.peers.read().expect("fleet lock");
+        peers.iter().filter_map(|p| p.error.as_ref().map(|e| format!("{}: {e}", p.url))).collect()
+    }
+
+    /// A request forwarded to `url` went through (`ok`) or could not reach it.
+    pub fn record(&self, url: &str, ok: bool) {
+        let mut peers = self.peers.write().expect("fleet lock");
+        if let Some(p) = peers.iter_mut().find(|p| p.url == url) {
+            if ok {
+                p.succeeded();
+            } else {
+                p.failed(Instant::now());
+            }
+        }
+    }
+
+    /// Replaces the table with a poll's results: for each peer URL, its models or why it could
+    /// not be asked. Peers no longer listed are dropped; the others keep their failure counts.
+    pub(crate) fn install(&self, polled: Vec<(String, Result<Vec<table::PeerModel>, String>)>) {
+        let mut peers = self.peers.write().expect("fleet lock");
+        let mut old = std::mem::take(&mut *peers);
+        let now = Instant::now();
+        for (url, result) in polled {
+            let mut p = match old.iter().position(|p| p.url == url) {
+                Some(i) => old.swap_remove(i),
+                None => Peer::new(url),
+            };
+            match result {
+                Ok(models) => {
+                    p.models = models;
+                    p.succeeded();
+                    p.error = None;
+                }
+                Err(e) => {
+                    // Its models are gone from this node's list until it answers again.
+                    p.models.clear();
+                    p.failed(now);
+                    p.error = Some(e);
+                }
+            }
+            peers.push(p);
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Learning the peers' models: every interval, the peer URLs (the static ones, and every
+//! address the DNS name resolves to) are asked for their local models, all at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::table::{parse_models, PeerModel};
+use super::{Fleet, HOP, NODE_ID};
+
+/// The most a peer's `/v1/models` answer may hold, in bytes.
+const MAX_LIST_BYTES: usize = 4 << 20;
+
+/// Polls until the process ends.
+pub async fn run(fleet: Arc<Fleet>) {
+    loop {
+        poll_once(&fleet).await;
+        tokio::time::sleep(fleet.cfg.interval).await;
+    }
+}
+
+/// One round: resolve, ask every peer, install the answers.
+pub async fn poll_once(fleet: &Fleet) {
+    let urls = urls(fleet).await;
+    let asks = urls.iter().map(|u| ask(fleet, u));
+    let answers = futures::future::join_all(asks).await;
+    let polled = urls
+        .into_iter()
+        .zip(answers)
+        // A peer that is this node (found through the DNS name) is left out.
+        .filter_map(|(u, a)| match a {
+            Answer::Itself => None,
+            Answer::Models(m) => Some((u, Ok(m))),
+            Answer::Failed(e) => {
+                tracing::debug!(peer = %u, error = %e, "peer not reached");
+                Some((u, Err(e)))
+            }
+        })
+        .collect();
+    fleet.install(polled);
+}
+
+/// The static peers, then the DNS name's addresses (deduplicated, in order).
+async fn urls(fleet: &Fleet) -> Vec<String> {
+    let mut out: Vec<String> = fleet.cfg.peers.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
+    if let Some(name) = &fleet.cfg.dns {
+        match tokio::net::lookup_host(name.as_str()).await {
+            Ok(addrs) => {
+                for a in addrs {
+                    let u = format!("http://{a}");
+                    if !out.contains(&u) {
+                        out.push(u);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(name = %name, error = %e, "peers_dns did not resolve"),
+        }
+    }
+    out
+}
+
+enum Answer {
+    Models(Vec<PeerModel>),
+    Itself,
+    Failed(String),
+}
+
+/// Asks one peer for its local models.
+async fn ask(fleet: &Fleet, url: &str) -> Answer {
+    let timeout = fleet.cfg.interval.clamp(Duration::from_secs(1), Duration::from_secs(5));
+    let mut req = fleet.client.get(format!("{url}/v1/models")).header(HOP, "1").timeout(timeout);
+    if let Some(k) = &fleet.cfg.key {
+        req = req.bearer_auth(k);
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return Answer::Failed(format!("cannot be reached: {e}")),
+    };
+    if resp.headers().get(NODE_ID).and_then(|v| v.to_str().ok()) == Some(fleet.node_id.as_str()) {
+        return Answer::Itself;
+    }
+    let status = resp.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        return Answer::Failed(format!(
+            "refused this node's key ({status}): set peer_api_key_env to the variable holding the peers' API key"
+        ));
+    }
+    if !status.is_success() {
+        return Answer::Failed(format!("answered {status} to GET /v1/models"));
+    }
+    if resp.content_length().is_some_and(|n| n as usize > MAX_LIST_BYTES) {
+        return Answer::Failed("its model list is too large".into());
+    }
+    match resp.bytes().await {
+        Ok(b) if b.len() <= MAX_LIST_BYTES => match serde_json::from_slice::<serde_json::Value>(&b) {
+            Ok(v) => Answer::Models(parse_models(&v)),
+            Err(e) => Answer::Failed(format!("its model list is not JSON: {e}")),
+        },
+        Ok(_) => Answer::Failed("its model list is too large".into()),
+        Err(e) => Answer::Failed(format!("its model list was cut off: {e}")),
+    }
+}

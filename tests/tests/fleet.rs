@@ -1,0 +1,159 @@
+//! Nodes on their own loopback addresses (127.0.0.2, 127.0.0.3, ...), each a real
+//! `model-bucket serve` with different models, peers of each other: a request to one node for a
+//! model only another has is answered by that node, whole and streamed, with the official
+//! OpenAI SDK too; a node killed mid-stream ends the stream with an error event, its models
+//! leave the others' lists and come back when it restarts; a model nobody has is a 404, not a
+//! loop; a peer that refuses this node's key is named in the error.
+
+use model_bucket_tests::server::open_at;
+use model_bucket_tests::*;
+use serde_json::{json, Value};
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// A node on `ip` (port 0: a free one) serving `dir`, polling `peers` every 300 ms.
+fn node(ip: &str, port: u16, dir: &Path, peers: &[String], extra: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut args: Vec<String> = vec!["--ctx".into(), "512".into(), "--peer-poll-ms".into(), "300".into()];
+    for p in peers {
+        args.extend(["--peer".to_string(), p.clone()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_at(SocketAddr::new(ip.parse().unwrap(), port), dir, &args, env)
+}
+
+/// A folder with one default model.
+fn bucket_of(file: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    link_model(file, dir.path(), file);
+    dir
+}
+
+/// A free port on `ip`.
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// `/v1/models` entry of `id` on `s`, if listed.
+fn listed(s: &Server, id: &str) -> Option<Value> {
+    let v = s.get_json("/v1/models");
+    v["data"].as_array().unwrap().iter().find(|m| m["id"] == id).cloned()
+}
+
+/// POST `body` to `path` on `s`: (status, headers lowercased, body as JSON or `Null`).
+fn post(s: &Server, path: &str, body: &Value) -> (u16, String, Value) {
+    let (status, resp) = s.post(path, &body.to_string()).unwrap();
+    let (head, json) = resp.split_once("\r\n\r\n").unwrap_or(("", ""));
+    (status, head.to_ascii_lowercase(), serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
+/// The SSE `data:` payloads of a streamed POST to `addr`.
+fn sse(addr: SocketAddr, path: &str, body: &Value) -> impl Iterator<Item = String> {
+    let c = open_at(addr, "POST", path, "", &body.to_string(), Some(Duration::from_secs(60))).unwrap();
+    std::io::BufReader::new(c).lines().map_while(Result::ok).filter_map(|l| l.strip_prefix("data: ").map(str::to_string))
+}
+
+#[test]
+fn nodes_answer_for_each_others_models_and_survive_a_peer_dying_mid_stream() {
+    let (a_dir, b_dir) = (bucket_of(SMOLLM2_FILE), bucket_of(GEMMA_FILE));
+    let (a_port, b_port) = (free_port("127.0.0.2"), free_port("127.0.0.3"));
+    let (a_url, b_url) = (format!("http://127.0.0.2:{a_port}"), format!("http://127.0.0.3:{b_port}"));
+    let a = node("127.0.0.2", a_port, a_dir.path(), &[b_url.clone()], &[], &[]);
+    let mut b = node("127.0.0.3", b_port, b_dir.path(), &[a_url.clone()], &[], &[]);
+    let (smol, gemma) = (smol_id(), gemma_id());
+
+    // Each lists the other's model, marked with its node; its own marked local.
+    assert!(eventually(Duration::from_secs(10), || listed(&a, &gemma).is_some_and(|m| m["node"] == b_url.as_str())));
+    assert!(eventually(Duration::from_secs(10), || listed(&b, &smol).is_some_and(|m| m["node"] == a_url.as_str())));
+    assert_eq!(listed(&a, &smol).unwrap()["node"], "local");
+    assert_eq!(a.get_json(&format!("/v1/models/{gemma}"))["node"], b_url.as_str());
+
+    // A request to A for B's model is answered by B.
+    let body = json!({ "model": gemma, "prompt": "The sky is", "max_tokens": 8, "temperature": 0 });
+    let (status, head, v) = post(&a, "/v1/completions", &body);
+    assert_eq!(status, 200, "{v}");
+    assert!(head.contains(&format!("x-model-bucket-node: {b_url}")), "{head}");
+    assert_eq!(v["model"], gemma.as_str());
+    let (_, _, direct) = post(&b, "/v1/completions", &body);
+    assert_eq!(v["choices"][0]["text"], direct["choices"][0]["text"], "the same answer as B's own");
+    // Streamed, too, and embeddings.
+    let events: Vec<String> = sse(a.addr(), "/v1/completions", &json!({ "model": gemma, "prompt": "The sky is", "max_tokens": 8, "temperature": 0, "stream": true })).collect();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    let text: String = events.iter().filter_map(|e| serde_json::from_str::<Value>(e).ok()).map(|e| e["choices"][0]["text"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(text, direct["choices"][0]["text"].as_str().unwrap());
+    let (status, _, v) = post(&a, "/v1/embeddings", &json!({ "model": gemma, "input": "hello there" }));
+    assert_eq!(status, 200, "{v}");
+
+    // The official SDK, through A, for B's model: whole and streamed chat.
+    let sdk = r#"
+import sys, openai
+c = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key="none")
+whole = c.chat.completions.create(model=sys.argv[2], messages=[{"role": "user", "content": "Say hi"}], max_tokens=8, temperature=0)
+parts = [ch.choices[0].delta.content or "" for ch in c.chat.completions.create(model=sys.argv[2], messages=[{"role": "user", "content": "Say hi"}], max_tokens=8, temperature=0, stream=True) if ch.choices]
+assert whole.model == sys.argv[2], whole.model
+assert "".join(parts) == whole.choices[0].message.content, (parts, whole.choices[0].message.content)
+print("ok", whole.choices[0].message.content)
+"#;
+    let out = Command::new("python3").args(["-c", sdk, &a.base_url(), &smol]).output().expect("python3");
+    assert!(out.status.success(), "A's own model: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3").args(["-c", sdk, &b.base_url(), &smol]).output().expect("python3");
+    assert!(out.status.success(), "A's model through B: {}", String::from_utf8_lossy(&out.stderr));
+
+    // A model nobody has: 404 from both, at once, no loop.
+    for s in [&a, &b] {
+        let started = std::time::Instant::now();
+        let (status, _, v) = post(s, "/v1/completions", &json!({ "model": "eden_nobody_1b_000000", "prompt": "x" }));
+        assert_eq!(status, 404, "{v}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    // B dies mid-stream: A's client gets an error event, not a silent end.
+    let long = json!({ "model": gemma, "prompt": "Count:", "max_tokens": 4000, "temperature": 0, "stream": true, "logit_bias": { "1": -100, "106": -100 } });
+    let mut events = sse(a.addr(), "/v1/completions", &long);
+    for _ in 0..3 {
+        events.next().expect("tokens before the kill");
+    }
+    signal(b.child.id(), "KILL");
+    let _ = b.child.wait();
+    let rest: Vec<String> = events.collect();
+    let error = rest.iter().find(|e| e.contains("\"error\"")).unwrap_or_else(|| panic!("no error event: {rest:?}"));
+    assert!(error.contains("mid-stream"), "{error}");
+    // Its models leave A's list within a few polls, and A still serves its own.
+    assert!(eventually(Duration::from_secs(5), || listed(&a, &gemma).is_none()), "B's model still listed");
+    let (status, _, v) = post(&a, "/v1/completions", &json!({ "model": gemma, "prompt": "x", "max_tokens": 1 }));
+    assert_eq!(status, 404, "{v}");
+    let (status, _, _) = post(&a, "/v1/completions", &json!({ "model": smol, "prompt": "x", "max_tokens": 1 }));
+    assert_eq!(status, 200);
+    // B comes back on its address: so do its models.
+    let _b = node("127.0.0.3", b_port, b_dir.path(), &[a_url.clone()], &[], &[]);
+    assert!(eventually(Duration::from_secs(10), || listed(&a, &gemma).is_some()), "B's model back");
+    let (status, head, _) = post(&a, "/v1/completions", &json!({ "model": gemma, "prompt": "x", "max_tokens": 1 }));
+    assert_eq!(status, 200);
+    assert!(head.contains("x-model-bucket-node"), "{head}");
+}
+
+#[test]
+fn a_peer_that_refuses_this_nodes_key_is_named() {
+    let (a_dir, b_dir) = (bucket_of(SMOLLM2_FILE), bucket_of(GEMMA_FILE));
+    let b = node("127.0.0.5", 0, b_dir.path(), &[], &["--api-key", "right-key"], &[]);
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "peer_api_key_env = \"PEER_KEY\"\n").unwrap();
+    let a = node(
+        "127.0.0.4",
+        0,
+        a_dir.path(),
+        &[b.base_url()],
+        &["--config", config.path().to_str().unwrap()],
+        &[("PEER_KEY", "wrong-key")],
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        a.get_json("/admin/peers")["peers"][0]["error"].as_str().is_some_and(|e| e.contains("refused this node's key"))
+    }));
+    let (status, _, v) = post(&a, "/v1/completions", &json!({ "model": gemma_id(), "prompt": "x", "max_tokens": 1 }));
+    assert_eq!(status, 404, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&b.base_url()) && message.contains("refused this node's key"), "{message}");
+}

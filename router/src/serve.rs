@@ -275,7 +275,10 @@ async fn ops_signals(
 fn fleet_config(s: &ServeArgs, config: &model_bucket_shared::Config) -> Result<Option<crate::fleet::FleetConfig>> {
     let mut peers = config.peers.clone();
     for p in &s.peers {
-        anyhow::ensure!(p.starts_with("http://") || p.starts_with("https://"), "--peer {p:?} must start with http:// or https://");
+        anyhow::ensure!(
+            p.starts_with("http://") || p.starts_with("https://"),
+            "--peer {p:?} must start with http:// or https://"
+        );
         if !peers.contains(p) {
             peers.push(p.clone());
         }

@@ -5,7 +5,7 @@
 //! leave the others' lists and come back when it restarts; a model nobody has is a 404, not a
 //! loop; a peer that refuses this node's key is named in the error.
 
-use model_bucket_tests::server::open_at;
+use model_bucket_tests::server::{eventually, open_at, signal};
 use model_bucket_tests::*;
 use serde_json::{json, Value};
 use std::io::BufRead;
@@ -53,7 +53,10 @@ fn post(s: &Server, path: &str, body: &Value) -> (u16, String, Value) {
 /// The SSE `data:` payloads of a streamed POST to `addr`.
 fn sse(addr: SocketAddr, path: &str, body: &Value) -> impl Iterator<Item = String> {
     let c = open_at(addr, "POST", path, "", &body.to_string(), Some(Duration::from_secs(60))).unwrap();
-    std::io::BufReader::new(c).lines().map_while(Result::ok).filter_map(|l| l.strip_prefix("data: ").map(str::to_string))
+    std::io::BufReader::new(c)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| l.strip_prefix("data: ").map(str::to_string))
 }
 
 #[test]
@@ -61,8 +64,8 @@ fn nodes_answer_for_each_others_models_and_survive_a_peer_dying_mid_stream() {
     let (a_dir, b_dir) = (bucket_of(SMOLLM2_FILE), bucket_of(GEMMA_FILE));
     let (a_port, b_port) = (free_port("127.0.0.2"), free_port("127.0.0.3"));
     let (a_url, b_url) = (format!("http://127.0.0.2:{a_port}"), format!("http://127.0.0.3:{b_port}"));
-    let a = node("127.0.0.2", a_port, a_dir.path(), &[b_url.clone()], &[], &[]);
-    let mut b = node("127.0.0.3", b_port, b_dir.path(), &[a_url.clone()], &[], &[]);
+    let a = node("127.0.0.2", a_port, a_dir.path(), std::slice::from_ref(&b_url), &[], &[]);
+    let mut b = node("127.0.0.3", b_port, b_dir.path(), std::slice::from_ref(&a_url), &[], &[]);
     let (smol, gemma) = (smol_id(), gemma_id());
 
     // Each lists the other's model, marked with its node; its own marked local.
@@ -80,9 +83,18 @@ fn nodes_answer_for_each_others_models_and_survive_a_peer_dying_mid_stream() {
     let (_, _, direct) = post(&b, "/v1/completions", &body);
     assert_eq!(v["choices"][0]["text"], direct["choices"][0]["text"], "the same answer as B's own");
     // Streamed, too, and embeddings.
-    let events: Vec<String> = sse(a.addr(), "/v1/completions", &json!({ "model": gemma, "prompt": "The sky is", "max_tokens": 8, "temperature": 0, "stream": true })).collect();
+    let events: Vec<String> = sse(
+        a.addr(),
+        "/v1/completions",
+        &json!({ "model": gemma, "prompt": "The sky is", "max_tokens": 8, "temperature": 0, "stream": true }),
+    )
+    .collect();
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
-    let text: String = events.iter().filter_map(|e| serde_json::from_str::<Value>(e).ok()).map(|e| e["choices"][0]["text"].as_str().unwrap_or("").to_string()).collect();
+    let text: String = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .map(|e| e["choices"][0]["text"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(text, direct["choices"][0]["text"].as_str().unwrap());
     let (status, _, v) = post(&a, "/v1/embeddings", &json!({ "model": gemma, "input": "hello there" }));
     assert_eq!(status, 200, "{v}");
@@ -128,7 +140,7 @@ print("ok", whole.choices[0].message.content)
     let (status, _, _) = post(&a, "/v1/completions", &json!({ "model": smol, "prompt": "x", "max_tokens": 1 }));
     assert_eq!(status, 200);
     // B comes back on its address: so do its models.
-    let _b = node("127.0.0.3", b_port, b_dir.path(), &[a_url.clone()], &[], &[]);
+    let _b = node("127.0.0.3", b_port, b_dir.path(), std::slice::from_ref(&a_url), &[], &[]);
     assert!(eventually(Duration::from_secs(10), || listed(&a, &gemma).is_some()), "B's model back");
     let (status, head, _) = post(&a, "/v1/completions", &json!({ "model": gemma, "prompt": "x", "max_tokens": 1 }));
     assert_eq!(status, 200);

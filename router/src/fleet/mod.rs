@@ -100,7 +100,12 @@ impl Fleet {
         let peers = self.peers.read().expect("fleet lock");
         peers
             .iter()
-            .map(|p| PeerView { url: p.url.clone(), models: p.models.len(), failures: p.failures, error: p.error.clone() })
+            .map(|p| PeerView {
+                url: p.url.clone(),
+                models: p.models.len(),
+                failures: p.failures,
+                error: p.error.clone(),
+            })
             .collect()
     }
 

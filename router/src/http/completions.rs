@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use super::error::ApiError;
 use super::json::JsonRaw;
-use super::peer::Peers;
 use super::openai::{self, ChatRequest, CompletionRequest};
+use super::peer::Peers;
 use super::respond::Kind;
 use super::route::route;
 use super::tools::{self, ToolPlan};

@@ -104,7 +104,9 @@ pub async fn list(
             v["node"] = json!("local");
         }
         if !headers.contains_key(HOP) {
-            data.extend(f.entries().into_iter().filter(|e| e["id"].as_str().is_none_or(|id| cat.resolve(id).is_none())));
+            data.extend(
+                f.entries().into_iter().filter(|e| e["id"].as_str().is_none_or(|id| cat.resolve(id).is_none())),
+            );
         }
     }
     for (name, chain) in &r.config().tasks {
@@ -129,7 +131,9 @@ pub async fn retrieve(
         return Ok(Json(model_object(&r, m)));
     }
     if let Some(e) = fleet.and_then(|f| {
-        f.entries().into_iter().find(|e| e["id"] == id.as_str() || e["aliases"].as_array().is_some_and(|a| a.iter().any(|x| x == id.as_str())))
+        f.entries().into_iter().find(|e| {
+            e["id"] == id.as_str() || e["aliases"].as_array().is_some_and(|a| a.iter().any(|x| x == id.as_str()))
+        })
     }) {
         return Ok(Json(e));
     }

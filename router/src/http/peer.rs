@@ -55,7 +55,8 @@ pub async fn forward(fleet: &Fleet, path: &str, raw: &Bytes, name: &str) -> Opti
             Err(e) => {
                 fleet.record(&url, false);
                 tracing::warn!(peer = %url, model = name, error = %e, "peer not reached; trying the next");
-                last = Err(ApiError::bad_gateway(format!("the node {url} that has model {name} cannot be reached: {e}")));
+                last =
+                    Err(ApiError::bad_gateway(format!("the node {url} that has model {name} cannot be reached: {e}")));
                 continue;
             }
         };
@@ -75,7 +76,8 @@ pub async fn forward(fleet: &Fleet, path: &str, raw: &Bytes, name: &str) -> Opti
 /// The peer's answer as this node's, marked with the peer; an SSE stream that breaks ends with
 /// an error event, any other body is cut short.
 fn relay(url: &str, resp: reqwest::Response, status: StatusCode) -> Response {
-    let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let content_type =
+        resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let sse = content_type.as_deref().is_some_and(|c| c.starts_with("text/event-stream"));
     let mut out = Response::builder().status(status).header(NODE, url);
     if let Some(ct) = content_type {

@@ -88,7 +88,12 @@ pub async fn route(
 
 /// A model this node does not have: the best peer that has it, else 404 (naming the peers
 /// that could not be asked).
-pub async fn elsewhere(peers: Option<&Fleet>, path: &str, raw: &axum::body::Bytes, model: &str) -> Result<Response, ApiError> {
+pub async fn elsewhere(
+    peers: Option<&Fleet>,
+    path: &str,
+    raw: &axum::body::Bytes,
+    model: &str,
+) -> Result<Response, ApiError> {
     let Some(f) = peers else { return Err(ApiError::model_not_found(model)) };
     if let Some(forwarded) = super::peer::forward(f, path, raw, model).await {
         return forwarded;

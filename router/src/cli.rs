@@ -129,6 +129,9 @@ pub struct ServeArgs {
     /// config's `peers_dns`).
     #[arg(long, env = "EDEN_PEERS_DNS")]
     pub peers_dns: Option<String>,
+    /// The DNS server (`IP:PORT`) that resolves `--peers-dns` (default: the system's).
+    #[arg(long, env = "EDEN_PEERS_DNS_SERVER")]
+    pub peers_dns_server: Option<std::net::SocketAddr>,
     /// Milliseconds between polls of the peers' models.
     #[arg(long, env = "EDEN_PEER_POLL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub peer_poll_ms: u64,

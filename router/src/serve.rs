@@ -290,9 +290,17 @@ fn fleet_config(s: &ServeArgs, config: &model_bucket_shared::Config) -> Result<O
         },
         None => None,
     };
+    let dns = s.peers_dns.clone().or_else(|| config.peers_dns.clone());
+    if let Some(d) = &dns {
+        anyhow::ensure!(
+            d.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+            "peers DNS name {d:?} must be NAME:PORT"
+        );
+    }
     let cfg = crate::fleet::FleetConfig {
         peers,
-        dns: s.peers_dns.clone().or_else(|| config.peers_dns.clone()),
+        dns,
+        dns_server: s.peers_dns_server,
         key,
         interval: Duration::from_millis(s.peer_poll_ms),
     };

@@ -3,7 +3,8 @@
 //! model only another has is answered by that node, whole and streamed, with the official
 //! OpenAI SDK too; a node killed mid-stream ends the stream with an error event, its models
 //! leave the others' lists and come back when it restarts; a model nobody has is a 404, not a
-//! loop; a peer that refuses this node's key is named in the error.
+//! loop; a peer that refuses this node's key is named in the error; peers found through a DNS
+//! name (a small DNS server of the test's own) come and go with its answers.
 
 use model_bucket_tests::server::{eventually, open_at, signal};
 use model_bucket_tests::*;
@@ -168,4 +169,74 @@ fn a_peer_that_refuses_this_nodes_key_is_named() {
     assert_eq!(status, 404, "{v}");
     let message = v["error"]["message"].as_str().unwrap();
     assert!(message.contains(&b.base_url()) && message.contains("refused this node's key"), "{message}");
+}
+
+/// A DNS server on a free loopback UDP port answering every A query with the addresses in
+/// `ips` (as they are when asked), every other query with none.
+fn dns_server(ips: std::sync::Arc<std::sync::Mutex<Vec<[u8; 4]>>>) -> SocketAddr {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let q = &buf[..n];
+            // The question: labels up to a zero byte, then type and class.
+            let mut end = 12;
+            while end < n && q[end] != 0 {
+                end += q[end] as usize + 1;
+            }
+            if end + 5 > n {
+                continue;
+            }
+            let qtype = u16::from_be_bytes([q[end + 1], q[end + 2]]);
+            let answers: Vec<[u8; 4]> = if qtype == 1 { ips.lock().unwrap().clone() } else { Vec::new() };
+            let mut r = q[..end + 5].to_vec();
+            r[2] = 0x81; // a response, recursion desired
+            r[3] = 0x80; // recursion available, no error
+            r[6..8].copy_from_slice(&(answers.len() as u16).to_be_bytes());
+            r[8..12].fill(0);
+            for ip in answers {
+                // The name by pointer to the question, A, IN, TTL 0, 4 bytes.
+                r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4]);
+                r.extend_from_slice(&ip);
+            }
+            let _ = sock.send_to(&r, from);
+        }
+    });
+    addr
+}
+
+#[test]
+fn peers_are_found_through_a_dns_name() {
+    let (a_dir, b_dir) = (bucket_of(SMOLLM2_FILE), bucket_of(GEMMA_FILE));
+    // Every node on the same port, as the pods behind a headless Service.
+    let port = loop {
+        let p = free_port("127.0.0.6");
+        if std::net::TcpListener::bind(("127.0.0.7", p)).is_ok() {
+            break p;
+        }
+    };
+    let ips = std::sync::Arc::new(std::sync::Mutex::new(vec![[127, 0, 0, 6], [127, 0, 0, 7]]));
+    let dns = dns_server(ips.clone()).to_string();
+    let name = format!("peers.fleet.test.:{port}");
+    let flags = ["--peers-dns", name.as_str(), "--peers-dns-server", dns.as_str()];
+    let a = node("127.0.0.6", port, a_dir.path(), &[], &flags, &[]);
+    let _b = node("127.0.0.7", port, b_dir.path(), &[], &flags, &[]);
+    let b_url = format!("http://127.0.0.7:{port}");
+    assert!(
+        eventually(Duration::from_secs(10), || listed(&a, &gemma_id()).is_some_and(|m| m["node"] == b_url.as_str())),
+        "{}",
+        a.get_json("/admin/peers")
+    );
+    // A found itself in the name too, and left itself out.
+    let peers = a.get_json("/admin/peers");
+    let urls: Vec<&str> = peers["peers"].as_array().unwrap().iter().map(|p| p["url"].as_str().unwrap()).collect();
+    assert_eq!(urls, [b_url.as_str()], "{peers}");
+    let (status, head, _) =
+        post(&a, "/v1/completions", &json!({ "model": gemma_id(), "prompt": "x", "max_tokens": 1 }));
+    assert_eq!(status, 200);
+    assert!(head.contains(&format!("x-model-bucket-node: {b_url}")), "{head}");
+    // The name drops B: so does A.
+    *ips.lock().unwrap() = vec![[127, 0, 0, 6]];
+    assert!(eventually(Duration::from_secs(10), || listed(&a, &gemma_id()).is_none()), "B still listed");
 }

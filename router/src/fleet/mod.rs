@@ -30,6 +30,8 @@ pub struct FleetConfig {
     /// `NAME:PORT`, resolved at every poll to all its addresses (a Kubernetes headless
     /// Service gives one per pod).
     pub dns: Option<String>,
+    /// The DNS server to ask (`IP:PORT`); none: the system's (`/etc/resolv.conf`).
+    pub dns_server: Option<std::net::SocketAddr>,
     /// The API key peers want, if any.
     pub key: Option<String>,
     /// Time between polls.

@@ -1,6 +1,9 @@
 //! Learning the peers' models: every interval, the peer URLs (the static ones, and every
 //! address the DNS name resolves to) are asked for their local models, all at once.
 
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::TokioResolver;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,15 +15,42 @@ const MAX_LIST_BYTES: usize = 4 << 20;
 
 /// Polls until the process ends.
 pub async fn run(fleet: Arc<Fleet>) {
+    let resolver = match fleet.cfg.dns.as_ref().map(|_| resolver(fleet.cfg.dns_server)).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "no DNS resolver: peers_dns is not resolved");
+            None
+        }
+    };
     loop {
-        poll_once(&fleet).await;
+        poll_once(&fleet, resolver.as_ref()).await;
         tokio::time::sleep(fleet.cfg.interval).await;
     }
 }
 
+/// A resolver that asks `server`, or the system's servers; nothing is cached, so every poll
+/// sees the name as it is now.
+fn resolver(server: Option<std::net::SocketAddr>) -> Result<TokioResolver, String> {
+    let mut builder = match server {
+        Some(addr) => {
+            let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+            for c in &mut ns.connections {
+                c.port = addr.port();
+            }
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![ns]),
+                TokioRuntimeProvider::default(),
+            )
+        }
+        None => TokioResolver::builder_tokio().map_err(|e| e.to_string())?,
+    };
+    builder.options_mut().cache_size = 0;
+    builder.build().map_err(|e| e.to_string())
+}
+
 /// One round: resolve, ask every peer, install the answers.
-pub async fn poll_once(fleet: &Fleet) {
-    let urls = urls(fleet).await;
+pub async fn poll_once(fleet: &Fleet, resolver: Option<&TokioResolver>) {
+    let urls = urls(fleet, resolver).await;
     let asks = urls.iter().map(|u| ask(fleet, u));
     let answers = futures::future::join_all(asks).await;
     let polled = urls
@@ -40,20 +70,20 @@ pub async fn poll_once(fleet: &Fleet) {
 }
 
 /// The static peers, then the DNS name's addresses (deduplicated, in order).
-async fn urls(fleet: &Fleet) -> Vec<String> {
+async fn urls(fleet: &Fleet, resolver: Option<&TokioResolver>) -> Vec<String> {
     let mut out: Vec<String> = fleet.cfg.peers.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
-    if let Some(name) = &fleet.cfg.dns {
-        match tokio::net::lookup_host(name.as_str()).await {
-            Ok(addrs) => {
-                for a in addrs {
-                    let u = format!("http://{a}");
-                    if !out.contains(&u) {
-                        out.push(u);
-                    }
+    let (Some(name_port), Some(resolver)) = (&fleet.cfg.dns, resolver) else { return out };
+    let Some((name, port)) = name_port.rsplit_once(':') else { return out };
+    match resolver.lookup_ip(name).await {
+        Ok(ips) => {
+            for ip in ips.iter() {
+                let u = format!("http://{}", std::net::SocketAddr::new(ip, port.parse().unwrap_or(8080)));
+                if !out.contains(&u) {
+                    out.push(u);
                 }
             }
-            Err(e) => tracing::warn!(name = %name, error = %e, "peers_dns did not resolve"),
         }
+        Err(e) => tracing::warn!(name = %name, error = %e, "peers_dns did not resolve"),
     }
     out
 }

@@ -147,6 +147,7 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         allowed_hosts: s.allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
         cors_origins: s.cors_origins.clone(),
     };
+    let config_path = b.config.clone();
     let app = crate::http::app(registry.clone(), s.body_limit, access, guard, s.max_client_requests);
     let fleet = fleet_config(&s, &registry.config())?;
     let app = match &fleet {
@@ -187,6 +188,13 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
                     None
                 }
             }
+        };
+        // A config file that changes is reloaded as SIGHUP reloads it.
+        let _config_watcher = match (&config_path, s.no_watch) {
+            (Some(path), false) => crate::watch::start_config(path, registry.clone())
+                .map_err(|e| tracing::warn!(error = %e, "cannot watch the config file; SIGHUP reloads it"))
+                .ok(),
+            _ => None,
         };
         let Signals { mut term, mut int, hup, usr1 } = signals;
         tokio::spawn(ops_signals(registry.clone(), hup, usr1));

@@ -1,5 +1,7 @@
 //! The models-folder watcher: inotify events on `*.gguf` files trigger a rescan once the folder
-//! has been quiet for a moment; files still being written are picked up by a later scan.
+//! has been quiet for a moment; files still being written are picked up by a later scan. The
+//! config file is watched too: a change reloads it as SIGHUP does (a Kubernetes ConfigMap
+//! changes by swapping the `..data` link of its folder, which counts).
 
 use notify::{RecursiveMode, Watcher};
 use std::path::Path;
@@ -24,6 +26,33 @@ pub fn start(dir: &Path, registry: Arc<Registry>) -> notify::Result<notify::Reco
     })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     tokio::spawn(rescan_loop(rx, registry));
+    Ok(watcher)
+}
+
+/// Watches the config file `path` (through its folder, so that a file replaced by a rename
+/// counts) for the life of the returned watcher: a change reloads the config.
+pub fn start_config(path: &Path, registry: Arc<Registry>) -> notify::Result<notify::RecommendedWatcher> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            let ours = ev.paths.iter().any(|p| p.file_name().is_some_and(|f| f == name.as_os_str() || f == "..data"));
+            if ours && !ev.kind.is_access() {
+                let _ = tx.send(());
+            }
+        }
+    })?;
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    watcher.watch(folder, RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            tracing::info!("config file changed: reloading");
+            if let Err(e) = registry.reload().await {
+                tracing::error!(error = %e, "reload after a config change failed");
+            }
+        }
+    });
     Ok(watcher)
 }
 

@@ -1,6 +1,8 @@
 //! The service files: the systemd unit passes `systemd-analyze verify` and declares what the
 //! server implements (notify readiness, SIGHUP reload); the server really sends READY=1 to
-//! `NOTIFY_SOCKET`; the container file builds the way the README does.
+//! `NOTIFY_SOCKET`; the container file builds the way the README does; the Kubernetes
+//! manifests validate against the API schemas and fit the server; a mounted config that changes
+//! the way a ConfigMap does is reloaded.
 
 use model_bucket_tests::*;
 use std::os::unix::net::UnixDatagram;
@@ -94,4 +96,120 @@ fn setup_tells_libclang_from_libclang_cpp() {
     assert!(!finds_libclang(&[]));
     assert!(finds_libclang(&["usr/lib/llvm-14/lib/libclang-cpp.so.14", "usr/lib/llvm-14/lib/libclang.so.1"]));
     assert!(finds_libclang(&["usr/lib/x86_64-linux-gnu/libclang-14.so.1"]));
+}
+
+/// The Kubernetes manifests (every file of deploy/k8s but the kustomization).
+fn k8s_files() -> Vec<std::path::PathBuf> {
+    let dir = repo().join("deploy/k8s");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml") && !p.ends_with("kustomization.yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_kubernetes_manifests_validate_against_the_api_schemas() {
+    let files = k8s_files();
+    assert!(files.len() >= 7, "{files:?}");
+    // kubernetes-validate (scripts/test installs it in .venv) checks every resource against the
+    // Kubernetes API's OpenAPI schemas, offline; --strict refuses unknown fields.
+    let out = std::process::Command::new("kubernetes-validate")
+        .arg("--strict")
+        .args(&files)
+        .output()
+        .expect("run kubernetes-validate (scripts/test installs it in .venv: pip install kubernetes-validate)");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Every file the kustomization names exists, and every manifest but the variants is named.
+    let kustomization = repo_file("deploy/k8s/kustomization.yaml");
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let variant = name == "statefulset-gpu.yaml" || name == "shared-models.yaml";
+        assert_eq!(kustomization.contains(&format!("- {name}")), !variant, "{name} in kustomization.yaml");
+    }
+}
+
+#[test]
+fn the_kubernetes_manifests_fit_the_server() {
+    // The documents as JSON, through the PyYAML kubernetes-validate brings.
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys, json, yaml; print(json.dumps([d for f in sys.argv[1:] for d in yaml.safe_load_all(open(f)) if d]))"])
+        .args(k8s_files())
+        .output()
+        .expect("python3 with PyYAML");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .clone()
+    };
+    // The headless Service the config's peers_dns names.
+    let peers = find("Service", "model-bucket-peers");
+    assert_eq!(peers["spec"]["clusterIP"], "None");
+    for config_map in ["model-bucket-config", "model-bucket-gpu-config"] {
+        let text = find("ConfigMap", config_map)["data"]["config.toml"].as_str().unwrap().to_string();
+        let config = model_bucket_shared::Config::parse(&text).unwrap_or_else(|e| panic!("{config_map}: {e}"));
+        let dns = config.peers_dns.expect("peers_dns");
+        assert!(dns.starts_with("model-bucket-peers.model-bucket.svc"), "{dns}");
+        assert!(dns.ends_with(":8080"));
+        assert_eq!(config.peer_api_key_env.as_deref(), Some("EDEN_API_KEY"));
+    }
+    for name in ["model-bucket", "model-bucket-gpu", "model-bucket-shared"] {
+        let set = find("StatefulSet", name);
+        assert_eq!(set["spec"]["serviceName"], "model-bucket-peers");
+        let pod = &set["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        let env = |n: &str| c["env"].as_array().unwrap().iter().find(|e| e["name"] == n).cloned();
+        // The pod's grace covers the server's own drain.
+        let grace: u64 = env("EDEN_SHUTDOWN_GRACE").unwrap()["value"].as_str().unwrap().parse().unwrap();
+        assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > grace, "{name}");
+        assert_eq!(env("EDEN_API_KEY").unwrap()["valueFrom"]["secretKeyRef"]["name"], "model-bucket-key");
+        assert_eq!(env("EDEN_HOST").unwrap()["value"], "0.0.0.0");
+        for probe in ["readinessProbe", "livenessProbe"] {
+            assert_eq!(c[probe]["httpGet"]["path"], "/health", "{name} {probe}");
+        }
+        assert!(c["resources"]["limits"]["memory"].is_string(), "{name}: the RAM budget follows the memory limit");
+        let labels = &set["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["app.kubernetes.io/name"], "model-bucket", "{name} joins the Services");
+        assert_eq!(
+            set["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"],
+            labels["app.kubernetes.io/component"]
+        );
+        assert_eq!(set["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"], "/metrics");
+    }
+    let gpu = find("StatefulSet", "model-bucket-gpu");
+    assert_eq!(gpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"], 1);
+    // The Containerfile's user is the one the pods run as.
+    assert!(repo_file("deploy/Containerfile").contains("--uid 10001"));
+    assert_eq!(find("StatefulSet", "model-bucket")["spec"]["template"]["spec"]["securityContext"]["runAsUser"], 10001);
+}
+
+#[test]
+fn a_config_that_changes_like_a_configmap_is_reloaded() {
+    use std::os::unix::fs::symlink;
+    let models = tempfile::tempdir().unwrap();
+    link_model(SMOLLM2_FILE, models.path(), SMOLLM2_FILE);
+    // The kubelet's layout: config.toml -> ..data/config.toml, ..data -> a timestamped folder,
+    // and an update swaps ..data in one rename.
+    let mount = tempfile::tempdir().unwrap();
+    let write_version = |name: &str, text: &str| {
+        let dir = mount.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("config.toml"), text).unwrap();
+        let tmp = mount.path().join("..data_tmp");
+        symlink(name, &tmp).unwrap();
+        std::fs::rename(&tmp, mount.path().join("..data")).unwrap();
+    };
+    write_version("..v1", "[models.eden_smollm2_135m]\nids = [\"first\"]\n");
+    symlink("..data/config.toml", mount.path().join("config.toml")).unwrap();
+    let config = mount.path().join("config.toml");
+    let s = Server::start(models.path(), &["--config", config.to_str().unwrap()]);
+    let aliases = || s.get_json(&format!("/v1/models/{}", smol_id()))["aliases"].to_string();
+    assert!(aliases().contains("first"), "{}", aliases());
+    write_version("..v2", "[models.eden_smollm2_135m]\nids = [\"second\"]\n");
+    assert!(server::eventually(Duration::from_secs(10), || aliases().contains("second")), "{}\n{}", aliases(), s.log());
 }

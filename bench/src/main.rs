@@ -3,7 +3,7 @@
 //! `docs/BENCHMARKS.md` and its plots.
 //!
 //! ```sh
-//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--llama-server-arg ARG]...
+//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--llama-server-arg ARG]...
 //! ```
 //! Without `--llama-server` (or `$LLAMA_SERVER`) it builds llama-server once into
 //! `~/.cache/model-bucket`. Run `scripts/setup` first (binaries and models).
@@ -11,6 +11,7 @@
 mod agent;
 mod cache;
 mod client;
+mod fleet;
 mod llama;
 mod lora;
 mod plot;
@@ -36,6 +37,8 @@ pub struct Opts {
     pub only_agent: bool,
     /// Run only the LoRA workloads and print their section (no files written).
     pub only_lora: bool,
+    /// Run only the peer workloads and print their section (no files written).
+    pub only_fleet: bool,
     /// Extra llama-server arguments for the LoRA workloads (`--llama-server-arg`, repeatable),
     /// for a machine where one of its defaults cannot run; the report names them.
     pub ls_extra: Vec<String>,
@@ -51,6 +54,7 @@ fn main() -> Result<()> {
         only_cache: false,
         only_agent: false,
         only_lora: false,
+        only_fleet: false,
         ls_extra: Vec::new(),
         out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")),
     };
@@ -66,13 +70,18 @@ fn main() -> Result<()> {
             "--only-cache" => o.only_cache = true,
             "--only-agent" => o.only_agent = true,
             "--only-lora" => o.only_lora = true,
+            "--only-fleet" => o.only_fleet = true,
             "--llama-server-arg" => o.ls_extra.push(val()?),
             "-h" | "--help" => {
-                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--llama-server-arg ARG]...");
+                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--llama-server-arg ARG]...");
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other}"),
         }
+    }
+    if o.only_fleet {
+        println!("{}", fleet::markdown(&o, &fleet::run(&o)?));
+        return Ok(());
     }
     let ls = llama::find_or_build(o.llama_server.clone())?;
     if o.only_cache {
@@ -91,13 +100,15 @@ fn main() -> Result<()> {
     let cached = cache::run(&o, &ls)?;
     let agent = agent::run(&o, &ls)?;
     let adapters = lora::run(&o, &ls)?;
+    let peers = fleet::run(&o)?;
     std::fs::create_dir_all(&o.out)?;
     plot::throughput(&results, &o.out.join("throughput.png"))?;
     plot::latency(&results, &o.out.join("latency.png"))?;
     let md = report::markdown(&o, &ls, &results)
         + &cache::markdown(&cached)
         + &agent::markdown(&agent)
-        + &lora::markdown(&o, &adapters);
+        + &lora::markdown(&o, &adapters)
+        + &fleet::markdown(&o, &peers);
     std::fs::write(o.out.join("BENCHMARKS.md"), &md)?;
     println!("{md}");
     eprintln!("bench: wrote {}", o.out.join("BENCHMARKS.md").display());

@@ -117,6 +117,14 @@ impl Fleet {
         peers.iter().filter_map(|p| p.error.as_ref().map(|e| format!("{}: {e}", p.url))).collect()
     }
 
+    /// A request is being sent to `url`: it counts as busy there until the next poll.
+    pub fn sending(&self, url: &str) {
+        let mut peers = self.peers.write().expect("fleet lock");
+        if let Some(p) = peers.iter_mut().find(|p| p.url == url) {
+            p.sent = p.sent.saturating_add(1);
+        }
+    }
+
     /// A request forwarded to `url` went through (`ok`) or could not reach it.
     pub fn record(&self, url: &str, ok: bool) {
         let mut peers = self.peers.write().expect("fleet lock");
@@ -145,6 +153,7 @@ impl Fleet {
                     p.models = models;
                     p.succeeded();
                     p.error = None;
+                    p.sent = 0;
                 }
                 Err(e) => {
                     // Its models are gone from this node's list until it answers again.

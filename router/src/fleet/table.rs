@@ -35,11 +35,13 @@ pub struct Peer {
     pub open_until: Option<Instant>,
     /// Why its last poll failed, if it did.
     pub error: Option<String>,
+    /// Requests this node sent it since its last poll (which `active` does not count yet).
+    pub sent: u64,
 }
 
 impl Peer {
     pub fn new(url: String) -> Peer {
-        Peer { url, models: Vec::new(), failures: 0, open_until: None, error: None }
+        Peer { url, models: Vec::new(), failures: 0, open_until: None, error: None, sent: 0 }
     }
 
     /// A poll or a forwarded request went through.
@@ -68,8 +70,9 @@ impl Peer {
 }
 
 /// The peers that can take a request for `name`, best first: those whose model is loaded
-/// before those that would load it, then the least busy; failed models and peers skipped for
-/// failing are left out. Ties keep the peers' order.
+/// before those that would load it, then the least busy (requests in hand at the last poll,
+/// plus those this node sent since); failed models and peers skipped for failing are left out.
+/// Ties keep the peers' order.
 pub fn candidates<'p>(peers: &'p [Peer], name: &str, now: Instant) -> Vec<&'p Peer> {
     let mut found: Vec<(&Peer, &PeerModel)> = peers
         .iter()
@@ -77,7 +80,7 @@ pub fn candidates<'p>(peers: &'p [Peer], name: &str, now: Instant) -> Vec<&'p Pe
         .filter_map(|p| p.model(name).map(|m| (p, m)))
         .filter(|(_, m)| m.state != "failed")
         .collect();
-    found.sort_by_key(|(_, m)| (m.state != "ready", m.active));
+    found.sort_by_key(|(p, m)| (m.state != "ready", m.active.saturating_add(p.sent)));
     found.into_iter().map(|(p, _)| p).collect()
 }
 
@@ -135,6 +138,10 @@ mod tests {
         ];
         assert_eq!(urls(candidates(&peers, "m", now)), ["http://c", "http://b", "http://a"]);
         assert_eq!(urls(candidates(&peers, "m-alias", now)), ["http://c", "http://b", "http://a"], "aliases count");
+        // What this node sent since the last poll counts too.
+        let mut peers = peers;
+        peers[2].sent = 5;
+        assert_eq!(urls(candidates(&peers, "m", now)), ["http://b", "http://c", "http://a"]);
         assert!(candidates(&peers, "nobody", now).is_empty());
     }
 

@@ -41,6 +41,7 @@ pub async fn forward(fleet: &Fleet, path: &str, raw: &Bytes, name: &str) -> Opti
     // The last peer's server error, passed on when no peer could serve.
     let mut last: Result<Response, ApiError> = Err(ApiError::bad_gateway("no peer answered"));
     for url in candidates {
+        fleet.sending(&url);
         let mut req = fleet
             .client
             .post(format!("{url}{path}"))

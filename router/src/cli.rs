@@ -118,7 +118,8 @@ pub struct ServeArgs {
     /// cache off. Least recently used prefixes are removed first.
     #[arg(long, env = "EDEN_KV_CACHE_MAX", default_value = "4GiB")]
     pub kv_cache_max: String,
-    /// Do not watch the models folder (SIGHUP or `POST /admin/rescan` still rescan).
+    /// Do not watch the models folder or the config file (SIGHUP or `POST /admin/rescan` still
+    /// rescan and reload).
     #[arg(long, env = "EDEN_NO_WATCH")]
     pub no_watch: bool,
     /// Another Model Bucket node (`http://host:port`, repeatable): requests for models this

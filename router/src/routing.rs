@@ -14,6 +14,8 @@ pub enum Candidate {
     Local(ModelId),
     /// A model of the remote fallback.
     Upstream(String),
+    /// A model this node lacks (or cannot serve now) that a peer has, by the chain's name.
+    Peer(String),
 }
 
 /// The task `requested` names: `task:NAME` for a configured task, or a bare `NAME` that is a
@@ -32,15 +34,21 @@ pub struct LocalModel {
     pub unusable: bool,
 }
 
-/// The candidates of `chain`, in order: local entries that name a model that can serve, and
-/// upstream entries. `resolve` looks a name up in the catalog.
-pub fn candidates(chain: &[String], resolve: impl Fn(&str) -> Option<LocalModel>) -> Vec<Candidate> {
+/// The candidates of `chain`, in order: local entries that name a model that can serve, the
+/// others when a peer can serve them (`on_peer`), and upstream entries. `resolve` looks a name
+/// up in the catalog.
+pub fn candidates(
+    chain: &[String],
+    resolve: impl Fn(&str) -> Option<LocalModel>,
+    on_peer: impl Fn(&str) -> bool,
+) -> Vec<Candidate> {
     let mut out: Vec<Candidate> = Vec::new();
     for entry in chain {
         let c = match entry.strip_prefix(UPSTREAM_PREFIX) {
             Some(model) => Candidate::Upstream(model.to_string()),
             None => match resolve(entry) {
                 Some(m) if !m.unusable => Candidate::Local(m.id),
+                _ if on_peer(entry) => Candidate::Peer(entry.clone()),
                 _ => continue,
             },
         };
@@ -52,15 +60,25 @@ pub fn candidates(chain: &[String], resolve: impl Fn(&str) -> Option<LocalModel>
 }
 
 /// The candidates of `chain` on the server as it is now: models in the catalog that have not
-/// failed and, for a chat request (`chat`), have a chat template.
-pub fn live_candidates(r: &crate::registry::Registry, chain: &[String], chat: bool) -> Vec<Candidate> {
+/// failed and, for a chat request (`chat`), have a chat template; then those of `peers`.
+pub fn live_candidates(
+    r: &crate::registry::Registry,
+    chain: &[String],
+    chat: bool,
+    peers: Option<&crate::fleet::Fleet>,
+) -> Vec<Candidate> {
     let cat = r.catalog();
-    candidates(chain, |name| {
-        cat.resolve(name).map(|m| LocalModel {
-            id: m.id.clone(),
-            unusable: matches!(r.state(m.worker_id()), crate::registry::State::Failed(_)) || (chat && !r.can_chat(m)),
-        })
-    })
+    candidates(
+        chain,
+        |name| {
+            cat.resolve(name).map(|m| LocalModel {
+                id: m.id.clone(),
+                unusable: matches!(r.state(m.worker_id()), crate::registry::State::Failed(_))
+                    || (chat && !r.can_chat(m)),
+            })
+        },
+        |name| peers.is_some_and(|f| f.serves(name, chat)),
+    )
 }
 
 #[cfg(test)]
@@ -92,12 +110,25 @@ mod tests {
             "small" => Some(LocalModel { id: "eden_small_1b_abcdef".into(), unusable: false }),
             _ => None,
         };
+        let nowhere = |_: &str| false;
         assert_eq!(
-            candidates(chain, resolve),
+            candidates(chain, resolve, nowhere),
             vec![Candidate::Local("eden_small_1b_abcdef".into()), Candidate::Upstream("remote".into())]
         );
         let failed = |name: &str| Some(LocalModel { id: name.into(), unusable: name == "big" });
-        assert_eq!(candidates(chain, failed)[0], Candidate::Local("small".into()));
-        assert_eq!(candidates(&["gone".to_string()], |_| None), vec![]);
+        assert_eq!(candidates(chain, failed, nowhere)[0], Candidate::Local("small".into()));
+        assert_eq!(candidates(&["gone".to_string()], |_| None, nowhere), vec![]);
+    }
+
+    #[test]
+    fn a_model_only_a_peer_has_is_a_peer_candidate_in_its_place() {
+        let chain = &tasks()["thinking"];
+        let on_peer = |name: &str| name == "big";
+        let failed = |name: &str| Some(LocalModel { id: name.into(), unusable: name == "big" });
+        assert_eq!(
+            candidates(chain, |_| None, on_peer),
+            vec![Candidate::Peer("big".into()), Candidate::Upstream("remote".into())]
+        );
+        assert_eq!(candidates(chain, failed, on_peer)[0], Candidate::Peer("big".into()), "failed here, served there");
     }
 }

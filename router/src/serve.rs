@@ -250,6 +250,11 @@ fn api_key(s: &ServeArgs) -> Result<Option<String>> {
         }
         (None, None) => None,
     };
+    // deploy/k8s/secret.yaml's placeholder: a fleet deployed with it would be open to anyone.
+    anyhow::ensure!(
+        key.as_deref() != Some("change-me"),
+        "the API key is the placeholder `change-me` of deploy/k8s/secret.yaml: set a real one"
+    );
     Ok(key.filter(|k| !k.is_empty()))
 }
 

@@ -65,7 +65,11 @@ fn nodes_answer_for_each_others_models_and_survive_a_peer_dying_mid_stream() {
     let (a_dir, b_dir) = (bucket_of(SMOLLM2_FILE), bucket_of(GEMMA_FILE));
     let (a_port, b_port) = (free_port("127.0.0.2"), free_port("127.0.0.3"));
     let (a_url, b_url) = (format!("http://127.0.0.2:{a_port}"), format!("http://127.0.0.3:{b_port}"));
-    let a = node("127.0.0.2", a_port, a_dir.path(), std::slice::from_ref(&b_url), &[], &[]);
+    // A task on A whose only model is B's.
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[tasks]\nmemory = [\"eden_gemma3_270m\"]\n").unwrap();
+    let a_extra = ["--config", config.path().to_str().unwrap()];
+    let a = node("127.0.0.2", a_port, a_dir.path(), std::slice::from_ref(&b_url), &a_extra, &[]);
     let mut b = node("127.0.0.3", b_port, b_dir.path(), std::slice::from_ref(&a_url), &[], &[]);
     let (smol, gemma) = (smol_id(), gemma_id());
 
@@ -99,6 +103,15 @@ fn nodes_answer_for_each_others_models_and_survive_a_peer_dying_mid_stream() {
     assert_eq!(text, direct["choices"][0]["text"].as_str().unwrap());
     let (status, _, v) = post(&a, "/v1/embeddings", &json!({ "model": gemma, "input": "hello there" }));
     assert_eq!(status, 200, "{v}");
+    // A task chain resolves across the fleet.
+    let (status, head, v) = post(
+        &a,
+        "/v1/completions",
+        &json!({ "model": "task:memory", "prompt": "The sky is", "max_tokens": 8, "temperature": 0 }),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(head.contains(&format!("x-model-bucket-node: {b_url}")), "{head}");
+    assert_eq!(v["choices"][0]["text"], direct["choices"][0]["text"]);
 
     // The official SDK, through A, for B's model: whole and streamed chat.
     let sdk = r#"
@@ -123,6 +136,12 @@ print("ok", whole.choices[0].message.content)
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
+    // A request that already made a hop is answered where it lands: A does not pass it on.
+    let hop =
+        open_at(a.addr(), "POST", "/v1/completions", "x-model-bucket-hop: 1\r\n", &body.to_string(), None).unwrap();
+    let (status, resp) = server::read_response(hop).unwrap();
+    assert_eq!(status, 404, "{resp}");
+
     // B dies mid-stream: A's client gets an error event, not a silent end.
     let long = json!({ "model": gemma, "prompt": "Count:", "max_tokens": 4000, "temperature": 0, "stream": true, "logit_bias": { "1": -100, "106": -100 } });
     let mut events = sse(a.addr(), "/v1/completions", &long);
@@ -134,6 +153,7 @@ print("ok", whole.choices[0].message.content)
     let rest: Vec<String> = events.collect();
     let error = rest.iter().find(|e| e.contains("\"error\"")).unwrap_or_else(|| panic!("no error event: {rest:?}"));
     assert!(error.contains("mid-stream"), "{error}");
+    assert_eq!(rest.last().map(String::as_str), Some("[DONE]"), "{rest:?}");
     // Its models leave A's list within a few polls, and A still serves its own.
     assert!(eventually(Duration::from_secs(5), || listed(&a, &gemma).is_none()), "B's model still listed");
     let (status, _, v) = post(&a, "/v1/completions", &json!({ "model": gemma, "prompt": "x", "max_tokens": 1 }));

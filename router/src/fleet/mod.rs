@@ -61,8 +61,12 @@ pub struct Fleet {
 impl Fleet {
     pub fn new(cfg: FleetConfig) -> Arc<Fleet> {
         let node_id = format!("{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish());
+        // No redirects (a peer could send prompts or the key elsewhere) and no proxy from the
+        // environment (the key would go to it).
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .build()
             .expect("an HTTP client with default settings builds");
         Arc::new(Fleet { node_id, cfg, client, peers: RwLock::new(Vec::new()) })
@@ -77,6 +81,28 @@ impl Fleet {
     pub fn candidates(&self, name: &str) -> Vec<String> {
         let peers = self.peers.read().expect("fleet lock");
         table::candidates(&peers, name, Instant::now()).into_iter().map(|p| p.url.clone()).collect()
+    }
+
+    /// Whether some usable peer has model `name` (able to chat, for `chat`).
+    pub fn serves(&self, name: &str, chat: bool) -> bool {
+        let peers = self.peers.read().expect("fleet lock");
+        table::candidates(&peers, name, Instant::now()).iter().any(|p| {
+            p.model(name).is_some_and(|m| {
+                !chat || m.entry["capabilities"].as_array().is_some_and(|c| c.iter().any(|c| c == "chat"))
+            })
+        })
+    }
+
+    /// The entry of the peers' model `name` (ID or alias), with its node.
+    pub fn entry(&self, name: &str) -> Option<Value> {
+        let peers = self.peers.read().expect("fleet lock");
+        peers.iter().find_map(|p| {
+            p.model(name).map(|m| {
+                let mut e = m.entry.clone();
+                e["node"] = Value::String(p.url.clone());
+                e
+            })
+        })
     }
 
     /// Every peer's model entries, each with `node` set to the peer's URL; a model several

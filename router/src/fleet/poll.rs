@@ -12,6 +12,8 @@ use super::{Fleet, HOP, NODE_ID};
 
 /// The most a peer's `/v1/models` answer may hold, in bytes.
 const MAX_LIST_BYTES: usize = 4 << 20;
+/// The most addresses taken from the DNS name.
+const MAX_DNS_PEERS: usize = 64;
 
 /// Polls until the process ends.
 pub async fn run(fleet: Arc<Fleet>) {
@@ -76,7 +78,7 @@ async fn urls(fleet: &Fleet, resolver: Option<&TokioResolver>) -> Vec<String> {
     let Some((name, port)) = name_port.rsplit_once(':') else { return out };
     match resolver.lookup_ip(name).await {
         Ok(ips) => {
-            for ip in ips.iter() {
+            for ip in ips.iter().take(MAX_DNS_PEERS) {
                 let u = format!("http://{}", std::net::SocketAddr::new(ip, port.parse().unwrap_or(8080)));
                 if !out.contains(&u) {
                     out.push(u);
@@ -117,15 +119,19 @@ async fn ask(fleet: &Fleet, url: &str) -> Answer {
     if !status.is_success() {
         return Answer::Failed(format!("answered {status} to GET /v1/models"));
     }
-    if resp.content_length().is_some_and(|n| n as usize > MAX_LIST_BYTES) {
-        return Answer::Failed("its model list is too large".into());
+    // Read piece by piece: a peer that sends more than the limit is cut off there.
+    let mut resp = resp;
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) if body.len() + c.len() <= MAX_LIST_BYTES => body.extend_from_slice(&c),
+            Ok(Some(_)) => return Answer::Failed(format!("its model list is over {} MiB", MAX_LIST_BYTES >> 20)),
+            Ok(None) => break,
+            Err(e) => return Answer::Failed(format!("its model list was cut off: {e}")),
+        }
     }
-    match resp.bytes().await {
-        Ok(b) if b.len() <= MAX_LIST_BYTES => match serde_json::from_slice::<serde_json::Value>(&b) {
-            Ok(v) => Answer::Models(parse_models(&v)),
-            Err(e) => Answer::Failed(format!("its model list is not JSON: {e}")),
-        },
-        Ok(_) => Answer::Failed("its model list is too large".into()),
-        Err(e) => Answer::Failed(format!("its model list was cut off: {e}")),
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => Answer::Models(parse_models(&v)),
+        Err(e) => Answer::Failed(format!("its model list is not JSON: {e}")),
     }
 }

@@ -84,12 +84,16 @@ pub fn candidates<'p>(peers: &'p [Peer], name: &str, now: Instant) -> Vec<&'p Pe
     found.into_iter().map(|(p, _)| p).collect()
 }
 
+/// The most models taken from one peer.
+pub const MAX_PEER_MODELS: usize = 4096;
+
 /// Reads a peer's `/v1/models` answer into its models (tasks and entries without an ID are
-/// left out).
+/// left out; at most [`MAX_PEER_MODELS`]).
 pub fn parse_models(v: &Value) -> Vec<PeerModel> {
     let Some(data) = v["data"].as_array() else { return Vec::new() };
     data.iter()
         .filter(|m| m["task"].is_null())
+        .take(MAX_PEER_MODELS)
         .filter_map(|m| {
             let id = m["id"].as_str()?.to_string();
             let aliases = m["aliases"]

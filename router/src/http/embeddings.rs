@@ -89,9 +89,11 @@ async fn serve(r: &Arc<Registry>, req: &EmbeddingsRequest) -> Result<Response, A
     let cat = r.catalog();
     let config = r.config();
     let id = match routing::task(&req.model, &config.tasks, cat.resolve(&req.model).is_some()) {
-        Some(task) => match routing::live_candidates(r, &config.tasks[task], false).into_iter().find_map(|c| match c {
-            routing::Candidate::Local(id) => Some(id),
-            routing::Candidate::Upstream(_) => None,
+        Some(task) => match routing::live_candidates(r, &config.tasks[task], false, None).into_iter().find_map(|c| {
+            match c {
+                routing::Candidate::Local(id) => Some(id),
+                routing::Candidate::Upstream(_) | routing::Candidate::Peer(_) => None,
+            }
         }) {
             Some(id) => id,
             None => {

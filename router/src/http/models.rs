@@ -75,10 +75,11 @@ pub(super) fn model_object(r: &Registry, m: &ModelInfo) -> Value {
 
 /// A task as a model entry: `task:NAME`, its chain, and the model it would use now.
 fn task_object(r: &Registry, name: &str, chain: &[String]) -> Value {
-    let now = routing::live_candidates(r, chain, false);
+    let now = routing::live_candidates(r, chain, false, None);
     let serving = now.first().map(|c| match c {
         routing::Candidate::Local(id) => id.to_string(),
         routing::Candidate::Upstream(m) => format!("{}{m}", model_bucket_shared::config::UPSTREAM_PREFIX),
+        routing::Candidate::Peer(m) => m.clone(),
     });
     json!({
         "id": format!("{}{name}", routing::TASK_PREFIX),
@@ -130,11 +131,7 @@ pub async fn retrieve(
     if let Some(m) = cat.resolve(&id) {
         return Ok(Json(model_object(&r, m)));
     }
-    if let Some(e) = fleet.and_then(|f| {
-        f.entries().into_iter().find(|e| {
-            e["id"] == id.as_str() || e["aliases"].as_array().is_some_and(|a| a.iter().any(|x| x == id.as_str()))
-        })
-    }) {
+    if let Some(e) = fleet.and_then(|f| f.entry(&id)) {
         return Ok(Json(e));
     }
     let config = r.config();

@@ -35,7 +35,7 @@ pub async fn route(
     let path = if kind == Kind::Chat { "/v1/chat/completions" } else { "/v1/completions" };
     let chain = match routing::task(&c.model, &config.tasks, cat.resolve(&c.model).is_some()) {
         Some(task) => {
-            let found = routing::live_candidates(&r, &config.tasks[task], kind == Kind::Chat);
+            let found = routing::live_candidates(&r, &config.tasks[task], kind == Kind::Chat, peers);
             if found.is_empty() {
                 return Err(ApiError::unavailable(
                     format!(
@@ -59,6 +59,15 @@ pub async fn route(
                 Some(m) => serve(r.clone(), job.clone(), c, m, started).await,
                 None => Err(ApiError::model_not_found(id)),
             },
+            routing::Candidate::Peer(model) => match peers {
+                Some(f) => match super::peer::with_model(raw, model) {
+                    Ok(body) => super::peer::forward(f, path, &body, model)
+                        .await
+                        .unwrap_or_else(|| Err(ApiError::unavailable(format!("no peer has {model} any more"), 5))),
+                    Err(e) => Err(e),
+                },
+                None => Err(ApiError::internal("a peer candidate without peers")),
+            },
             routing::Candidate::Upstream(model) => match &config.upstream {
                 Some(up) => {
                     let endpoint = if kind == Kind::Chat { "chat/completions" } else { "completions" };
@@ -74,9 +83,10 @@ pub async fn route(
             _ => break,
         }
     }
-    // A model this node has but cannot serve now (failed, no memory) may be served by a peer.
+    // A model this node has but cannot serve now (failed, no memory: 503, before any work) may
+    // be served by a peer; a request that broke a worker here is not sent on.
     if let (Err(e), Some(f)) = (&result, peers) {
-        if e.status.is_server_error() && chain.len() == 1 {
+        if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE && chain.len() == 1 {
             if let Some(forwarded) = super::peer::forward(f, path, raw, &c.model).await {
                 tracing::info!(model = %c.model, error = %e.message, "served by a peer instead");
                 return forwarded;

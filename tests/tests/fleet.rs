@@ -112,6 +112,9 @@ fn nodes_answer_for_each_others_models_and_survive_a_peer_dying_mid_stream() {
     assert_eq!(status, 200, "{v}");
     assert!(head.contains(&format!("x-model-bucket-node: {b_url}")), "{head}");
     assert_eq!(v["choices"][0]["text"], direct["choices"][0]["text"]);
+    let (status, head, v) = post(&a, "/v1/embeddings", &json!({ "model": "task:memory", "input": "hello there" }));
+    assert_eq!(status, 200, "{v}");
+    assert!(head.contains(&format!("x-model-bucket-node: {b_url}")), "{head}");
 
     // The official SDK, through A, for B's model: whole and streamed chat.
     let sdk = r#"

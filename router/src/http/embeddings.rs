@@ -71,7 +71,17 @@ pub async fn embeddings(
     let result = if r.catalog().resolve(&req.model).is_none() && !is_task {
         super::route::elsewhere(peers.as_deref(), "/v1/embeddings", &raw, &req.model).await
     } else {
-        serve(&r, &req).await
+        match serve(&r, &req, peers.as_deref()).await {
+            Served::Here(result) => result,
+            // The task's first model that can serve is a peer's.
+            Served::Peer(model) => match (peers.as_deref(), super::peer::with_model(&raw, &model)) {
+                (Some(f), Ok(body)) => super::peer::forward(f, "/v1/embeddings", &body, &model)
+                    .await
+                    .unwrap_or_else(|| Err(ApiError::unavailable(format!("no peer has {model} any more"), 5))),
+                (_, Err(e)) => Err(e),
+                (None, _) => Err(ApiError::internal("a peer candidate without peers")),
+            },
+        }
     };
     let status = match &result {
         Ok(resp) => resp.status().as_u16(),
@@ -82,23 +92,40 @@ pub async fn embeddings(
     result
 }
 
-async fn serve(r: &Arc<Registry>, req: &EmbeddingsRequest) -> Result<Response, ApiError> {
+/// Where an embeddings request was served, or is to be.
+enum Served {
+    Here(Result<Response, ApiError>),
+    /// On a peer, by this name of a task chain.
+    Peer(String),
+}
+
+async fn serve(r: &Arc<Registry>, req: &EmbeddingsRequest, peers: Option<&crate::fleet::Fleet>) -> Served {
+    match serve_here(r, req, peers).await {
+        Ok(Ok(resp)) => Served::Here(Ok(resp)),
+        Ok(Err(model)) => Served::Peer(model),
+        Err(e) => Served::Here(Err(e)),
+    }
+}
+
+/// Serves `req` on this node, or names the peer model its task chain reaches first.
+async fn serve_here(
+    r: &Arc<Registry>,
+    req: &EmbeddingsRequest,
+    peers: Option<&crate::fleet::Fleet>,
+) -> Result<Result<Response, String>, ApiError> {
     let started = Instant::now();
     let inputs = inputs(&req.input)?;
     let b64 = base64_format(req.encoding_format.as_deref())?;
     let cat = r.catalog();
     let config = r.config();
     let id = match routing::task(&req.model, &config.tasks, cat.resolve(&req.model).is_some()) {
-        Some(task) => match routing::live_candidates(r, &config.tasks[task], false, None).into_iter().find_map(|c| {
-            match c {
-                routing::Candidate::Local(id) => Some(id),
-                routing::Candidate::Upstream(_) | routing::Candidate::Peer(_) => None,
-            }
-        }) {
-            Some(id) => id,
-            None => {
-                return Err(ApiError::unavailable(format!("no local model of task {task} can serve embeddings"), 30))
-            }
+        Some(task) => match routing::live_candidates(r, &config.tasks[task], false, peers)
+            .into_iter()
+            .find(|c| !matches!(c, routing::Candidate::Upstream(_)))
+        {
+            Some(routing::Candidate::Local(id)) => id,
+            Some(routing::Candidate::Peer(model)) => return Ok(Err(model)),
+            _ => return Err(ApiError::unavailable(format!("no model of task {task} can serve embeddings"), 30)),
         },
         None => cat.resolve(&req.model).ok_or_else(|| ApiError::model_not_found(&req.model))?.id.clone(),
     };
@@ -135,13 +162,13 @@ async fn serve(r: &Arc<Registry>, req: &EmbeddingsRequest) -> Result<Response, A
             json!({ "object": "embedding", "index": i, "embedding": embedding })
         })
         .collect();
-    Ok(axum::Json(json!({
+    Ok(Ok(axum::Json(json!({
         "object": "list",
         "data": data,
         "model": m.id,
         "usage": { "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens },
     }))
-    .into_response())
+    .into_response()))
 }
 
 #[cfg(test)]

@@ -39,9 +39,11 @@ impl Server {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let kv_dir = tempfile::tempdir().expect("kv cache folder");
         let child = Command::new(crate::bin("model-bucket"))
-            .args(["serve", "--host", &host.to_string(), "--port", &port.to_string(), "--models-dir"])
+            .args(["serve", "--port", &port.to_string(), "--models-dir"])
             .arg(models_dir)
             .args(extra)
+            // Flags that name a host (0.0.0.0 reaches this one too) win over `addr`'s.
+            .args(if extra.contains(&"--host") { vec![] } else { vec!["--host".to_string(), host.to_string()] })
             .args(crate::worker::one_thread_unless_asked(extra))
             .env("EDEN_LOG", "info")
             .env("EDEN_KV_CACHE_DIR", kv_dir.path())

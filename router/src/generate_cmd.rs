@@ -42,16 +42,10 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
     let cat = bucket::scan(&dir, &config)?;
     let asked = resolve(&cat, &a.id)?;
     // A base plus an adapter runs on its base with the adapter.
-    let m = match &asked.lora {
-        Some(l) => cat
-            .models
-            .iter()
-            .find(|b| b.id == l.base)
-            .with_context(|| format!("the base {} of {} is not in the folder", l.base, asked.id))?,
-        None => asked,
-    };
-    let lora: Vec<LoraUse> =
-        asked.lora.iter().map(|l| LoraUse { path: l.adapter.to_string_lossy().into_owned(), scale: l.scale }).collect();
+    let m = cat
+        .worker_of(asked)
+        .with_context(|| format!("the base {} of {} is not in the folder", asked.worker_id(), asked.id))?;
+    let lora: Vec<LoraUse> = asked.lora.iter().map(|l| l.to_use()).collect();
     let mc = cat.model_config(&config, &m.id);
     let chat_possible = m.has_chat_template || mc.chat_template.is_some();
     let prompt = if a.raw || !chat_possible {

@@ -59,6 +59,13 @@ pub struct LoraOf {
     pub scale: f32,
 }
 
+impl LoraOf {
+    /// The adapter as a request to the base's worker names it.
+    pub fn to_use(&self) -> crate::protocol::LoraUse {
+        crate::protocol::LoraUse { path: self.adapter.to_string_lossy().into_owned(), scale: self.scale }
+    }
+}
+
 /// An adapter file a base's worker loads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterFile {

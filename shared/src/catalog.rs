@@ -235,6 +235,15 @@ impl Catalog {
             .unwrap_or_default()
     }
 
+    /// The model whose worker serves `m`: `m` itself, or for a base plus an adapter its base
+    /// (`None` when the base has left the folder).
+    pub fn worker_of<'c>(&'c self, m: &'c ModelInfo) -> Option<&'c ModelInfo> {
+        match &m.lora {
+            None => Some(m),
+            Some(l) => self.models.iter().find(|b| b.id == l.base),
+        }
+    }
+
     /// Finds a model by full ID, alias or custom ID (exact first, then case-insensitive), or by
     /// file name when only one model has it.
     pub fn resolve(&self, name: &str) -> Option<&ModelInfo> {

@@ -120,8 +120,7 @@ impl Server {
 
     /// A plain HTTP/1.1 GET: (status, body).
     pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        let (status, resp) = read_response(open_at(self.addr(), "GET", path, "", "", None)?)?;
-        Ok((status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+        get_at(self.addr(), path)
     }
 }
 
@@ -167,7 +166,12 @@ pub fn read_response(mut c: TcpStream) -> std::io::Result<(u16, String)> {
 
 /// `GET path`: (status, body).
 pub fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let (status, resp) = read_response(open(port, "GET", path, "", "", None)?)?;
+    get_at(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port), path)
+}
+
+/// [`get`] for any address.
+pub fn get_at(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let (status, resp) = read_response(open_at(addr, "GET", path, "", "", None)?)?;
     Ok((status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
 }
 

@@ -40,7 +40,6 @@ pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command
     let mut model = LlamaModel::load_from_file(&backend, &args.model, &params)
         .with_context(|| format!("llama.cpp could not load {}", args.model.display()))?;
     let (adapters, adapter_failures) = load_adapters(&mut model, &args.lora);
-    let model = model;
 
     let template = chat_template(args, &model)?;
     let n_ctx_train = model.n_ctx_train().max(1);

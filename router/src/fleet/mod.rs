@@ -145,21 +145,19 @@ impl Fleet {
 
     /// A request is being sent to `url`: it counts as busy there until the next poll.
     pub fn sending(&self, url: &str) {
-        let mut peers = self.peers.write().expect("fleet lock");
-        if let Some(p) = peers.iter_mut().find(|p| p.url == url) {
-            p.sent = p.sent.saturating_add(1);
-        }
+        self.with_peer(url, |p| p.sent = p.sent.saturating_add(1));
     }
 
     /// A request forwarded to `url` went through (`ok`) or could not reach it.
     pub fn record(&self, url: &str, ok: bool) {
+        self.with_peer(url, |p| if ok { p.succeeded() } else { p.failed(Instant::now()) });
+    }
+
+    /// Applies `f` to the peer at `url`, if it is still one.
+    fn with_peer(&self, url: &str, f: impl FnOnce(&mut Peer)) {
         let mut peers = self.peers.write().expect("fleet lock");
         if let Some(p) = peers.iter_mut().find(|p| p.url == url) {
-            if ok {
-                p.succeeded();
-            } else {
-                p.failed(Instant::now());
-            }
+            f(p);
         }
     }
 

@@ -72,15 +72,10 @@ pub async fn embeddings(
         super::route::elsewhere(peers.as_deref(), "/v1/embeddings", &raw, &req.model).await
     } else {
         match serve(&r, &req, peers.as_deref()).await {
-            Served::Here(result) => result,
+            Ok(Served::Here(resp)) => Ok(resp),
             // The task's first model that can serve is a peer's.
-            Served::Peer(model) => match (peers.as_deref(), super::peer::with_model(&raw, &model)) {
-                (Some(f), Ok(body)) => super::peer::forward(f, "/v1/embeddings", &body, &model)
-                    .await
-                    .unwrap_or_else(|| Err(ApiError::unavailable(format!("no peer has {model} any more"), 5))),
-                (_, Err(e)) => Err(e),
-                (None, _) => Err(ApiError::internal("a peer candidate without peers")),
-            },
+            Ok(Served::Peer(model)) => super::peer::forward_as(peers.as_deref(), "/v1/embeddings", &raw, &model).await,
+            Err(e) => Err(e),
         }
     };
     let status = match &result {
@@ -92,27 +87,19 @@ pub async fn embeddings(
     result
 }
 
-/// Where an embeddings request was served, or is to be.
+/// An embeddings request served here, or to be served by a peer.
 enum Served {
-    Here(Result<Response, ApiError>),
+    Here(Response),
     /// On a peer, by this name of a task chain.
     Peer(String),
 }
 
-async fn serve(r: &Arc<Registry>, req: &EmbeddingsRequest, peers: Option<&crate::fleet::Fleet>) -> Served {
-    match serve_here(r, req, peers).await {
-        Ok(Ok(resp)) => Served::Here(Ok(resp)),
-        Ok(Err(model)) => Served::Peer(model),
-        Err(e) => Served::Here(Err(e)),
-    }
-}
-
 /// Serves `req` on this node, or names the peer model its task chain reaches first.
-async fn serve_here(
+async fn serve(
     r: &Arc<Registry>,
     req: &EmbeddingsRequest,
     peers: Option<&crate::fleet::Fleet>,
-) -> Result<Result<Response, String>, ApiError> {
+) -> Result<Served, ApiError> {
     let started = Instant::now();
     let inputs = inputs(&req.input)?;
     let b64 = base64_format(req.encoding_format.as_deref())?;
@@ -124,7 +111,7 @@ async fn serve_here(
             .find(|c| !matches!(c, routing::Candidate::Upstream(_)))
         {
             Some(routing::Candidate::Local(id)) => id,
-            Some(routing::Candidate::Peer(model)) => return Ok(Err(model)),
+            Some(routing::Candidate::Peer(model)) => return Ok(Served::Peer(model)),
             _ => return Err(ApiError::unavailable(format!("no model of task {task} can serve embeddings"), 30)),
         },
         None => cat.resolve(&req.model).ok_or_else(|| ApiError::model_not_found(&req.model))?.id.clone(),
@@ -162,13 +149,15 @@ async fn serve_here(
             json!({ "object": "embedding", "index": i, "embedding": embedding })
         })
         .collect();
-    Ok(Ok(axum::Json(json!({
-        "object": "list",
-        "data": data,
-        "model": m.id,
-        "usage": { "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens },
-    }))
-    .into_response()))
+    Ok(Served::Here(
+        axum::Json(json!({
+            "object": "list",
+            "data": data,
+            "model": m.id,
+            "usage": { "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens },
+        }))
+        .into_response(),
+    ))
 }
 
 #[cfg(test)]

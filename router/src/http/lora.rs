@@ -4,6 +4,7 @@
 //! base's adapters (`adapters` in `/v1/models`) or an adapter model's ID, and adapters it does
 //! not name are off.
 
+use model_bucket_shared::adapter::LoraOf;
 use model_bucket_shared::protocol::{LoraUse, MAX_LORA_SCALE};
 use model_bucket_shared::{Catalog, ModelInfo};
 use serde::Deserialize;
@@ -37,12 +38,9 @@ pub enum LoraRef {
 
 /// The model whose worker serves `m` (itself, or its base), as `cat` has it.
 pub fn worker_of<'c>(cat: &'c Catalog, m: &'c ModelInfo) -> Result<&'c ModelInfo, ApiError> {
-    match &m.lora {
-        None => Ok(m),
-        Some(l) => cat.models.iter().find(|b| b.id == l.base).ok_or_else(|| {
-            ApiError::unavailable(format!("the base {} of model {} is no longer in the folder", l.base, m.id), 5)
-        }),
-    }
+    cat.worker_of(m).ok_or_else(|| {
+        ApiError::unavailable(format!("the base {} of model {} is no longer in the folder", m.worker_id(), m.id), 5)
+    })
 }
 
 /// The adapters a request for `m` runs with on `base`'s worker: its `lora` list when it sends
@@ -55,7 +53,7 @@ pub fn uses(
 ) -> Result<Vec<LoraUse>, ApiError> {
     let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
     let Some(asked) = asked else {
-        return Ok(m.lora.iter().map(|l| LoraUse { path: path(&l.adapter), scale: l.scale }).collect());
+        return Ok(m.lora.iter().map(LoraOf::to_use).collect());
     };
     if asked.len() > MAX_LORA_ENTRIES {
         return Err(ApiError::bad_param("lora", format!("at most {MAX_LORA_ENTRIES} entries")));

@@ -33,11 +33,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Peers {
 
 /// `raw` (a JSON request) with `model` in place of the client's: a task chain's entry, which
 /// the peer knows by that name.
-pub fn with_model(raw: &Bytes, model: &str) -> Result<Bytes, ApiError> {
+fn with_model(raw: &Bytes, model: &str) -> Result<Bytes, ApiError> {
     let mut body: serde_json::Value =
         serde_json::from_slice(raw).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
     body["model"] = serde_json::Value::String(model.to_string());
     Ok(Bytes::from(body.to_string()))
+}
+
+/// A task chain's peer candidate `model`: `raw` sent with that model to the best peer that has
+/// it.
+pub async fn forward_as(peers: Option<&Fleet>, path: &str, raw: &Bytes, model: &str) -> Result<Response, ApiError> {
+    let Some(f) = peers else { return Err(ApiError::internal("a peer candidate without peers")) };
+    let body = with_model(raw, model)?;
+    forward(f, path, &body, model)
+        .await
+        .unwrap_or_else(|| Err(ApiError::unavailable(format!("no peer has {model} any more"), 5)))
 }
 
 /// Peers tried for one request at most.

@@ -59,15 +59,7 @@ pub async fn route(
                 Some(m) => serve(r.clone(), job.clone(), c, m, started).await,
                 None => Err(ApiError::model_not_found(id)),
             },
-            routing::Candidate::Peer(model) => match peers {
-                Some(f) => match super::peer::with_model(raw, model) {
-                    Ok(body) => super::peer::forward(f, path, &body, model)
-                        .await
-                        .unwrap_or_else(|| Err(ApiError::unavailable(format!("no peer has {model} any more"), 5))),
-                    Err(e) => Err(e),
-                },
-                None => Err(ApiError::internal("a peer candidate without peers")),
-            },
+            routing::Candidate::Peer(model) => super::peer::forward_as(peers, path, raw, model).await,
             routing::Candidate::Upstream(model) => match &config.upstream {
                 Some(up) => {
                     let endpoint = if kind == Kind::Chat { "chat/completions" } else { "completions" };

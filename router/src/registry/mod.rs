@@ -212,7 +212,7 @@ impl Registry {
     pub fn can_chat(&self, m: &ModelInfo) -> bool {
         if m.lora.is_some() {
             let cat = self.catalog();
-            return cat.models.iter().find(|b| &b.id == m.worker_id()).is_some_and(|b| self.can_chat(b));
+            return cat.worker_of(m).is_some_and(|b| self.can_chat(b));
         }
         match self.state(&m.id) {
             State::Ready(live) => live.ready.has_chat_template,

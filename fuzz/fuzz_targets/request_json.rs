@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use model_bucket::http::openai::{self, ChatRequest, CompletionRequest};
+use model_bucket::http::openai::request::{self as openai, ChatRequest, CompletionRequest};
 use model_bucket_shared::protocol::{Prompt, RequestId};
 
 fuzz_target!(|data: &[u8]| {

@@ -136,13 +136,13 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         );
     }
     let admin_key = s.admin_key.as_deref().map(str::trim).filter(|k| !k.is_empty()).map(Into::into);
-    let access = crate::http::access::Access { api_key: api_key.map(Into::into), admin_key };
+    let access = crate::http::guard::access::Access { api_key: api_key.map(Into::into), admin_key };
     let registry = {
         // Its supervisor runs as a task on this runtime.
         let _rt = rt.enter();
         Registry::new(catalog, config, b.config.clone(), defaults, limits)
     };
-    let guard = crate::http::guard::Guard {
+    let guard = crate::http::guard::origin::Guard {
         loopback: s.host.is_loopback(),
         allowed_hosts: s.allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
         cors_origins: s.cors_origins.clone(),

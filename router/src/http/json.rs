@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 
 pub struct Json<T>(pub T);
 

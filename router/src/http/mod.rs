@@ -1,32 +1,17 @@
-//! The OpenAI-compatible HTTP API.
+//! The HTTP API. Each dialect is a translator in its own folder ([`openai`]) that reads its
+//! requests into the one internal [`job`] and writes the job's events back in its own shapes;
+//! [`admin`] holds the ops endpoints, [`guard`] what every request passes first, and [`page`]
+//! the web page. [`error`] and [`json`] are the envelope and body reader they share.
 
-pub mod access;
-mod add;
 pub mod admin;
-mod call;
-pub mod clients;
-pub mod completions;
-pub mod embeddings;
 pub mod error;
-mod events;
-mod fanout;
 pub mod guard;
+pub mod job;
 pub mod json;
-mod limits;
-mod logs;
-pub mod lora;
-pub mod models;
 pub mod openai;
 pub mod page;
-pub mod peer;
-pub mod pull;
-mod respond;
-mod route;
-mod stream;
 #[cfg(test)]
 mod tests;
-mod tools;
-pub mod upstream;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -36,6 +21,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::registry::Registry;
 use error::ApiError;
+use guard::{access, clients};
+use openai::{completions, embeddings, models};
 
 /// The whole API. `body_limit` is the largest request body accepted, in bytes; `access` says
 /// which key requests need, `guard` which hosts, origins and body types may reach it, and
@@ -44,7 +31,7 @@ pub fn app(
     registry: Arc<Registry>,
     body_limit: usize,
     access: access::Access,
-    guard: guard::Guard,
+    guard: guard::origin::Guard,
     max_client_requests: usize,
 ) -> Router {
     let cors_origins = guard.cors_origins.clone();
@@ -57,17 +44,17 @@ pub fn app(
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
-        .route("/admin/workers", get(admin::workers))
-        .route("/admin/events", get(events::events))
-        .route("/admin/models", post(add::add))
-        .route("/admin/models/{id}/load", post(admin::load))
-        .route("/admin/models/{id}/unload", post(admin::unload))
-        .route("/admin/models/{id}/logs", get(logs::logs))
-        .route("/admin/rescan", post(admin::rescan))
-        .route("/admin/peers", get(admin::peers))
-        .route("/admin/restart", post(admin::restart))
-        .route("/admin/pull", post(pull::pull))
-        .route("/metrics", get(admin::metrics))
+        .route("/admin/workers", get(admin::ops::workers))
+        .route("/admin/events", get(admin::events::events))
+        .route("/admin/models", post(admin::add))
+        .route("/admin/models/{id}/load", post(admin::ops::load))
+        .route("/admin/models/{id}/unload", post(admin::ops::unload))
+        .route("/admin/models/{id}/logs", get(admin::logs::logs))
+        .route("/admin/rescan", post(admin::ops::rescan))
+        .route("/admin/peers", get(admin::ops::peers))
+        .route("/admin/restart", post(admin::ops::restart))
+        .route("/admin/pull", post(admin::pull::pull))
+        .route("/metrics", get(admin::ops::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -76,7 +63,7 @@ pub fn app(
             clients::limit,
         ))
         .layer(axum::middleware::from_fn_with_state(access, access::require_key))
-        .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::origin::check))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(registry);
     match access::cors(&cors_origins) {

@@ -9,7 +9,7 @@ use axum::extract::Path;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The policy every page file is served with.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

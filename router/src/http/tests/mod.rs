@@ -47,8 +47,8 @@ fn app(api_key: Option<&str>) -> axum::Router {
 }
 
 fn app_of(registry: Arc<Registry>, api_key: Option<&str>) -> axum::Router {
-    let access = super::access::Access { api_key: api_key.map(Into::into), admin_key: None };
-    let guard = super::guard::Guard { loopback: true, allowed_hosts: vec![], cors_origins: vec![] };
+    let access = crate::http::guard::access::Access { api_key: api_key.map(Into::into), admin_key: None };
+    let guard = crate::http::guard::origin::Guard { loopback: true, allowed_hosts: vec![], cors_origins: vec![] };
     super::app(registry, 1 << 20, access, guard, 64)
 }
 
@@ -176,8 +176,8 @@ async fn adding_a_file_by_path_is_for_local_or_admin_callers_only() {
     let (status, v) = add_from(&mut open, Some("127.0.0.1:1"), None, r#"{"path": "/x.gguf", "extra": 1}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "unknown fields are refused: {v}");
     // With an admin key, a remote caller that presents it may add; the API key is not enough.
-    let access = super::access::Access { api_key: Some("api".into()), admin_key: Some("adm".into()) };
-    let guard = super::guard::Guard { loopback: false, allowed_hosts: vec![], cors_origins: vec![] };
+    let access = crate::http::guard::access::Access { api_key: Some("api".into()), admin_key: Some("adm".into()) };
+    let guard = crate::http::guard::origin::Guard { loopback: false, allowed_hosts: vec![], cors_origins: vec![] };
     let mut keyed = super::app(registry(), 1 << 20, access, guard, 64);
     let (status, _) = add_from(&mut keyed, Some("192.168.1.5:40000"), Some("api"), body).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The key requests must carry, if any.
 #[derive(Clone, Default)]
@@ -26,7 +26,7 @@ pub struct Access {
 impl Access {
     /// The key a request to `path` needs, if any.
     fn key_for(&self, path: &str) -> Option<&str> {
-        if path == "/health" || super::page::is_page(path) {
+        if path == "/health" || crate::http::page::is_page(path) {
             return None;
         }
         if path.starts_with("/admin/") || path == "/admin" {

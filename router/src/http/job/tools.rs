@@ -15,7 +15,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 
 /// At most this many tools per request (OpenAI's limit).
 pub const MAX_TOOLS: usize = 128;

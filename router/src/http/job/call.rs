@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 use crate::metrics::{ModelLabel, SourceLabel};
 use crate::registry::{Lease, Registry};
 use crate::worker::Event;

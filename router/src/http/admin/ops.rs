@@ -8,7 +8,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 use crate::metrics::ModelLabel;
 use crate::registry::Registry;
 
@@ -30,7 +30,7 @@ pub async fn load(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Res
     let cat = r.catalog();
     let m = cat.resolve(&id).ok_or_else(|| ApiError::model_not_found(&id))?;
     // A base plus an adapter loads its base's worker.
-    let m = super::lora::worker_of(&cat, m)?;
+    let m = crate::http::job::lora::worker_of(&cat, m)?;
     r.load(m).await?;
     Ok(Json(model_status(&r, &m.id).await))
 }
@@ -38,7 +38,7 @@ pub async fn load(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Res
 pub async fn unload(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let cat = r.catalog();
     let m = cat.resolve(&id).ok_or_else(|| ApiError::model_not_found(&id))?;
-    let m = super::lora::worker_of(&cat, m)?;
+    let m = crate::http::job::lora::worker_of(&cat, m)?;
     let state = r.unload(&m.id).await;
     Ok(Json(json!({ "model": m.id, "state": state })))
 }

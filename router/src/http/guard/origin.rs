@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 
 /// What the guard lets through.
 #[derive(Debug, Clone, Default)]

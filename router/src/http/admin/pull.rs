@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-use super::error::ApiError;
-use super::json::Json;
+use crate::http::error::ApiError;
+use crate::http::json::Json;
 use crate::pull::{self, Hub, Progress, PullError, Request};
 use crate::registry::Registry;
 

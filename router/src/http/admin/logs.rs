@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 use crate::registry::Registry;
 
 fn line(text: &str) -> Event {

@@ -6,7 +6,7 @@ use model_bucket_shared::protocol::{DoneInfo, FinishReason, TokenLogprob};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::tools;
+use crate::http::job::tools;
 
 pub mod body;
 mod token_chunk;

@@ -10,11 +10,11 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::call::{self, gone};
-use super::error::ApiError;
-use super::json::JsonRaw;
-use super::openai::{self, PromptIn};
-use super::peer::Peers;
+use crate::http::job::call::{self, gone};
+use crate::http::error::ApiError;
+use crate::http::json::JsonRaw;
+use crate::http::openai::request::{self as openai, PromptIn};
+use crate::http::job::peer::Peers;
 use crate::metrics::RequestLabel;
 use crate::registry::Registry;
 use crate::routing;
@@ -32,8 +32,8 @@ pub struct EmbeddingsRequest {
     pub encoding_format: Option<String>,
     /// Accepted only as the model's own width: vectors are not truncated.
     pub dimensions: Option<u64>,
-    /// LoRA adapters for this request (see [`super::lora`]).
-    pub lora: Option<Vec<super::lora::LoraParam>>,
+    /// LoRA adapters for this request (see [`crate::http::job::lora`]).
+    pub lora: Option<Vec<crate::http::job::lora::LoraParam>>,
 }
 
 /// The inputs as worker prompts, checked: at least one, none empty, at most [`MAX_INPUTS`].
@@ -69,12 +69,12 @@ pub async fn embeddings(
 ) -> Result<Response, ApiError> {
     let is_task = routing::task(&req.model, &r.config().tasks, r.catalog().resolve(&req.model).is_some()).is_some();
     let result = if r.catalog().resolve(&req.model).is_none() && !is_task {
-        super::route::elsewhere(peers.as_deref(), "/v1/embeddings", &raw, &req.model).await
+        crate::http::job::route::elsewhere(peers.as_deref(), "/v1/embeddings", &raw, &req.model).await
     } else {
         match serve(&r, &req, peers.as_deref()).await {
             Ok(Served::Here(resp)) => Ok(resp),
             // The task's first model that can serve is a peer's.
-            Ok(Served::Peer(model)) => super::peer::forward_as(peers.as_deref(), "/v1/embeddings", &raw, &model).await,
+            Ok(Served::Peer(model)) => crate::http::job::peer::forward_as(peers.as_deref(), "/v1/embeddings", &raw, &model).await,
             Err(e) => Err(e),
         }
     };
@@ -117,8 +117,8 @@ async fn serve(
         None => cat.resolve(&req.model).ok_or_else(|| ApiError::model_not_found(&req.model))?.id.clone(),
     };
     let m = cat.models.iter().find(|m| m.id == id).ok_or_else(|| ApiError::model_not_found(&id))?;
-    let w = super::lora::worker_of(&cat, m)?;
-    let lora = super::lora::uses(&cat, m, w, req.lora.as_deref())?;
+    let w = crate::http::job::lora::worker_of(&cat, m)?;
+    let lora = crate::http::job::lora::uses(&cat, m, w, req.lora.as_deref())?;
     let msg = |id| ToWorker::Embed(Box::new(EmbedRequest { id, inputs: inputs.clone(), lora: lora.clone() }));
     let (_call, first) = call::start_with(r, w, msg, started).await?;
     let (vectors, prompt_tokens) = match first {

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
 
-use super::error::ApiError;
-use super::limits;
+use crate::http::error::ApiError;
+use crate::http::job::limits;
 
 /// Fields shared by chat and text completions.
 #[derive(Debug, Default, Deserialize)]
@@ -43,8 +43,8 @@ pub struct CommonParams {
     pub grammar: Option<String>,
     /// A JSON schema the output must follow (llama-server's `json_schema`).
     pub json_schema: Option<Value>,
-    /// LoRA adapters for this request, as llama-server takes them (see [`super::lora`]).
-    pub lora: Option<Vec<super::lora::LoraParam>>,
+    /// LoRA adapters for this request, as llama-server takes them (see [`crate::http::job::lora`]).
+    pub lora: Option<Vec<crate::http::job::lora::LoraParam>>,
 }
 
 /// `logprobs`: a flag (chat) or a count (completions).

@@ -9,7 +9,7 @@ use model_bucket_shared::protocol::{LoraUse, MAX_LORA_SCALE};
 use model_bucket_shared::{Catalog, ModelInfo};
 use serde::Deserialize;
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The longest `lora` list a request may send.
 pub const MAX_LORA_ENTRIES: usize = 64;

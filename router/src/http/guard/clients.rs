@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Requests in flight per client.
 pub struct ClientLimit {
@@ -89,7 +89,7 @@ fn client_of(req: &Request, by_key: bool) -> String {
 fn unlimited(path: &str) -> bool {
     path == "/health"
         || path == "/admin/events"
-        || super::page::is_page(path)
+        || crate::http::page::is_page(path)
         || path.strip_prefix("/admin/models/").is_some_and(|rest| rest.ends_with("/logs"))
 }
 

@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 use crate::fleet::{Fleet, HOP, NODE};
 
 /// The fleet, for a request that may be forwarded: none when no peers are configured or the

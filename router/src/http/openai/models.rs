@@ -8,14 +8,14 @@ use model_bucket_shared::ModelInfo;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-use super::error::ApiError;
-use super::peer::Peers;
+use crate::http::error::ApiError;
+use crate::http::job::peer::Peers;
 use crate::fleet::{Fleet, HOP, NODE_ID};
 use crate::registry::Registry;
 use crate::routing;
 
 /// A model's `/v1/models` entry: the catalog's facts and its worker's state.
-pub(super) fn model_object(r: &Registry, m: &ModelInfo) -> Value {
+pub(crate) fn model_object(r: &Registry, m: &ModelInfo) -> Value {
     // A base plus an adapter shows its base's worker.
     let worker = m.worker_id();
     let state = r.state(worker);

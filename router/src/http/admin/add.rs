@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::access::AdminCaller;
-use super::error::ApiError;
-use super::json::Json;
+use crate::http::guard::access::AdminCaller;
+use crate::http::error::ApiError;
+use crate::http::json::Json;
 use crate::add::{place_file, AddError};
 use crate::registry::Registry;
 
@@ -70,5 +70,5 @@ pub async fn add(
             format!("{} was placed but the catalog skipped it (see `model-bucket list --all`)", path.display()),
         )
     })?;
-    Ok(AxumJson(super::models::model_object(&r, m)))
+    Ok(AxumJson(crate::http::openai::models::model_object(&r, m)))
 }

@@ -9,7 +9,7 @@ use model_bucket_shared::config::Upstream;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();

@@ -1,5 +1,5 @@
 //! `POST /v1/chat/completions` and `POST /v1/completions`: reading the request into a [`Job`],
-//! then [`route`](super::route) takes it to a model and [`fanout`](super::fanout) runs it there.
+//! then [`route`](crate::http::job::route) takes it to a model and [`fanout`](crate::http::job::fanout) runs it there.
 //! Each request is counted in the metrics by model, endpoint and status.
 
 use axum::extract::State;
@@ -8,25 +8,17 @@ use model_bucket_shared::protocol::Prompt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::error::ApiError;
-use super::json::JsonRaw;
-use super::openai::{self, ChatRequest, CompletionRequest};
-use super::peer::Peers;
-use super::respond::Kind;
-use super::route::route;
-use super::tools::{self, ToolPlan};
+use crate::http::error::ApiError;
+use crate::http::json::JsonRaw;
+use crate::http::openai::request::{self as openai, ChatRequest, CompletionRequest};
+use crate::http::job::peer::Peers;
+use crate::http::openai::respond::Kind;
+use crate::http::job::route::route;
+use crate::http::job::Job;
+use crate::http::job::tools;
 use crate::metrics::RequestLabel;
 use crate::registry::Registry;
 use crate::routing;
-
-/// What a request asks to generate, validated.
-#[derive(Clone)]
-pub struct Job {
-    pub kind: Kind,
-    /// One per prompt; chat has one.
-    pub prompts: Vec<Prompt>,
-    pub tools: Option<ToolPlan>,
-}
 
 pub async fn chat(
     State(r): State<Arc<Registry>>,

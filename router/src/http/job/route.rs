@@ -8,12 +8,12 @@ use axum::response::Response;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::completions::Job;
-use super::error::ApiError;
-use super::fanout::serve;
-use super::openai::CommonParams;
-use super::respond::Kind;
-use super::upstream;
+use crate::http::job::Job;
+use crate::http::error::ApiError;
+use crate::http::job::fanout::serve;
+use crate::http::openai::request::CommonParams;
+use crate::http::openai::respond::Kind;
+use crate::http::job::upstream;
 use crate::fleet::Fleet;
 use crate::registry::Registry;
 use crate::routing;
@@ -59,7 +59,7 @@ pub async fn route(
                 Some(m) => serve(r.clone(), job.clone(), c, m, started).await,
                 None => Err(ApiError::model_not_found(id)),
             },
-            routing::Candidate::Peer(model) => super::peer::forward_as(peers, path, raw, model).await,
+            routing::Candidate::Peer(model) => crate::http::job::peer::forward_as(peers, path, raw, model).await,
             routing::Candidate::Upstream(model) => match &config.upstream {
                 Some(up) => {
                     let endpoint = if kind == Kind::Chat { "chat/completions" } else { "completions" };
@@ -79,7 +79,7 @@ pub async fn route(
     // be served by a peer; a request that broke a worker here is not sent on.
     if let (Err(e), Some(f)) = (&result, peers) {
         if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE && chain.len() == 1 {
-            if let Some(forwarded) = super::peer::forward(f, path, raw, &c.model).await {
+            if let Some(forwarded) = crate::http::job::peer::forward(f, path, raw, &c.model).await {
                 tracing::info!(model = %c.model, error = %e.message, "served by a peer instead");
                 return forwarded;
             }
@@ -97,7 +97,7 @@ pub async fn elsewhere(
     model: &str,
 ) -> Result<Response, ApiError> {
     let Some(f) = peers else { return Err(ApiError::model_not_found(model)) };
-    if let Some(forwarded) = super::peer::forward(f, path, raw, model).await {
+    if let Some(forwarded) = crate::http::job::peer::forward(f, path, raw, model).await {
         return forwarded;
     }
     let mut e = ApiError::model_not_found(model);

@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// Requests that may wait for a free slot of one model; past that, 429 with Retry-After.
     #[arg(long, env = "EDEN_MAX_QUEUE", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=65536))]
     pub max_queue: u32,
+    /// Seconds of a worker's helper threads one request may use: rendering its chat template,
+    /// compiling its grammar or JSON schema, and sampling under it. Past them the request ends
+    /// with an error; other requests of the model never wait on this work.
+    #[arg(long, env = "EDEN_MAX_SAMPLING_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub max_sampling_seconds: u64,
     /// Seconds a client may take to send a request's headers before its connection is closed
     /// (idle and trickling sockets cannot pile up).
     #[arg(long, env = "EDEN_HEADER_TIMEOUT", default_value_t = 10)]

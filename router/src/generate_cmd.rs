@@ -62,6 +62,7 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
         load_timeout: Duration::from_secs(300),
         load_wait: Duration::from_secs(300),
         max_queue: 1,
+        max_sampling: Duration::from_secs(30),
         // One prompt, nothing to reuse.
         prompt_cache: Some(0),
         kv_cache: None,

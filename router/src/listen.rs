@@ -4,6 +4,13 @@
 //! most a fixed number of connections are open at once (the next waits in the kernel's
 //! backlog), and the process's file limit is raised to what the system allows. Stopping closes
 //! the listener, then lets open connections finish their requests.
+//!
+//! `/health` and `/metrics` always get a connection, however many others are open (a liveness
+//! probe that times out restarts the server): [`RESERVE`] connections more are accepted past
+//! the limit, and on those only these two paths are served (others get 503 with `Retry-After`
+//! and the connection is closed). The reserve is decided on the request's path, after its
+//! headers are read, since the connection's permit is taken before any byte is; a separate
+//! listener for health would need a second port in every probe, container and unit file.
 
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -15,6 +22,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+/// Connections accepted past the limit, for `/health` and `/metrics` only.
+pub const RESERVE: usize = 16;
+
+/// Whether a path may be served on a reserve connection.
+pub fn reserved_path(path: &str) -> bool {
+    path == "/health" || path == "/metrics"
+}
 
 /// File descriptors kept for everything but client connections (workers' sockets and logs,
 /// model files, the watcher).
@@ -46,7 +61,7 @@ pub fn raise_file_limit() -> u64 {
 
 /// The connection limit that fits `fd_limit` open files.
 pub fn fitting_connections(wanted: usize, fd_limit: u64) -> usize {
-    let room = fd_limit.saturating_sub(RESERVED_FDS).max(16);
+    let room = fd_limit.saturating_sub(RESERVED_FDS + RESERVE as u64).max(16);
     wanted.min(usize::try_from(room).unwrap_or(usize::MAX)).max(1)
 }
 
@@ -54,6 +69,7 @@ pub fn fitting_connections(wanted: usize, fd_limit: u64) -> usize {
 /// once every open connection has finished its requests (bound it with a timeout).
 pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop: impl Future<Output = ()>) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let reserve = Arc::new(Semaphore::new(RESERVE));
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -64,10 +80,14 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop:
         .keep_alive_timeout(limits.header_timeout);
     tokio::pin!(stop);
     loop {
+        // A general place if one is free, else a reserve one (health and metrics only).
         let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            biased;
+            p = slots.clone().acquire_owned() => (p.expect("the semaphore is never closed"), false),
+            p = reserve.clone().acquire_owned() => (p.expect("the semaphore is never closed"), true),
             _ = &mut stop => break,
         };
+        let on_reserve = permit.1;
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok((tcp, peer)) => (tcp, peer),
@@ -95,8 +115,15 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop:
             // Handlers see the peer's address (the per-client limit counts by it).
             let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
-                // A router clone is a reference count; it is always ready.
-                tower_service::Service::call(&mut app.clone(), req)
+                let refused = on_reserve && !reserved_path(req.uri().path());
+                let mut app = app.clone();
+                async move {
+                    if refused {
+                        return Ok(refuse_on_reserve());
+                    }
+                    // A router clone is a reference count; it is always ready.
+                    tower_service::Service::call(&mut app, req).await
+                }
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
             let _ = watcher.watch(conn).await;
@@ -105,6 +132,15 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop:
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The answer to any other request on a reserve connection, which it then closes.
+fn refuse_on_reserve() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let e = crate::http::error::ApiError::unavailable("every connection is in use (--max-connections); retry shortly", 1);
+    let mut r = e.into_response();
+    r.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    r
 }
 
 #[cfg(test)]

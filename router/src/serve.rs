@@ -105,6 +105,7 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         load_timeout: Duration::from_secs(s.load_timeout),
         load_wait: Duration::from_secs(s.load_wait),
         max_queue: s.max_queue,
+        max_sampling: Duration::from_secs(s.max_sampling_seconds),
         prompt_cache: match &s.prompt_cache {
             Some(text) => Some(budget::parse_size_or_zero(text).map_err(anyhow::Error::msg).context("--prompt-cache")?),
             None => None,

@@ -112,6 +112,8 @@ fn the_worker_socket_is_private_and_takes_only_the_worker() {
             ("EDEN_FAKE_MODE", "slow-connect:1500"),
             ("HF_TOKEN", "hf-secret"),
             ("EDEN_UPSTREAM_KEY", "sk-upstream"),
+            // What `peer_api_key_env` or `upstream.api_key_env` may name: any name at all.
+            ("PEER_SHARED", "peer-secret"),
         ],
     );
     let port = s.port;
@@ -145,7 +147,9 @@ fn the_worker_socket_is_private_and_takes_only_the_worker() {
     // No secret reached the worker's environment.
     let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     let env = String::from_utf8_lossy(&env);
-    assert!(!env.contains("hf-secret") && !env.contains("sk-upstream"), "{env}");
+    assert!(!env.contains("hf-secret") && !env.contains("sk-upstream") && !env.contains("peer-secret"), "{env}");
+    // What the worker needs is there.
+    assert!(env.contains("PATH=") && env.contains("EDEN_FAKE_MODE="), "{env}");
 }
 
 #[test]
@@ -206,9 +210,14 @@ fn idle_and_trickling_sockets_neither_pile_up_nor_block_a_request() {
     trickle.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\n").unwrap();
     let mut kept = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     kept.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    // Every place is taken: a request on one of the reserve connections (kept for /health and
+    // /metrics) is told to retry; once the silent sockets are closed it is served.
     let body = short();
     let (status, resp) = s.post("/v1/completions", &body).unwrap();
-    assert_eq!(status, 200, "{resp}");
+    assert!(status == 200 || (status == 503 && resp.contains("--max-connections")), "{status} {resp}");
+    let (status, resp) = s.get("/health").unwrap();
+    assert_eq!(status, 200, "health on a reserve connection: {resp}");
+    assert!(eventually(Duration::from_secs(10), || s.post("/v1/completions", &body).unwrap().0 == 200));
     // Past the timeout the server has closed each of them: a read sees the end (or a 408).
     let closed = |c: &mut std::net::TcpStream, what: &str| {
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -304,4 +313,34 @@ fn one_client_cannot_take_more_than_its_share() {
     // The stream ends: client A has its place back.
     drop(busy);
     assert!(eventually(Duration::from_secs(10), || as_client("client-a", &short).0 == 200));
+}
+
+#[test]
+fn watch_streams_cannot_take_every_connection_and_health_always_answers() {
+    use std::io::{Read, Write};
+    let dir = smol_bucket();
+    let s = Server::start(dir.path(), &["--max-connections", "40"]);
+    // Opens an event stream; the connection and its status.
+    let watch = || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.write_all(b"GET /admin/events HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut head = [0u8; 12];
+        let status: u16 = match c.read_exact(&mut head) {
+            Ok(()) => String::from_utf8_lossy(&head[9..12]).parse().unwrap_or(0),
+            Err(_) => 0,
+        };
+        (c, status)
+    };
+    // One client opens 40 event streams: the connection limit's worth.
+    let mut streams: Vec<_> = (0..40).map(|_| watch()).collect();
+    let statuses: Vec<u16> = streams.iter().map(|(_, st)| *st).collect();
+    assert_eq!(statuses.iter().filter(|&&st| st == 200).count(), 8, "{statuses:?}");
+    assert!(statuses.iter().all(|&st| st == 200 || st == 429), "{statuses:?}");
+    // Health and metrics answer however many connections are held.
+    assert_eq!(s.get("/health").unwrap().0, 200);
+    assert_eq!(s.get("/metrics").unwrap().0, 200);
+    // Closed streams give their places back.
+    streams.clear();
+    assert!(eventually(Duration::from_secs(10), || watch().1 == 200));
 }

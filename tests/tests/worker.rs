@@ -120,6 +120,20 @@ fn generation_goes_past_the_context_by_shifting() {
 }
 
 #[test]
+fn a_request_without_max_tokens_ends_when_its_context_is_full() {
+    // A model that never says EOS (banned here, as a looping model never does): without
+    // `max_tokens` the answer ends at the full context with `length`, as llama-server ends it.
+    let (mut w, ready) = smol(&["--ctx", "256", "--parallel", "1"]);
+    let mut r = greedy(1, user("hello"), 1);
+    r.max_tokens = None;
+    r.sampling.logit_bias = vec![(2, f32::NEG_INFINITY)];
+    let (_, done) = w.generate(r);
+    assert_eq!(done.finish, FinishReason::Length, "{done:?}");
+    // Every position of the context holds a token, and the last one sampled is sent too.
+    assert_eq!(done.usage.prompt_tokens + done.usage.completion_tokens, ready.n_ctx + 1, "{done:?}");
+}
+
+#[test]
 fn after_a_context_shift_the_slot_reuses_exactly_what_its_cells_still_hold() {
     let (mut w, _) = smol(&["--ctx", "256", "--parallel", "1"]);
     let prompt = user("Write a very long essay about the sea.");

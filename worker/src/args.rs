@@ -57,6 +57,11 @@ pub struct Args {
     /// SHA-256 of the model file, hex: part of the key of files in `--kv-cache-dir`.
     #[arg(long)]
     pub model_sha256: Option<String>,
+    /// The most time, in milliseconds, one request may use on the helper threads: reading its
+    /// prompt (the chat template) and constraint, and sampling under its grammar. Past it the
+    /// request ends with an error.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sampling_ms: u64,
     /// A LoRA adapter GGUF to load with the model (repeatable); requests name it by this path.
     #[arg(long, value_name = "PATH")]
     pub lora: Vec<PathBuf>,

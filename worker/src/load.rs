@@ -14,9 +14,11 @@ use std::time::Instant;
 use crate::args::Args;
 use crate::cache::{self, CacheConfig};
 use crate::engine::template::{self, ChatTemplate};
+use crate::engine::helper::{Pool, Reader};
 use crate::engine::{Command, Engine, EngineConfig};
 
-pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command>) -> Result<()> {
+/// Loads the model and serves it. `back` sends into `cmds`: the helper threads answer through it.
+pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command>, back: Sender<Command>) -> Result<()> {
     let started = Instant::now();
     let mut backend = LlamaBackend::init().context("llama.cpp backend")?;
     if std::env::var_os("EDEN_LLAMA_LOGS").is_some() {
@@ -40,8 +42,11 @@ pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command
     let mut model = LlamaModel::load_from_file(&backend, &args.model, &params)
         .with_context(|| format!("llama.cpp could not load {}", args.model.display()))?;
     let (adapters, adapter_failures) = load_adapters(&mut model, &args.lora);
+    // The model lives as long as the process: helper threads read it, and one may still be in
+    // a llama.cpp call for a request that has ended when the worker exits.
+    let model: &'static LlamaModel = Box::leak(Box::new(model));
 
-    let template = chat_template(args, &model)?;
+    let template = chat_template(args, model)?;
     let n_ctx_train = model.n_ctx_train().max(1);
     let n_ctx_slot = model_bucket_shared::ctx_per_slot(args.ctx, Some(n_ctx_train as u64));
     let threads = args.threads.unwrap_or_else(available_cores) as i32;
@@ -79,10 +84,13 @@ pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command
         slots,
         adapters,
         adapter_failures,
+        max_sampling: std::time::Duration::from_millis(args.max_sampling_ms),
     };
     let cache = cache_config(args, n_ctx_slot, slots);
-    let embedder = crate::engine::embed::Embedder::new(&model, &backend, threads, n_ctx_slot);
-    Engine::new(&model, ctx, template, cfg, cache, embedder, out).run(cmds);
+    let embedder = crate::engine::embed::Embedder::new(model, &backend, threads, n_ctx_slot);
+    // One helper per slot, and as many again for work of ended requests still in llama.cpp.
+    let pool = Pool::new(Reader::new(model, template), back, 2 * slots as usize + 2);
+    Engine::new(model, ctx, pool, cfg, cache, embedder, out).run(cmds);
     Ok(())
 }
 

@@ -55,9 +55,11 @@ fn main() -> ExitCode {
     let (out_tx, out_rx) = std::sync::mpsc::channel();
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
     let writer = conn::spawn_writer(writer, out_rx);
+    // The engine's helper threads answer on the command channel too.
+    let back = cmd_tx.clone();
     conn::spawn_reader(reader, cmd_tx);
 
-    let code = match load::load_and_run(&args, out_tx.clone(), cmd_rx) {
+    let code = match load::load_and_run(&args, out_tx.clone(), cmd_rx, back) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "cannot load the model");

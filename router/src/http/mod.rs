@@ -59,7 +59,7 @@ pub fn app(
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(clients::ClientLimit::new(max_client_requests, access.api_key.is_some())),
+            Arc::new(clients::Limits::new(max_client_requests, access.api_key.is_some())),
             clients::limit,
         ))
         .layer(axum::middleware::from_fn_with_state(access, access::require_key))

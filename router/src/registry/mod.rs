@@ -47,6 +47,8 @@ pub struct Defaults {
     pub load_wait: Duration,
     /// Requests that may wait for a slot of one worker.
     pub max_queue: u32,
+    /// Helper time one request may use on its worker (see the worker's `--max-sampling-ms`).
+    pub max_sampling: Duration,
     /// Bytes of each worker's host-memory prompt cache; `None`: its slots' KV size.
     pub prompt_cache: Option<u64>,
     /// Folder and byte limit of the prompt prefixes kept on disk; `None`: not kept.

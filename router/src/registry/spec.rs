@@ -22,6 +22,7 @@ pub fn worker_spec(m: &ModelInfo, mc: &ModelConfig, d: &Defaults) -> WorkerSpec 
         chat_template: mc.chat_template.clone(),
         load_timeout: d.load_timeout,
         max_queue: d.max_queue,
+        max_sampling: d.max_sampling,
         // By default as much again as the slots' own KV cache.
         prompt_cache: mc.prompt_cache_mib.map(|mib| mib << 20).or(d.prompt_cache).unwrap_or_else(|| {
             let ctx = ctx_slot(m, mc.ctx.or(d.ctx));

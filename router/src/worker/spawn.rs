@@ -36,6 +36,8 @@ pub struct WorkerSpec {
     pub load_timeout: Duration,
     /// Requests that may wait for one of its slots.
     pub max_queue: u32,
+    /// Helper time one request may use.
+    pub max_sampling: Duration,
     /// Bytes of its host-memory prompt cache (0: none).
     pub prompt_cache: u64,
     /// SHA-256 of the model file: keys the prompt prefixes it keeps on disk.
@@ -71,6 +73,18 @@ pub struct Worker {
     pub stderr_tail: LogTail,
     /// The private folder holding the socket; removed when the worker is dropped.
     pub(crate) _runtime_dir: Option<tempfile::TempDir>,
+}
+
+/// Whether a worker inherits the router's variable `name`: only what llama.cpp and the worker
+/// read (the path, home, temporary folder, locale, time zone, the library path, llama.cpp's
+/// `GGML_*`, CUDA's and OpenMP's settings, the worker's log settings and the test fake's), never
+/// one that looks like a secret. An allowlist: a key the config names (`peer_api_key_env`,
+/// `upstream.api_key_env`) may have any name, and none reaches a worker.
+pub fn worker_env(name: &str) -> bool {
+    const NAMES: [&str; 11] =
+        ["PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "LANG", "LANGUAGE", "LD_LIBRARY_PATH", "EDEN_LOG", "EDEN_LLAMA_LOGS"];
+    const PREFIXES: [&str; 8] = ["LC_", "GGML_", "CUDA_", "NVIDIA_", "OMP_", "KMP_", "RUST_", "EDEN_FAKE_"];
+    (NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))) && !secret_env(name)
 }
 
 /// Environment variables a worker must not inherit: keys, tokens, passwords and credentials
@@ -156,6 +170,7 @@ pub async fn spawn(spec: &WorkerSpec, progress: &super::Progress, tail: LogTail)
     }
     cmd.arg("--prompt-cache-bytes").arg(spec.prompt_cache.to_string());
     cmd.arg("--max-queue").arg(spec.max_queue.to_string());
+    cmd.arg("--max-sampling-ms").arg(spec.max_sampling.as_millis().max(1).to_string());
     if let Some((dir, max)) = &spec.kv_cache {
         cmd.arg("--kv-cache-dir").arg(dir).arg("--kv-cache-max").arg(max.to_string());
         cmd.arg("--model-sha256").arg(&spec.model_sha256);
@@ -163,16 +178,17 @@ pub async fn spawn(spec: &WorkerSpec, progress: &super::Progress, tail: LogTail)
     for a in &spec.lora {
         cmd.arg("--lora").arg(a);
     }
+    // A worker starts from an allowlisted environment: none of the router's secrets, whatever
+    // their names, and nothing of systemd's (only the router talks to it).
+    cmd.env_clear();
+    for (name, value) in std::env::vars_os() {
+        if name.to_str().is_some_and(worker_env) {
+            cmd.env(&name, value);
+        }
+    }
     if let Some(g) = &spec.gpus {
         let list: Vec<String> = g.iter().map(u32::to_string).collect();
         cmd.env("CUDA_VISIBLE_DEVICES", list.join(","));
-    }
-    // Only the router talks to systemd, and a worker needs none of the router's secrets.
-    cmd.env_remove("NOTIFY_SOCKET");
-    for (name, _) in std::env::vars_os() {
-        if secret_env(&name.to_string_lossy()) {
-            cmd.env_remove(&name);
-        }
     }
     cmd.env(PARENT_PID_ENV, std::process::id().to_string());
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
@@ -307,6 +323,25 @@ mod tests {
             "EDEN_PARENT_PID",
         ] {
             assert!(!secret_env(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn workers_get_only_what_llama_cpp_and_the_worker_read() {
+        for n in ["PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "GGML_NUM_THREADS", "CUDA_VISIBLE_DEVICES"] {
+            assert!(worker_env(n), "{n}");
+        }
+        for n in [
+            "PEER_SHARED",
+            "MY_UPSTREAM",
+            "NOTIFY_SOCKET",
+            "EDEN_API_KEY",
+            "EDEN_UPSTREAM_KEY",
+            "GGML_TOKEN",
+            "XDG_RUNTIME_DIR",
+            "PWD",
+        ] {
+            assert!(!worker_env(n), "{n}");
         }
     }
 

@@ -7,10 +7,12 @@
 //! free slot whose cells share the longest prefix with its prompt, so only the rest is
 //! prefilled (see [`prefix`]). One that finishes frees its slot at once but leaves its tokens
 //! in the cells for the next request. Requests beyond the slots wait in a bounded queue. A
-//! sequence that reaches its context is shifted (prompt head kept, the oldest half of the rest
-//! dropped) so generation has no limit but `max_tokens`.
+//! sequence that fills its context ends there with `length`, unless its request asked for more
+//! tokens than the context holds: that one is shifted (prompt head kept, the oldest half of the
+//! rest dropped) and runs on to its `max_tokens` (see [`slot::when_full`]).
 
 pub mod embed;
+pub mod helper;
 mod logprob;
 pub mod lora;
 mod pick;
@@ -29,10 +31,11 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::protocol::{
-    DoneInfo, EmbedRequest, ErrorKind, FinishReason, FromWorker, GenerateRequest, Prompt, RequestId, Timings, Usage,
+    DoneInfo, EmbedRequest, ErrorKind, FinishReason, FromWorker, GenerateRequest, RequestId, Timings, TokenLogprob,
+    Usage,
 };
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use crate::cache::disk::DiskCache;
@@ -43,7 +46,6 @@ use prefix::Cells;
 use reuse::{choose_slot, FreeSlot};
 use share::Twin;
 use slot::{Active, Queued};
-use template::ChatTemplate;
 use text::Pushed;
 
 /// What the connection tells the engine.
@@ -58,6 +60,10 @@ pub enum Command {
     /// The connection delivered an undecodable frame: report it, end every request, return.
     BadFrame(String),
     Embed(Box<EmbedRequest>),
+    /// A helper read a request (see [`helper`]).
+    Read(Box<helper::Read>),
+    /// A helper sampled a constrained token.
+    Picked(Box<helper::Picked>),
 }
 
 /// Engine limits, and the adapters loaded with the model.
@@ -76,12 +82,21 @@ pub struct EngineConfig {
     pub adapters: Vec<(String, LlamaLoraAdapter)>,
     /// The adapters that could not be loaded: (path, why).
     pub adapter_failures: Vec<(String, String)>,
+    /// The most helper time one request may use (reading it, sampling under its grammar).
+    pub max_sampling: Duration,
 }
 
 pub struct Engine<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
-    template: Option<ChatTemplate>,
+    /// Threads that read requests and sample constrained tokens off the decode loop.
+    pool: helper::Pool,
+    /// Requests being read on a helper: since when, and the adapters they run with.
+    reading: Vec<(RequestId, Instant, AdapterSet)>,
+    /// Logits copies for helpers, kept for reuse.
+    logit_bufs: Vec<Vec<f32>>,
+    /// Decode steps so far.
+    step_no: u64,
     cfg: EngineConfig,
     slots: Vec<Option<Active>>,
     /// What each slot's KV sequence holds, requests or not.
@@ -104,8 +119,6 @@ pub struct Engine<'m> {
     /// special tokens.
     markers: Vec<LlamaToken>,
     embedder: embed::Embedder<'m>,
-    /// The last JSON schema converted to a grammar, and the grammar.
-    schema_memo: Option<(String, String)>,
     /// Embeddings requests in arrival order; one input is embedded per step.
     embeds: VecDeque<embed::EmbedJob>,
     /// The LoRA adapters loaded with the model, and their paths as requests name them.
@@ -130,7 +143,7 @@ impl<'m> Engine<'m> {
     pub fn new(
         model: &'m LlamaModel,
         ctx: LlamaContext<'m>,
-        template: Option<ChatTemplate>,
+        pool: helper::Pool,
         cfg: EngineConfig,
         cache: CacheConfig,
         embedder: embed::Embedder<'m>,
@@ -159,7 +172,10 @@ impl<'m> Engine<'m> {
         Engine {
             model,
             ctx,
-            template,
+            pool,
+            reading: Vec::new(),
+            logit_bufs: Vec::new(),
+            step_no: 0,
             cfg,
             slots: (0..slots).map(|_| None).collect(),
             cells: (0..slots).map(|_| Cells::default()).collect(),
@@ -174,7 +190,6 @@ impl<'m> Engine<'m> {
             scratch: pick::Scratch::default(),
             markers,
             embedder,
-            schema_memo: None,
             embeds: VecDeque::new(),
             adapter_paths: adapters.iter().map(|(p, _)| p.clone()).collect(),
             adapters: adapters.into_iter().map(|(_, a)| a).collect(),
@@ -193,14 +208,20 @@ impl<'m> Engine<'m> {
 
     fn serve(&mut self, rx: Receiver<Command>) {
         loop {
-            let busy = self.busy();
-            if !busy {
+            if !self.busy() {
                 if self.deadline.is_some() {
                     return;
                 }
                 match rx.recv() {
                     Ok(c) => self.handle(c),
                     Err(_) => return,
+                }
+            } else if !self.can_step() {
+                // Only helpers have work: wait for one, or for a budget or the deadline to pass.
+                match rx.recv_timeout(self.next_due(Instant::now())) {
+                    Ok(c) => self.handle(c),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
             loop {
@@ -220,14 +241,97 @@ impl<'m> Engine<'m> {
                     return;
                 }
             }
+            self.overdue(Instant::now());
             self.admit();
-            self.step();
+            if let Some(grace) = self.step() {
+                if !self.await_picks(&rx, grace) {
+                    return;
+                }
+            }
             self.embed_next();
         }
     }
 
     fn busy(&self) -> bool {
-        !self.queue.is_empty() || self.slots.iter().any(Option::is_some) || !self.embeds.is_empty()
+        !self.queue.is_empty()
+            || self.slots.iter().any(Option::is_some)
+            || !self.embeds.is_empty()
+            || !self.reading.is_empty()
+    }
+
+    /// Whether a step, an admission or an embedding has something to do now (otherwise only
+    /// helpers are working).
+    fn can_step(&self) -> bool {
+        let has_work = |a: &Active| a.last.is_some() || a.n_fed < a.prompt.len();
+        !self.embeds.is_empty()
+            || self.slots.iter().flatten().any(has_work)
+            || (!self.queue.is_empty() && self.slots.iter().any(Option::is_none))
+    }
+
+    /// After a step that sent constrained samples to helpers: waits for those of this step, at
+    /// most `grace` (half the step's decode), handling what arrives meanwhile. A sample that
+    /// takes longer sits out the next steps while the others go on, so no request delays the
+    /// rest by more than half a step per step. `false` when the router is gone.
+    fn await_picks(&mut self, rx: &Receiver<Command>, grace: Duration) -> bool {
+        let until = Instant::now() + grace;
+        let step = self.step_no;
+        while self.slots.iter().flatten().any(|a| a.picking.is_some_and(|(_, s)| s == Some(step))) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(c) => self.handle(c),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        true
+    }
+
+    /// How long to wait for helpers before a budget or the shutdown deadline is due (at most a
+    /// second).
+    fn next_due(&self, now: Instant) -> Duration {
+        let budget = self.cfg.max_sampling;
+        let reads = self.reading.iter().map(|(_, since, _)| budget.saturating_sub(now.saturating_duration_since(*since)));
+        let picks = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|a| a.picking.is_some())
+            .map(|a| budget.saturating_sub(a.sampling_time(now)));
+        let deadline = self.deadline.map(|d| d.saturating_duration_since(now));
+        reads.chain(picks).chain(deadline).fold(Duration::from_secs(1), Duration::min) + Duration::from_millis(1)
+    }
+
+    /// Ends the requests whose helper time passed the budget, reading or sampling.
+    fn overdue(&mut self, now: Instant) {
+        let budget = self.cfg.max_sampling;
+        let over = |t: Duration| t > budget;
+        let why = || {
+            format!(
+                "the request used more than {} s of the worker's time reading its prompt or sampling under its \
+                 grammar or JSON schema (--max-sampling-seconds); simplify the schema, grammar or template",
+                budget.as_secs_f64()
+            )
+        };
+        let late: Vec<RequestId> = self
+            .reading
+            .iter()
+            .filter(|(_, since, _)| over(now.saturating_duration_since(*since)))
+            .map(|(id, _, _)| *id)
+            .collect();
+        for id in late {
+            self.reading.retain(|(r, _, _)| *r != id);
+            self.error(id, ErrorKind::BadRequest, why());
+        }
+        for i in 0..self.slots.len() {
+            if self.slots[i].as_ref().is_some_and(|a| over(a.sampling_time(now))) {
+                let a = self.slots[i].take().expect("checked");
+                self.release(i);
+                self.error(a.id, ErrorKind::BadRequest, why());
+            }
+        }
     }
 
     fn send(&self, m: FromWorker) {
@@ -247,6 +351,8 @@ impl<'m> Engine<'m> {
             }
             Command::Generate(req) => self.enqueue(req),
             Command::Embed(req) => self.enqueue_embed(*req),
+            Command::Read(r) => self.queue_read(*r),
+            Command::Picked(p) => self.picked(*p),
             Command::Cancel(id) => self.cancel(id),
             Command::Shutdown { grace } => {
                 // Requests already received (running or queued) may finish; new ones are refused.
@@ -262,14 +368,12 @@ impl<'m> Engine<'m> {
         if self.deadline.is_some() {
             return self.error(id, ErrorKind::ShuttingDown, "the worker is shutting down".into());
         }
-        if self.queue.len() >= self.cfg.max_queue {
+        let waiting = self.queue.len() + self.reading.len();
+        if waiting >= self.cfg.max_queue {
             return self.error(
                 id,
                 ErrorKind::Overloaded,
-                format!(
-                    "{} requests are already waiting for this model (--max-queue); retry shortly",
-                    self.queue.len()
-                ),
+                format!("{waiting} requests are already waiting for this model (--max-queue); retry shortly"),
             );
         }
         if let Err(m) = sampler::validate(&req.sampling, self.model.n_vocab()) {
@@ -279,36 +383,20 @@ impl<'m> Engine<'m> {
             Ok(s) => s,
             Err((kind, m)) => return self.error(id, kind, m),
         };
-        let memo = &mut self.schema_memo;
-        let grammar = match req.constraint.as_ref().map(|c| sampler::grammar(self.model, c, memo)).transpose() {
-            Ok(g) => g,
-            Err(m) => return self.error(id, ErrorKind::BadRequest, m),
-        };
-        let tools = match req.tools.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose() {
+        // Rendering, tokenizing and compiling its constraint may take long: a helper does it.
+        self.reading.push((id, Instant::now(), set));
+        self.pool.read(req);
+    }
+
+    /// A request read on a helper: queued, or answered with its error. One cancelled or out of
+    /// time meanwhile is dropped.
+    fn queue_read(&mut self, r: helper::Read) {
+        let id = r.req.id;
+        let Some(pos) = self.reading.iter().position(|(i, _, _)| *i == id) else { return };
+        let (_, since, set) = self.reading.swap_remove(pos);
+        let (tokens, grammar) = match r.result {
             Ok(t) => t,
-            Err(e) => return self.error(id, ErrorKind::BadRequest, format!("tools is not valid JSON: {e}")),
-        };
-        // As llama-server does: the model's own BOS when it wants one, special tokens parsed.
-        let tokenize = |text: &str| self.model.vocab().tokenize(text.as_bytes(), true, true);
-        let tokens = match &req.prompt {
-            Prompt::Tokens(ids) => match self.vocab_tokens(ids) {
-                Ok(t) => t,
-                Err(m) => return self.error(id, ErrorKind::BadRequest, format!("prompt {m}")),
-            },
-            Prompt::Text(t) => tokenize(t),
-            Prompt::Chat(messages) => match &self.template {
-                None => {
-                    return self.error(
-                        id,
-                        ErrorKind::NoChatTemplate,
-                        "this model has no chat template; use completions, or give it one with chat_template".into(),
-                    )
-                }
-                Some(t) => match t.render(messages, tools.as_ref()) {
-                    Ok(p) => tokenize(&p),
-                    Err(m) => return self.error(id, ErrorKind::BadRequest, m),
-                },
-            },
+            Err((kind, m)) => return self.error(id, kind, m),
         };
         if tokens.is_empty() {
             return self.error(id, ErrorKind::BadRequest, "the prompt is empty".into());
@@ -324,10 +412,20 @@ impl<'m> Engine<'m> {
                 ),
             );
         }
-        self.queue.push_back(Queued { req, tokens, grammar, set, enqueued: Instant::now() });
+        self.queue.push_back(Queued { req: r.req, tokens, grammar, set, enqueued: since, sampled: r.took });
     }
 
     fn cancel(&mut self, id: RequestId) {
+        if let Some(pos) = self.reading.iter().position(|(r, _, _)| *r == id) {
+            let (_, since, _) = self.reading.swap_remove(pos);
+            self.send(FromWorker::Done(Box::new(DoneInfo {
+                id,
+                finish: FinishReason::Cancelled,
+                usage: Usage::default(),
+                timings: Timings { queue_ms: ms(since.elapsed()), ..Default::default() },
+            })));
+            return;
+        }
         if let Some(pos) = self.embeds.iter().position(|j| j.id == id) {
             self.embeds.remove(pos);
             return self.error(id, ErrorKind::ShuttingDown, "cancelled".into());
@@ -350,11 +448,7 @@ impl<'m> Engine<'m> {
 
     /// Token IDs as tokens, when every one is in the vocabulary.
     fn vocab_tokens(&self, ids: &[i32]) -> Result<Vec<LlamaToken>, String> {
-        let n_vocab = self.model.n_vocab();
-        match ids.iter().find(|&&t| t < 0 || t >= n_vocab) {
-            Some(bad) => Err(format!("token {bad} is outside the vocabulary (0..{n_vocab})")),
-            None => Ok(ids.iter().map(|&t| LlamaToken(t)).collect()),
-        }
+        helper::vocab_tokens(ids, self.model.n_vocab())
     }
 
     /// Ends every request with an error: a request cut short must never look complete.
@@ -364,6 +458,9 @@ impl<'m> Engine<'m> {
         }
         for q in std::mem::take(&mut self.queue) {
             self.error(q.req.id, ErrorKind::ShuttingDown, why.into());
+        }
+        for (id, _, _) in std::mem::take(&mut self.reading) {
+            self.error(id, ErrorKind::ShuttingDown, why.into());
         }
         for i in 0..self.slots.len() {
             if let Some(a) = self.slots[i].take() {
@@ -409,14 +506,16 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// One decode step over the active slots of one adapter set (see [`lora`]).
-    fn step(&mut self) {
+    /// One decode step over the active slots of one adapter set (see [`lora`]). Returns how
+    /// long to wait for the constrained samples it sent to helpers, when it sent any.
+    fn step(&mut self) -> Option<Duration> {
         self.orphans();
         self.batch.clear();
         let with_work = self.slots.iter().flatten().filter(|a| a.last.is_some() || a.n_fed < a.prompt.len());
-        let Some(set) = lora::next_set(with_work.map(|a| a.set), self.running, self.run) else { return };
+        let set = lora::next_set(with_work.map(|a| a.set), self.running, self.run)?;
         if let Err(m) = lora::apply(&mut self.ctx, &mut self.adapters, set) {
-            return self.fail_set(set, m);
+            self.fail_set(set, m);
+            return None;
         }
         self.run = if set == self.running { self.run.saturating_add(1) } else { 1 };
         self.running = set;
@@ -426,6 +525,10 @@ impl<'m> Engine<'m> {
             let Some(a) = self.slots[i].as_mut().filter(|a| a.set == set) else { continue };
             let Some(tok) = a.last else { continue };
             if a.n_past >= n_ctx {
+                if slot::when_full(a.max_tokens, a.prompt.len(), n_ctx) == slot::Full::End {
+                    self.finish(i, FinishReason::Length);
+                    continue;
+                }
                 if let Err(e) = shift(&mut self.ctx, i as i32, a, &mut self.cells[i]) {
                     let id = a.id;
                     self.slots[i] = None;
@@ -464,9 +567,14 @@ impl<'m> Engine<'m> {
             a.n_past = end as i32;
         }
         if self.batch.n_tokens() == 0 {
-            return;
+            return None;
         }
-        if let Err(e) = self.ctx.decode(&mut self.batch) {
+        let decoding = Instant::now();
+        let decoded = self.ctx.decode(&mut self.batch);
+        // Half the decode: a sample that takes longer sits out steps instead of holding others.
+        let grace = decoding.elapsed() / 2;
+        self.step_no += 1;
+        if let Err(e) = decoded {
             tracing::error!(error = %e, "decode failed");
             // What the cells hold is unknown now: forget every slot's cache.
             for i in 0..self.slots.len() {
@@ -475,62 +583,106 @@ impl<'m> Engine<'m> {
                     self.error(a.id, ErrorKind::Internal, format!("llama.cpp decode failed: {e}"));
                 }
             }
-            return;
+            return None;
         }
         self.copy_finished_prompts();
+        let mut sent = false;
         for i in 0..self.slots.len() {
             let Some(a) = self.slots[i].as_mut() else { continue };
             let Some(at) = a.logits_at.take() else { continue };
-            let Some(tok) = a.picker.pick(&self.ctx, at, &mut self.scratch) else {
-                let id = a.id;
-                self.slots[i] = None;
-                self.release(i);
-                self.error(
-                    id,
-                    ErrorKind::BadRequest,
-                    "the grammar or JSON schema allows no token at this point: it cannot be satisfied".into(),
-                );
-                continue;
-            };
-            if a.first_token.is_none() {
-                a.first_token = Some(Instant::now());
-            }
-            if self.model.vocab().is_eog(tok) {
-                self.finish(i, FinishReason::Stop);
+            let Some(picker) = a.picker.as_mut() else { continue };
+            if picker.constrained() {
+                // A grammar's cost is the request's choice: a helper samples it from a copy of
+                // the logits while the loop goes on.
+                let mut logits = self.logit_bufs.pop().unwrap_or_default();
+                logits.clear();
+                logits.extend_from_slice(self.ctx.get_logits_ith(at));
+                let picker = a.picker.take().expect("checked above");
+                // Its last token is in the cells now; it has no next one until the helper answers.
+                a.last = None;
+                // One whose last sample outlasted the wait is not waited for: it sits out.
+                a.picking = Some((Instant::now(), (a.last_pick <= grace).then_some(self.step_no)));
+                self.pool.pick(Box::new(helper::Pick { slot: i, id: a.id, picker, logits }));
+                sent = true;
                 continue;
             }
-            a.n_gen += 1;
-            if let Some(lp) = a.picker.logprob(&self.ctx, self.model, at, tok, &mut self.scratch) {
-                a.unsent_logprobs.push(lp);
+            let tok = picker.pick(&self.ctx, at, &mut self.scratch).expect("free text always has a token");
+            let logprob = picker.logprob(self.ctx.get_logits_ith(at), self.model, tok, &mut self.scratch);
+            self.emit(i, tok, logprob);
+        }
+        sent.then_some(grace)
+    }
+
+    /// A constrained token sampled on a helper. One for a request that has ended meanwhile
+    /// (cancelled, out of time) is dropped.
+    fn picked(&mut self, p: helper::Picked) {
+        let helper::Picked { pick, token, took } = p;
+        let i = pick.slot;
+        let current = self.slots.get(i).and_then(Option::as_ref).is_some_and(|a| a.id == pick.id && a.picker.is_none());
+        if current {
+            let a = self.slots[i].as_mut().expect("checked above");
+            a.picking = None;
+            a.sampled += took;
+            a.last_pick = took;
+            let picker = a.picker.insert(pick.picker);
+            match token {
+                Some(tok) => {
+                    let logprob = picker.logprob(&pick.logits, self.model, tok, &mut self.scratch);
+                    self.emit(i, tok, logprob);
+                }
+                None => {
+                    let id = a.id;
+                    self.slots[i] = None;
+                    self.release(i);
+                    self.error(
+                        id,
+                        ErrorKind::BadRequest,
+                        "the grammar or JSON schema allows no token at this point: it cannot be satisfied".into(),
+                    );
+                }
             }
-            self.piece.clear();
-            let special = a.markers && self.markers.contains(&tok);
-            self.model.vocab().token_to_piece_into(tok, &mut self.piece, special, None);
-            let stopped = a.text.push(&self.piece, &mut a.unsent) == Pushed::Stop;
-            a.unsent_tokens += 1;
-            if stopped {
-                self.finish(i, FinishReason::Stop);
-                continue;
-            }
-            if a.max_tokens.is_some_and(|m| a.n_gen >= m) {
-                self.finish(i, FinishReason::Length);
-                continue;
-            }
-            a.last = Some(tok);
-            // A non-streamed answer still travels in bounded pieces: one message must stay far
-            // below the frame limit, however long the answer and its log-probabilities grow.
-            let flush = if a.stream {
-                !a.unsent.is_empty()
-            } else {
-                a.unsent.len() >= UNSTREAMED_BYTES || a.unsent_logprobs.len() >= UNSTREAMED_LOGPROBS
-            };
-            if flush {
-                let text = std::mem::take(&mut a.unsent);
-                let n_tokens = std::mem::take(&mut a.unsent_tokens);
-                let logprobs = std::mem::take(&mut a.unsent_logprobs);
-                let id = a.id;
-                self.send(FromWorker::Tokens { id, text, n_tokens, logprobs });
-            }
+        }
+        self.logit_bufs.push(pick.logits);
+    }
+
+    /// Slot `i` sampled `tok`: its text goes out, and the request ends or goes on.
+    fn emit(&mut self, i: usize, tok: LlamaToken, logprob: Option<TokenLogprob>) {
+        let Some(a) = self.slots[i].as_mut() else { return };
+        if a.first_token.is_none() {
+            a.first_token = Some(Instant::now());
+        }
+        if self.model.vocab().is_eog(tok) {
+            return self.finish(i, FinishReason::Stop);
+        }
+        a.n_gen += 1;
+        if let Some(lp) = logprob {
+            a.unsent_logprobs.push(lp);
+        }
+        self.piece.clear();
+        let special = a.markers && self.markers.contains(&tok);
+        self.model.vocab().token_to_piece_into(tok, &mut self.piece, special, None);
+        let stopped = a.text.push(&self.piece, &mut a.unsent) == Pushed::Stop;
+        a.unsent_tokens += 1;
+        if stopped {
+            return self.finish(i, FinishReason::Stop);
+        }
+        if a.max_tokens.is_some_and(|m| a.n_gen >= m) {
+            return self.finish(i, FinishReason::Length);
+        }
+        a.last = Some(tok);
+        // A non-streamed answer still travels in bounded pieces: one message must stay far
+        // below the frame limit, however long the answer and its log-probabilities grow.
+        let flush = if a.stream {
+            !a.unsent.is_empty()
+        } else {
+            a.unsent.len() >= UNSTREAMED_BYTES || a.unsent_logprobs.len() >= UNSTREAMED_LOGPROBS
+        };
+        if flush {
+            let text = std::mem::take(&mut a.unsent);
+            let n_tokens = std::mem::take(&mut a.unsent_tokens);
+            let logprobs = std::mem::take(&mut a.unsent_logprobs);
+            let id = a.id;
+            self.send(FromWorker::Tokens { id, text, n_tokens, logprobs });
         }
     }
 

@@ -35,14 +35,33 @@ pub struct Scratch {
 }
 
 impl Picker {
+    /// Whether the output is constrained: then sampling may take long (see [`helper`](super::helper)).
+    pub fn constrained(&self) -> bool {
+        self.grammar.is_some()
+    }
+
     /// Samples the token for the logits at batch index `at` and accepts it into the samplers.
-    /// `None` when the grammar allows no token at all here (a grammar or schema that cannot be
-    /// satisfied): the request must end, as llama.cpp aborts on a grammar with nothing left.
+    /// `None` when the grammar allows no token at all here (see [`Picker::pick_from`]).
     pub fn pick(&mut self, ctx: &LlamaContext<'_>, at: i32, s: &mut Scratch) -> Option<LlamaToken> {
-        let Some(grammar) = self.grammar.as_mut() else {
+        if self.grammar.is_none() {
             return Some(self.chain.sample(ctx, at));
+        }
+        self.pick_from(ctx.get_logits_ith(at), s)
+    }
+
+    /// Samples the token for `logits` and accepts it into the samplers. `None` when the grammar
+    /// allows no token at all here (a grammar or schema that cannot be satisfied): the request
+    /// must end, as llama.cpp aborts on a grammar with nothing left.
+    pub fn pick_from(&mut self, logits: &[f32], s: &mut Scratch) -> Option<LlamaToken> {
+        let Some(grammar) = self.grammar.as_mut() else {
+            let mut cand = candidates(&mut s.candidates, logits);
+            self.chain.apply(&mut cand);
+            let tok = cand.selected_token();
+            s.candidates = cand.data;
+            let tok = tok?;
+            self.chain.accept(tok);
+            return Some(tok);
         };
-        let logits = ctx.get_logits_ith(at);
         let mut cand = candidates(&mut s.candidates, logits);
         self.chain.apply(&mut cand);
         let mut tok = cand.selected_token();
@@ -67,18 +86,10 @@ impl Picker {
         Some(tok)
     }
 
-    /// The log-probability of `tok` and the most likely alternatives at batch index `at`, when
-    /// the request asked for them. Token text is rendered with special tokens spelled out.
-    pub fn logprob(
-        &self,
-        ctx: &LlamaContext<'_>,
-        model: &LlamaModel,
-        at: i32,
-        tok: LlamaToken,
-        s: &mut Scratch,
-    ) -> Option<TokenLogprob> {
+    /// The log-probability of `tok` and the most likely alternatives under `logits`, when the
+    /// request asked for them. Token text is rendered with special tokens spelled out.
+    pub fn logprob(&self, logits: &[f32], model: &LlamaModel, tok: LlamaToken, s: &mut Scratch) -> Option<TokenLogprob> {
         let n = self.top_logprobs?;
-        let logits = ctx.get_logits_ith(at);
         let lse = log_sum_exp(logits);
         top_n(logits, n as usize, &mut s.top);
         let mut bytes = |t: LlamaToken| {

@@ -3,7 +3,7 @@
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::protocol::{CacheTier, GenerateRequest, RequestId, TokenLogprob};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::lora::AdapterSet;
 use super::pick::Picker;
@@ -18,6 +18,8 @@ pub struct Queued {
     /// The LoRA adapters it runs with.
     pub set: AdapterSet,
     pub enqueued: Instant,
+    /// Time its reading took on a helper (counted in its sampling budget).
+    pub sampled: Duration,
 }
 
 /// A request that owns a slot (and the KV sequence with the slot's index).
@@ -38,7 +40,15 @@ pub struct Active {
     pub last: Option<LlamaToken>,
     /// Index of this sequence's logits in the current batch.
     pub logits_at: Option<i32>,
-    pub picker: Picker,
+    /// Its samplers; `None` while a helper samples its next token (the request sits out steps).
+    pub picker: Option<Picker>,
+    /// While a helper samples: since when, and the step that waits for it (`None`: none does,
+    /// its last sample took longer than the wait).
+    pub picking: Option<(Instant, Option<u64>)>,
+    /// How long its last sample on a helper took.
+    pub last_pick: Duration,
+    /// Helper time used so far (reading and constrained sampling), against the sampling budget.
+    pub sampled: Duration,
     /// Spell out tool-call marker tokens (the request offered tools).
     pub markers: bool,
     pub text: TextOut,
@@ -84,7 +94,10 @@ impl Active {
             n_past: cached as i32,
             last: None,
             logits_at: None,
-            picker: Picker { chain, grammar: q.grammar, top_logprobs: q.req.logprobs },
+            picker: Some(Picker { chain, grammar: q.grammar, top_logprobs: q.req.logprobs }),
+            picking: None,
+            last_pick: Duration::ZERO,
+            sampled: q.sampled,
             markers: q.req.tools.is_some(),
             text: TextOut::new(&q.req.stop),
             unsent: String::new(),
@@ -110,8 +123,52 @@ impl Active {
         a
     }
 
-    /// Whether the prompt is still being fed or decoded (no token sampled yet).
+    /// Whether the prompt is still being fed or decoded (no token sampled yet, none being
+    /// sampled).
     pub fn prefilling(&self) -> bool {
-        self.last.is_none() && self.n_gen == 0 && self.follows.is_none()
+        self.last.is_none() && self.n_gen == 0 && self.follows.is_none() && self.picking.is_none()
+    }
+
+    /// Helper time used so far, counting a sample still running.
+    pub fn sampling_time(&self, now: Instant) -> Duration {
+        self.sampled + self.picking.map_or(Duration::ZERO, |(since, _)| now.saturating_duration_since(since))
+    }
+}
+
+/// What a sequence does when its context is full.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Full {
+    /// It ends with `finish_reason: "length"`, as llama-server ends it.
+    End,
+    /// The context shifts and generation goes on.
+    Shift,
+}
+
+/// A request without `max_tokens` ends when its sequence fills the context (a model that loops
+/// would otherwise never stop); one that asked for more tokens than its prompt leaves room for
+/// said it wants them, so its context shifts.
+pub fn when_full(max_tokens: Option<u32>, n_prompt: usize, n_ctx: i32) -> Full {
+    match max_tokens {
+        Some(m) if n_prompt as u64 + u64::from(m) > n_ctx.max(0) as u64 => Full::Shift,
+        _ => Full::End,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_without_max_tokens_ends_at_the_full_context() {
+        assert_eq!(when_full(None, 10, 256), Full::End);
+        assert_eq!(when_full(None, 255, 256), Full::End);
+    }
+
+    #[test]
+    fn only_a_request_asking_for_more_than_the_context_holds_shifts() {
+        assert_eq!(when_full(Some(246), 10, 256), Full::End);
+        assert_eq!(when_full(Some(247), 10, 256), Full::Shift);
+        assert_eq!(when_full(Some(u32::MAX), 10, 256), Full::Shift);
+        assert_eq!(when_full(Some(1), 255, 256), Full::End);
     }
 }

@@ -33,6 +33,36 @@ pub fn named(name: &str) -> Option<&'static str> {
     NAMED.iter().find(|(n, _)| *n == name).map(|(_, src)| *src)
 }
 
+/// The most instructions one rendering may run. A template is code from the model file, which
+/// may come from anywhere: its loops are bounded by this, not by trust. Real templates use a few
+/// hundred per message; this leaves room for tens of thousands of messages.
+pub const TEMPLATE_FUEL: u64 = 50_000_000;
+
+/// The most text one rendering may write, in bytes: far more than any context holds.
+pub const MAX_PROMPT_BYTES: usize = 64 << 20;
+
+/// Rendered text, refused past `cap` bytes.
+struct Capped {
+    buf: Vec<u8>,
+    cap: usize,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.cap {
+            self.over = true;
+            return Err(std::io::Error::other("the rendered prompt is too large"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A compiled chat template with the model's special tokens.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -53,6 +83,7 @@ impl ChatTemplate {
         // Hugging Face renders chat templates with these two on; so does llama.cpp.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         // Python's `json.dumps`, as Hugging Face's `tojson` is (minijinja's own writes compact,
@@ -112,15 +143,35 @@ impl ChatTemplate {
         };
         let msgs: Vec<_> = messages.iter().map(message).collect();
         let tmpl = self.env.get_template("chat").map_err(|e| e.to_string())?;
-        let out = tmpl
-            .render(context! {
+        let mut out = Capped { buf: Vec::new(), cap: MAX_PROMPT_BYTES, over: false };
+        let rendered = tmpl.render_captured_to(
+            context! {
                 messages => msgs,
                 tools => tools.map(Value::from_serialize),
                 add_generation_prompt => true,
                 bos_token => self.bos,
                 eos_token => self.eos,
-            })
-            .map_err(|e| format!("chat template failed: {e}"))?;
+            },
+            &mut out,
+        );
+        match rendered {
+            Ok(_) => {}
+            Err(_) if out.over => {
+                return Err(format!(
+                    "the chat template wrote more than {} MiB for these messages: a template that \
+                     writes that much is broken or hostile",
+                    MAX_PROMPT_BYTES >> 20
+                ))
+            }
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => {
+                return Err(format!(
+                    "the chat template ran more than {TEMPLATE_FUEL} steps for these messages (its \
+                     loops are too large): a template that runs that long is broken or hostile"
+                ))
+            }
+            Err(e) => return Err(format!("chat template failed: {e}")),
+        }
+        let out = String::from_utf8(out.buf).map_err(|_| "the chat template wrote invalid UTF-8".to_string())?;
         match out.strip_prefix(self.bos.as_str()) {
             Some(rest) if self.strip_bos && !self.bos.is_empty() => Ok(rest.to_string()),
             _ => Ok(out),
@@ -211,6 +262,23 @@ mod tests {
         let py =
             ChatTemplate::new("{{ messages[0].content.strip().upper() }}".into(), "".into(), "".into(), false).unwrap();
         assert_eq!(py.render(&user("  hi "), None).unwrap(), "HI");
+    }
+
+    #[test]
+    fn a_template_that_loops_or_writes_without_end_is_stopped_with_a_clear_error() {
+        // A hostile model file's template: nested loops of 10^10 steps, then 10^10 bytes.
+        let loops = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        let t = ChatTemplate::new(loops.into(), "".into(), "".into(), false).unwrap();
+        let e = t.render(&user("x"), None).unwrap_err();
+        assert!(e.contains("steps") && e.contains("hostile"), "{e}");
+        let writes = "{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}";
+        let t = ChatTemplate::new(writes.into(), "".into(), "".into(), false).unwrap();
+        let e = t.render(&user("x"), None).unwrap_err();
+        assert!(e.contains("MiB"), "{e}");
+        // A long real conversation stays far inside both.
+        let t = ChatTemplate::new(named("chatml").unwrap().into(), "".into(), "".into(), false).unwrap();
+        let long: Vec<ChatMessage> = (0..5000).flat_map(|_| user("a message of a long conversation")).collect();
+        assert!(t.render(&long, None).is_ok());
     }
 
     #[test]

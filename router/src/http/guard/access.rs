@@ -42,6 +42,11 @@ impl Access {
 #[derive(Debug, Clone, Copy)]
 pub struct AdminCaller;
 
+/// Marks a request whose key was checked, with which key it was (`"api"` or `"admin"`): the
+/// client it counts as, however the header spelled the key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyHolder(pub &'static str);
+
 /// The key a request carries, from `Authorization: Bearer` or `x-api-key`.
 fn presented(h: &HeaderMap) -> Option<&[u8]> {
     if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
@@ -67,6 +72,9 @@ pub async fn require_key(State(access): State<Access>, mut req: Request, next: N
         Some(given) if key_matches(given, key.as_bytes()) => {
             if access.admin_key.as_deref() == Some(key) {
                 req.extensions_mut().insert(AdminCaller);
+                req.extensions_mut().insert(KeyHolder("admin"));
+            } else {
+                req.extensions_mut().insert(KeyHolder("api"));
             }
             next.run(req).await
         }

@@ -5,10 +5,13 @@
 //! local caller has the same address, so there it caps all local callers together. A request
 //! past the limit gets 429 with `Retry-After`; a streamed answer holds its place until its body
 //! ends.
+//!
+//! Watch streams (`/admin/events`, a model's logs) use no slot but hold a connection for as long
+//! as a page is shown: they have limits of their own, always on, [`MAX_WATCHES_PER_CLIENT`] per
+//! client and [`MAX_WATCHES`] in all, so no caller can take every connection with them.
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -17,14 +20,37 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::http::error::ApiError;
+use crate::http::guard::access::KeyHolder;
+
+/// Watch streams one client may hold open.
+pub const MAX_WATCHES_PER_CLIENT: usize = 8;
+/// Watch streams open at once, all clients together.
+pub const MAX_WATCHES: usize = 64;
 
 /// Requests in flight per client.
 pub struct ClientLimit {
     /// Requests one client may have in flight (0: no limit).
     pub max: usize,
+    /// Requests all clients together may have in flight (0: no limit).
+    total: usize,
     /// Tell clients apart by their (checked) API key rather than by address.
     by_key: bool,
     in_flight: Mutex<HashMap<String, usize>>,
+}
+
+/// The limits the middleware applies: requests (`--max-client-requests`) and watch streams.
+pub struct Limits {
+    pub requests: Arc<ClientLimit>,
+    pub watches: Arc<ClientLimit>,
+}
+
+impl Limits {
+    pub fn new(max_client_requests: usize, by_key: bool) -> Limits {
+        Limits {
+            requests: Arc::new(ClientLimit::new(max_client_requests, by_key)),
+            watches: Arc::new(ClientLimit { total: MAX_WATCHES, ..ClientLimit::new(MAX_WATCHES_PER_CLIENT, by_key) }),
+        }
+    }
 }
 
 /// One request's place; dropping it frees the place.
@@ -47,12 +73,15 @@ impl Drop for Place {
 
 impl ClientLimit {
     pub fn new(max: usize, by_key: bool) -> ClientLimit {
-        ClientLimit { max, by_key, in_flight: Mutex::new(HashMap::new()) }
+        ClientLimit { max, total: 0, by_key, in_flight: Mutex::new(HashMap::new()) }
     }
 
     /// A place for one more request of `client`, unless it has `max` in flight.
     fn enter(self: &Arc<Self>, client: String) -> Option<Place> {
         let mut m = self.in_flight.lock().expect("clients lock");
+        if self.total > 0 && m.values().sum::<usize>() >= self.total {
+            return None;
+        }
         let n = m.entry(client.clone()).or_default();
         if *n >= self.max {
             return None;
@@ -62,21 +91,12 @@ impl ClientLimit {
     }
 }
 
-/// Who a request comes from: a hash of its key (when `by_key`), else its address.
+/// Who a request comes from: the key it was checked against (when `by_key`; however the
+/// header spelled it, `Bearer  K`, `bearer K` or `x-api-key: K`), else its address.
 fn client_of(req: &Request, by_key: bool) -> String {
-    let key = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .or_else(|| req.headers().get("x-api-key"))
-        .filter(|_| by_key)
-        .map(|v| v.as_bytes().to_vec());
+    let key = req.extensions().get::<KeyHolder>().filter(|_| by_key);
     match key {
-        Some(k) => {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            k.hash(&mut h);
-            format!("key:{:016x}", h.finish())
-        }
+        Some(KeyHolder(k)) => format!("key:{k}"),
         None => match req.extensions().get::<ConnectInfo<SocketAddr>>() {
             Some(ConnectInfo(addr)) => format!("addr:{}", addr.ip()),
             None => "addr:unknown".into(),
@@ -85,24 +105,28 @@ fn client_of(req: &Request, by_key: bool) -> String {
 }
 
 /// Whether `path` is outside the limit: it uses no worker slot or queue place (health, the
-/// page's files, and the watch streams a page holds open for as long as it is shown).
+/// page's files).
 fn unlimited(path: &str) -> bool {
-    path == "/health"
-        || path == "/admin/events"
-        || crate::http::page::is_page(path)
-        || path.strip_prefix("/admin/models/").is_some_and(|rest| rest.ends_with("/logs"))
+    path == "/health" || crate::http::page::is_page(path)
 }
 
-pub async fn limit(State(l): State<Arc<ClientLimit>>, req: Request, next: Next) -> Response {
-    if l.max == 0 || unlimited(req.uri().path()) {
+/// Whether `path` is a watch stream a page holds open for as long as it is shown.
+fn watch(path: &str) -> bool {
+    path == "/admin/events" || path.strip_prefix("/admin/models/").is_some_and(|rest| rest.ends_with("/logs"))
+}
+
+pub async fn limit(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let (l, what) = if watch(path) {
+        (&limits.watches, format!("watch streams open (at most {MAX_WATCHES_PER_CLIENT} per client, {MAX_WATCHES} in all)"))
+    } else {
+        (&limits.requests, format!("{} requests in flight (--max-client-requests)", limits.requests.max))
+    };
+    if l.max == 0 || unlimited(path) {
         return next.run(req).await;
     }
     let Some(place) = l.enter(client_of(&req, l.by_key)) else {
-        return ApiError::too_many(
-            format!("this client already has {} requests in flight (--max-client-requests)", l.max),
-            1,
-        )
-        .into_response();
+        return ApiError::too_many(format!("this client, or all of them, already has its {what}"), 1).into_response();
     };
     let resp = next.run(req).await;
     // The place is held until the body (a stream, maybe) has been sent or dropped.
@@ -130,12 +154,43 @@ mod tests {
     }
 
     #[test]
-    fn watch_streams_and_the_page_take_no_place() {
-        for p in ["/health", "/admin/events", "/admin/models/eden_x_1b_abcdef/logs", "/", "/page/app.js"] {
-            assert!(unlimited(p), "{p}");
+    fn a_key_is_one_client_however_it_is_spelled() {
+        let with = |h: &[(&str, &str)], checked: Option<&'static str>| {
+            let mut b = axum::http::Request::builder().uri("/v1/models");
+            for (k, v) in h {
+                b = b.header(*k, *v);
+            }
+            let mut r = b.body(Body::empty()).unwrap();
+            if let Some(k) = checked {
+                r.extensions_mut().insert(KeyHolder(k));
+            }
+            client_of(&r, true)
+        };
+        let a = with(&[("authorization", "Bearer K")], Some("api"));
+        assert_eq!(a, with(&[("authorization", "Bearer  K")], Some("api")));
+        assert_eq!(a, with(&[("authorization", "bearer K")], Some("api")));
+        assert_eq!(a, with(&[("authorization", "Basic x"), ("x-api-key", "K")], Some("api")));
+        assert_ne!(a, with(&[("authorization", "Bearer A")], Some("admin")));
+    }
+
+    #[test]
+    fn watch_streams_have_limits_of_their_own_and_the_page_takes_no_place() {
+        for p in ["/health", "/", "/page/app.js"] {
+            assert!(unlimited(p) && !watch(p), "{p}");
+        }
+        for p in ["/admin/events", "/admin/models/eden_x_1b_abcdef/logs"] {
+            assert!(watch(p), "{p}");
         }
         for p in ["/v1/chat/completions", "/admin/models/x/load", "/admin/pull", "/v1/models"] {
-            assert!(!unlimited(p), "{p}");
+            assert!(!unlimited(p) && !watch(p), "{p}");
         }
+        // Watch streams: per client and in all.
+        let w = Limits::new(0, false).watches;
+        let held: Vec<_> = (0..MAX_WATCHES_PER_CLIENT).map(|_| w.enter("a".into()).unwrap()).collect();
+        assert!(w.enter("a".into()).is_none());
+        let more: Vec<_> = (0..MAX_WATCHES - held.len()).map(|i| w.enter(format!("c{i}")).unwrap()).collect();
+        assert!(w.enter("z".into()).is_none(), "the total is full");
+        drop(more);
+        assert!(w.enter("z".into()).is_some());
     }
 }

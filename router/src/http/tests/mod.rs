@@ -29,6 +29,7 @@ fn registry_with(catalog: Catalog, launch: crate::worker::Launch) -> Arc<Registr
         load_timeout: Duration::from_secs(1),
         load_wait: Duration::from_secs(1),
         max_queue: 2,
+        max_sampling: Duration::from_secs(30),
         prompt_cache: None,
         kv_cache: None,
     };

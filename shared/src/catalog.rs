@@ -244,6 +244,32 @@ impl Catalog {
         }
     }
 
+    /// The models a name could mean when it means more than one and so resolves to none (a
+    /// hashless alias two files share, a file name in two places): their IDs. Empty when the
+    /// name resolves or means no model here.
+    pub fn ambiguous(&self, name: &str) -> Vec<&str> {
+        if self.position(name).is_some() {
+            return Vec::new();
+        }
+        let hits: Vec<&str> = self
+            .models
+            .iter()
+            .filter(|m| {
+                m.stem().eq_ignore_ascii_case(name)
+                    || m.id.eq_ignore_ascii_case(name)
+                    || m.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+                    || m.path.file_name().is_some_and(|f| f.to_string_lossy() == name)
+                    || m.path.file_stem().is_some_and(|f| f.to_string_lossy() == name)
+            })
+            .map(|m| m.id.as_str())
+            .collect();
+        if hits.len() >= 2 {
+            hits
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Finds a model by full ID, alias or custom ID (exact first, then case-insensitive), or by
     /// file name when only one model has it.
     pub fn resolve(&self, name: &str) -> Option<&ModelInfo> {

@@ -263,3 +263,99 @@ fn peers_are_found_through_a_dns_name() {
     *ips.lock().unwrap() = vec![[127, 0, 0, 6]];
     assert!(eventually(Duration::from_secs(10), || listed(&a, &gemma_id()).is_none()), "B still listed");
 }
+
+/// A compromised peer on its own address: its model list is `list` (whatever it holds), and
+/// every other request gets an HTML page.
+fn hostile_peer(list: String) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind(("127.0.0.9", 0)).unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let list = std::sync::Arc::new(list);
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let list = list.clone();
+            std::thread::spawn(move || {
+                let mut c = c;
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                let (ct, body) = if head.starts_with(b"GET /v1/models") {
+                    ("application/json", list.as_bytes())
+                } else {
+                    ("text/html", &b"<html><script>alert(1)</script></html>"[..])
+                };
+                let _ = write!(c, "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = c.write_all(body);
+            });
+        }
+    });
+    url
+}
+
+/// The peak resident memory of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[test]
+fn a_compromised_peer_can_neither_bloat_shadow_nor_serve_pages_through_a_node() {
+    // Nearly 4 MiB of models: thousands, each with a hundred junk fields (small on the wire,
+    // large as parsed JSON), a task and a local name.
+    let junk: serde_json::Map<String, Value> = (0..100).map(|k| (format!("k{k}"), json!(1))).collect();
+    let mut data: Vec<Value> =
+        (0..4000).map(|i| json!({ "id": format!("m{i}"), "junk": junk, "state": "ready" })).collect();
+    data.push(json!({ "id": "task:thinking", "state": "ready" }));
+    data.push(json!({ "id": "evil", "aliases": [smol_id(), "task:intent"], "state": "ready" }));
+    data.push(json!({ "id": "pager", "state": "ready", "capabilities": ["chat"] }));
+    data.rotate_right(3);
+    let list = json!({ "object": "list", "data": data }).to_string();
+    assert!(list.len() < 4 << 20, "{}", list.len());
+    let dir = bucket_of(SMOLLM2_FILE);
+    let a = node("127.0.0.1", 0, dir.path(), &[hostile_peer(list)], &[], &[]);
+    assert!(eventually(Duration::from_secs(10), || listed(&a, "pager").is_some()));
+    let before = peak_rss(a.child.id());
+    // Sixteen listings at once: each writes the shared entries, none copies them.
+    let port = a.port;
+    let lists: Vec<_> = (0..16).map(|_| std::thread::spawn(move || model_bucket_tests::server::get(port, "/v1/models").unwrap())).collect();
+    for l in lists {
+        assert_eq!(l.join().unwrap().0, 200);
+    }
+    let grew = peak_rss(a.child.id()).saturating_sub(before);
+    assert!(grew < 200 << 20, "16 listings grew the router's peak memory by {} MiB", grew >> 20);
+    let v = a.get_json("/v1/models");
+    let data = v["data"].as_array().unwrap();
+    assert!(data.len() <= 4096 + 2, "{}", data.len());
+    // Known fields only; no `task:` entry or alias, nothing that shadows this node's own names.
+    let pager = data.iter().find(|m| m["id"] == "pager").unwrap();
+    assert!(pager.get("junk").is_none(), "{pager}");
+    assert!(data.iter().all(|m| m["id"] != "task:thinking" && m["id"] != "evil"), "shadowing entries listed");
+    assert_eq!(data.iter().filter(|m| m["id"] == smol_id()).count(), 1);
+    // A page instead of an answer is not passed on.
+    let (status, head, body) = post(&a, "/v1/chat/completions", &json!({ "model": "pager", "messages": [{ "role": "user", "content": "hi" }] }));
+    assert_eq!(status, 502, "{head} {body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("text/html"), "{body}");
+    assert!(!head.contains("text/html"));
+}
+
+#[test]
+fn a_name_that_means_two_local_models_is_refused_not_forwarded() {
+    // Two SmolLM2 files: the hashless alias means both here, and a peer claims it too.
+    let dir = bucket_of(SMOLLM2_FILE);
+    let other = dir.path().join("smollm2-copy.gguf");
+    let mut bytes = std::fs::read(model(SMOLLM2_FILE)).unwrap();
+    bytes.extend_from_slice(&[0u8; 32]); // another file, another hash, the same name stem
+    std::fs::write(&other, bytes).unwrap();
+    let alias = smol_id().rsplit_once('_').unwrap().0.to_string();
+    let list = json!({ "data": [{ "id": "peer_model_x", "aliases": [alias.clone()], "state": "ready" }] }).to_string();
+    let a = node("127.0.0.1", 0, dir.path(), &[hostile_peer(list)], &[], &[]);
+    // The peer was polled: its model is listed (its alias means nothing unique here).
+    assert!(eventually(Duration::from_secs(10), || listed(&a, "peer_model_x").is_some()));
+    let (status, _, body) = post(&a, "/v1/completions", &json!({ "model": alias, "prompt": "Hi", "max_tokens": 2 }));
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("several models") && message.contains(&smol_id()), "{message}");
+}

@@ -17,6 +17,8 @@ use table::Peer;
 
 /// Marks a request sent by another node: it is answered here or not at all.
 pub const HOP: &str = "x-model-bucket-hop";
+/// The most peer models one listing holds, all peers together.
+pub const MAX_LISTED: usize = 4096;
 /// On a forwarded answer: the peer that gave it.
 pub const NODE: &str = "x-model-bucket-node";
 /// On `/v1/models`: the answering node's random ID (a DNS name lists every node, this one too).
@@ -94,30 +96,27 @@ impl Fleet {
     }
 
     /// The entry of the peers' model `name` (ID or alias), with its node.
-    pub fn entry(&self, name: &str) -> Option<Value> {
+    pub fn entry(&self, name: &str) -> Option<Arc<Value>> {
         let peers = self.peers.read().expect("fleet lock");
-        peers.iter().find_map(|p| {
-            p.model(name).map(|m| {
-                let mut e = m.entry.clone();
-                e["node"] = Value::String(p.url.clone());
-                e
-            })
-        })
+        peers.iter().find_map(|p| p.model(name).map(|m| m.entry.clone()))
     }
 
-    /// Every peer's model entries, each with `node` set to the peer's URL; a model several
-    /// peers have is listed once, from the first.
-    pub fn entries(&self) -> Vec<Value> {
+    /// The peers' model entries for a listing, each with its node, shared (not copied): a model
+    /// several peers have is listed once, from the first; one whose ID or an alias is `local`
+    /// (a name this node answers for itself) is left out; at most [`MAX_LISTED`].
+    pub fn entries(&self, local: impl Fn(&str) -> bool) -> Vec<Arc<Value>> {
         let peers = self.peers.read().expect("fleet lock");
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
-        for p in peers.iter() {
-            for m in &p.models {
-                if seen.insert(m.id.clone()) {
-                    let mut e = m.entry.clone();
-                    e["node"] = Value::String(p.url.clone());
-                    out.push(e);
-                }
+        for m in peers.iter().flat_map(|p| &p.models) {
+            if out.len() >= MAX_LISTED {
+                break;
+            }
+            if local(&m.id) || m.aliases.iter().any(|a| local(a)) {
+                continue;
+            }
+            if seen.insert(m.id.as_str()) {
+                out.push(m.entry.clone());
             }
         }
         out

@@ -131,7 +131,7 @@ async fn ask(fleet: &Fleet, url: &str) -> Answer {
         }
     }
     match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(v) => Answer::Models(parse_models(&v)),
+        Ok(v) => Answer::Models(parse_models(&v, url)),
         Err(e) => Answer::Failed(format!("its model list is not JSON: {e}")),
     }
 }

@@ -1,7 +1,8 @@
 //! What this node knows of its peers: each peer's models as its last poll saw them, and how
 //! reliable it has been. Which peer gets a request is a pure function of that ([`candidates`]).
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Failures in a row (polls or forwarded requests) after which a peer is skipped for a while.
@@ -18,8 +19,9 @@ pub struct PeerModel {
     pub state: String,
     /// Requests its worker has in hand there (0 when not loaded).
     pub active: u64,
-    /// The peer's whole entry, as this node lists it (with `node` added).
-    pub entry: Value,
+    /// The peer's entry as this node lists it: the known fields only, bounded, with `node`
+    /// added; built once per poll and shared by every listing.
+    pub entry: Arc<Value>,
 }
 
 /// One peer.
@@ -86,29 +88,86 @@ pub fn candidates<'p>(peers: &'p [Peer], name: &str, now: Instant) -> Vec<&'p Pe
 
 /// The most models taken from one peer.
 pub const MAX_PEER_MODELS: usize = 4096;
+/// The longest string kept from a peer's entry, in bytes (longer ones are dropped).
+pub const MAX_FIELD_BYTES: usize = 256;
+/// The most items kept of a list in a peer's entry (aliases, capabilities, adapters).
+pub const MAX_LIST_ITEMS: usize = 16;
 
-/// Reads a peer's `/v1/models` answer into its models (tasks and entries without an ID are
-/// left out; at most [`MAX_PEER_MODELS`]).
-pub fn parse_models(v: &Value) -> Vec<PeerModel> {
+/// Reads a peer's `/v1/models` answer into its models, `node` being the peer's URL: tasks,
+/// entries without a usable ID and names that are this node's task syntax (`task:`) are left
+/// out; at most [`MAX_PEER_MODELS`]. A peer may be compromised: only the fields this node lists
+/// are kept, each bounded ([`clean`]).
+pub fn parse_models(v: &Value, node: &str) -> Vec<PeerModel> {
     let Some(data) = v["data"].as_array() else { return Vec::new() };
+    fn name(s: &Value) -> Option<&str> {
+        s.as_str().filter(|s| s.len() <= MAX_FIELD_BYTES && !s.starts_with("task:"))
+    }
     data.iter()
         .filter(|m| m["task"].is_null())
         .take(MAX_PEER_MODELS)
         .filter_map(|m| {
-            let id = m["id"].as_str()?.to_string();
-            let aliases = m["aliases"]
+            let id = name(&m["id"])?.to_string();
+            let mut entry = clean(m);
+            let aliases: Vec<String> = entry["aliases"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+                .map(|a| a.iter().filter_map(name).map(str::to_string).collect())
                 .unwrap_or_default();
+            entry["id"] = Value::String(id.clone());
+            entry["aliases"] = aliases.iter().map(|a| Value::String(a.clone())).collect();
+            entry["node"] = Value::String(node.to_string());
             Some(PeerModel {
                 id,
+                state: entry["state"].as_str().unwrap_or("unloaded").to_string(),
+                active: entry["worker"]["active"].as_u64().unwrap_or(0),
                 aliases,
-                state: m["state"].as_str().unwrap_or("unloaded").to_string(),
-                active: m["worker"]["active"].as_u64().unwrap_or(0),
-                entry: m.clone(),
+                entry: Arc::new(entry),
             })
         })
         .collect()
+}
+
+/// The fields of a model entry this node passes on, each bounded: short strings, numbers,
+/// lists of short strings, the worker's numbers and the adapters' index, file and size.
+fn clean(m: &Value) -> Value {
+    const TEXT: [&str; 8] = ["object", "owned_by", "architecture", "parameters", "quantization", "state", "base", "error"];
+    const NUMBERS: [&str; 5] = ["created", "context_length", "size_bytes", "lora_scale", "progress"];
+    const WORKER: [&str; 5] = ["context_per_request", "slots", "load_ms", "memory_bytes", "active"];
+    let text = |v: &Value| v.as_str().filter(|s| s.len() <= MAX_FIELD_BYTES).map(|s| Value::String(s.to_string()));
+    let number = |v: &Value| v.is_number().then(|| v.clone());
+    let mut out = Map::new();
+    for k in TEXT {
+        if let Some(v) = text(&m[k]) {
+            out.insert(k.into(), v);
+        }
+    }
+    for k in NUMBERS {
+        if let Some(v) = number(&m[k]) {
+            out.insert(k.into(), v);
+        }
+    }
+    for k in ["aliases", "capabilities"] {
+        if let Some(a) = m[k].as_array() {
+            out.insert(k.into(), a.iter().filter_map(text).take(MAX_LIST_ITEMS).collect());
+        }
+    }
+    if m["worker"].is_object() {
+        let w: Map<String, Value> =
+            WORKER.iter().filter_map(|k| number(&m["worker"][*k]).map(|v| (k.to_string(), v))).collect();
+        out.insert("worker".into(), Value::Object(w));
+    }
+    if let Some(a) = m["adapters"].as_array() {
+        let adapters = a.iter().take(MAX_LIST_ITEMS).map(|x| {
+            let mut o = Map::new();
+            for (k, v) in [("id", number(&x["id"])), ("file", text(&x["file"])), ("size_bytes", number(&x["size_bytes"]))] {
+                if let Some(v) = v {
+                    o.insert(k.into(), v);
+                }
+            }
+            Value::Object(o)
+        });
+        out.insert("adapters".into(), adapters.collect());
+    }
+    Value::Object(out)
 }
 
 #[cfg(test)]
@@ -122,7 +181,7 @@ mod tests {
             .map(|(id, state, active)| json!({ "id": id, "aliases": [format!("{id}-alias")], "state": state, "worker": { "active": active } }))
             .collect();
         let mut p = Peer::new(url.into());
-        p.models = parse_models(&json!({ "data": data }));
+        p.models = parse_models(&json!({ "data": data }), url);
         p
     }
 
@@ -166,10 +225,30 @@ mod tests {
 
     #[test]
     fn tasks_and_garbage_are_not_models() {
-        let v = json!({ "data": [{ "id": "task:x", "task": { "name": "x" } }, { "no": "id" }, { "id": "m" }, 7] });
-        let models = parse_models(&v);
+        let v = json!({ "data": [{ "id": "task:x", "task": { "name": "x" } }, { "no": "id" }, { "id": "m" }, 7,
+            { "id": "task:shadow" }, { "id": "x".repeat(MAX_FIELD_BYTES + 1) }] });
+        let models = parse_models(&v, "http://p");
         assert_eq!(models.len(), 1);
         assert_eq!((models[0].id.as_str(), models[0].state.as_str()), ("m", "unloaded"));
-        assert!(parse_models(&json!("nonsense")).is_empty());
+        assert!(parse_models(&json!("nonsense"), "http://p").is_empty());
+    }
+
+    #[test]
+    fn a_peers_entry_keeps_only_known_bounded_fields() {
+        let big = "y".repeat(100_000);
+        let v = json!({ "data": [{
+            "id": "m", "aliases": ["m-a", "task:evil", big.clone()], "state": "ready", "capabilities": ["chat"],
+            "context_length": 4096, "worker": { "active": 2, "pid": 7, "junk": big.clone() },
+            "extra": big.clone(), "error": big, "adapters": [{ "id": 0, "file": "a.gguf", "path": "/secret" }]
+        }] });
+        let m = &parse_models(&v, "http://p")[0];
+        assert_eq!(m.aliases, ["m-a"]);
+        assert_eq!(m.active, 2);
+        let e = &*m.entry;
+        assert_eq!(e["node"], "http://p");
+        assert_eq!(e["worker"], json!({ "active": 2 }));
+        assert_eq!(e["adapters"], json!([{ "id": 0, "file": "a.gguf" }]));
+        assert!(e.get("extra").is_none() && e.get("error").is_none());
+        assert!(e.to_string().len() < 1024, "{e}");
     }
 }

@@ -83,7 +83,8 @@ pub struct Worker {
 pub fn worker_env(name: &str) -> bool {
     const NAMES: [&str; 11] =
         ["PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "LANG", "LANGUAGE", "LD_LIBRARY_PATH", "EDEN_LOG", "EDEN_LLAMA_LOGS"];
-    const PREFIXES: [&str; 8] = ["LC_", "GGML_", "CUDA_", "NVIDIA_", "OMP_", "KMP_", "RUST_", "EDEN_FAKE_"];
+    const PREFIXES: [&str; 12] =
+        ["LC_", "GGML_", "CUDA_", "NVIDIA_", "HIP_", "ROCR_", "HSA_", "VK_", "OMP_", "KMP_", "RUST_", "EDEN_FAKE_"];
     (NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))) && !secret_env(name)
 }
 

@@ -13,7 +13,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::protocol::{ErrorKind, GenerateRequest, Prompt, RequestId};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -119,10 +119,32 @@ enum Task {
     Pick(Box<Pick>),
 }
 
+impl Task {
+    fn id(&self) -> RequestId {
+        match self {
+            Task::Read(r) => r.id,
+            Task::Pick(p) => p.id,
+        }
+    }
+}
+
+/// What the pool's threads and the engine share about the tasks (a request has at most one).
+#[derive(Default)]
+struct Ledger {
+    /// Submitted and not finished, for requests still wanted.
+    live: HashSet<RequestId>,
+    /// Being run now.
+    running: HashSet<RequestId>,
+    /// Forgotten by the engine (the request ended) before their task finished: skipped if not
+    /// started, their result dropped if running.
+    dead: HashSet<RequestId>,
+    /// Threads running a dead task: replaced meanwhile, up to [`MAX_ZOMBIES`].
+    zombies: usize,
+}
+
 struct Shared {
     tasks: Mutex<Receiver<Task>>,
-    /// Tasks submitted and not finished (waiting or running).
-    busy: AtomicUsize,
+    ledger: Mutex<Ledger>,
 }
 
 /// The helper threads.
@@ -135,11 +157,18 @@ pub struct Pool {
     max_threads: usize,
 }
 
+/// Threads still in a llama.cpp call for a request that has ended, which the pool replaces. Past
+/// these, new work waits for a thread (and a request past its budget ends).
+const MAX_ZOMBIES: usize = 8;
+
+/// Stack of a helper thread: llama.cpp's grammar parser recurses per bracket.
+const STACK_BYTES: usize = 8 << 20;
+
 impl Pool {
     /// No thread runs until there is work. Results go to `back`, the engine's command channel.
     pub fn new(reader: Reader, back: Sender<Command>, max_threads: usize) -> Pool {
         let (tx, rx) = std::sync::mpsc::channel();
-        let shared = Arc::new(Shared { tasks: Mutex::new(rx), busy: AtomicUsize::new(0) });
+        let shared = Arc::new(Shared { tasks: Mutex::new(rx), ledger: Mutex::new(Ledger::default()) });
         Pool { tx, shared, reader: Arc::new(reader), back, threads: 0, max_threads: max_threads.max(1) }
     }
 
@@ -153,10 +182,27 @@ impl Pool {
         self.submit(Task::Pick(p));
     }
 
+    /// Request `id` has ended: its task is skipped if it has not started, and its result
+    /// dropped on the helper if it has (the thread is replaced while it finishes).
+    pub fn forget(&mut self, id: RequestId) {
+        let mut l = self.shared.ledger.lock().expect("ledger lock");
+        if l.live.remove(&id) {
+            l.dead.insert(id);
+            if l.running.contains(&id) {
+                l.zombies += 1;
+            }
+        }
+    }
+
     fn submit(&mut self, t: Task) {
-        // Only this pool submits, so a task beyond the threads there are always finds one new.
-        let busy = self.shared.busy.fetch_add(1, Ordering::AcqRel) + 1;
-        if busy > self.threads && self.threads < self.max_threads {
+        let wanted = {
+            let mut l = self.shared.ledger.lock().expect("ledger lock");
+            l.live.insert(t.id());
+            // Only this pool submits, so a task beyond the working threads always finds one new.
+            let working = self.threads.saturating_sub(l.zombies);
+            l.live.len() > working && self.threads < self.max_threads + l.zombies.min(MAX_ZOMBIES)
+        };
+        if wanted {
             self.spawn();
         }
         // The receiver lives as long as `shared`, which this pool holds.
@@ -167,6 +213,7 @@ impl Pool {
         let (shared, reader, back) = (self.shared.clone(), self.reader.clone(), self.back.clone());
         let started = std::thread::Builder::new()
             .name(format!("helper-{}", self.threads))
+            .stack_size(STACK_BYTES)
             .spawn(move || work(&shared, &reader, &back));
         match started {
             Ok(_) => self.threads += 1,
@@ -196,8 +243,17 @@ fn work(shared: &Shared, reader: &Reader, back: &Sender<Command>) {
             },
             Err(_) => return,
         };
+        let id = task.id();
+        {
+            let mut l = shared.ledger.lock().expect("ledger lock");
+            if l.dead.remove(&id) {
+                continue;
+            }
+            l.running.insert(id);
+        }
         let started = Instant::now();
-        let done = match task {
+        // A panic in a task ends its request with an error, never the thread's place.
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match task {
             Task::Read(req) => {
                 let result = reader.read(&req);
                 Command::Read(Box::new(Read { req, result, took: started.elapsed() }))
@@ -206,9 +262,21 @@ fn work(shared: &Shared, reader: &Reader, back: &Sender<Command>) {
                 let token = p.picker.pick_from(&p.logits, &mut scratch);
                 Command::Picked(Box::new(Picked { pick: *p, token, took: started.elapsed() }))
             }
+        }));
+        let done = done.unwrap_or_else(|_| Command::HelperFailed(id));
+        let wanted = {
+            let mut l = shared.ledger.lock().expect("ledger lock");
+            l.running.remove(&id);
+            if l.dead.remove(&id) {
+                l.zombies = l.zombies.saturating_sub(1);
+                false
+            } else {
+                l.live.remove(&id);
+                true
+            }
         };
-        shared.busy.fetch_sub(1, Ordering::AcqRel);
-        if back.send(done).is_err() {
+        // A dead request's samplers and parse stacks are freed here, not on the decode loop.
+        if wanted && back.send(done).is_err() {
             return;
         }
     }

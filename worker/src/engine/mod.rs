@@ -64,6 +64,8 @@ pub enum Command {
     Read(Box<helper::Read>),
     /// A helper sampled a constrained token.
     Picked(Box<helper::Picked>),
+    /// A helper's task for this request panicked.
+    HelperFailed(RequestId),
 }
 
 /// Engine limits, and the adapters loaded with the model.
@@ -323,11 +325,13 @@ impl<'m> Engine<'m> {
             .collect();
         for id in late {
             self.reading.retain(|(r, _, _)| *r != id);
+            self.pool.forget(id);
             self.error(id, ErrorKind::BadRequest, why());
         }
         for i in 0..self.slots.len() {
             if self.slots[i].as_ref().is_some_and(|a| over(a.sampling_time(now))) {
                 let a = self.slots[i].take().expect("checked");
+                self.pool.forget(a.id);
                 self.release(i);
                 self.error(a.id, ErrorKind::BadRequest, why());
             }
@@ -353,6 +357,7 @@ impl<'m> Engine<'m> {
             Command::Embed(req) => self.enqueue_embed(*req),
             Command::Read(r) => self.queue_read(*r),
             Command::Picked(p) => self.picked(*p),
+            Command::HelperFailed(id) => self.helper_failed(id),
             Command::Cancel(id) => self.cancel(id),
             Command::Shutdown { grace } => {
                 // Requests already received (running or queued) may finish; new ones are refused.
@@ -416,6 +421,7 @@ impl<'m> Engine<'m> {
     }
 
     fn cancel(&mut self, id: RequestId) {
+        self.pool.forget(id);
         if let Some(pos) = self.reading.iter().position(|(r, _, _)| *r == id) {
             let (_, since, _) = self.reading.swap_remove(pos);
             self.send(FromWorker::Done(Box::new(DoneInfo {
@@ -460,10 +466,12 @@ impl<'m> Engine<'m> {
             self.error(q.req.id, ErrorKind::ShuttingDown, why.into());
         }
         for (id, _, _) in std::mem::take(&mut self.reading) {
+            self.pool.forget(id);
             self.error(id, ErrorKind::ShuttingDown, why.into());
         }
         for i in 0..self.slots.len() {
             if let Some(a) = self.slots[i].take() {
+                self.pool.forget(a.id);
                 self.release(i);
                 self.error(
                     a.id,
@@ -643,6 +651,20 @@ impl<'m> Engine<'m> {
             }
         }
         self.logit_bufs.push(pick.logits);
+    }
+
+    /// A helper's task for request `id` panicked: the request ends with an error.
+    fn helper_failed(&mut self, id: RequestId) {
+        let message = "the worker failed reading this request or sampling its token".to_string();
+        if let Some(pos) = self.reading.iter().position(|(r, _, _)| *r == id) {
+            self.reading.swap_remove(pos);
+            return self.error(id, ErrorKind::Internal, message);
+        }
+        if let Some(i) = self.slots.iter().position(|s| s.as_ref().is_some_and(|a| a.id == id && a.picker.is_none())) {
+            self.slots[i] = None;
+            self.release(i);
+            self.error(id, ErrorKind::Internal, message);
+        }
     }
 
     /// Slot `i` sampled `tok`: its text goes out, and the request ends or goes on.

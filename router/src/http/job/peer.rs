@@ -106,6 +106,15 @@ pub async fn forward(fleet: &Fleet, path: &str, raw: &Bytes, name: &str) -> Opti
             last = Err(ApiError::bad_gateway(format!("the node {url} answered with a redirect ({status})")));
             continue;
         }
+        let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if !relayable(content_type) {
+            // A page, a script, a file: not an answer of this API, whatever the peer says.
+            fleet.record(&url, false);
+            let ct = content_type.unwrap_or("none").chars().take(64).collect::<String>();
+            return Some(Err(ApiError::bad_gateway(format!(
+                "the node {url} answered with content type {ct:?}, not JSON or an event stream"
+            ))));
+        }
         fleet.record(&url, true);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::info!(peer = %url, model = name, "peer cannot serve now; trying the next");
@@ -118,6 +127,13 @@ pub async fn forward(fleet: &Fleet, path: &str, raw: &Bytes, name: &str) -> Opti
     Some(last)
 }
 
+/// Whether a peer's answer of this type is passed on: JSON and event streams, what this API
+/// answers with.
+fn relayable(content_type: Option<&str>) -> bool {
+    let essence = content_type.and_then(|c| c.split(';').next()).map(|c| c.trim().to_ascii_lowercase());
+    matches!(essence.as_deref(), Some("application/json" | "text/event-stream"))
+}
+
 /// The peer's answer as this node's, marked with the peer (status, type, length and
 /// `Retry-After` kept). An SSE stream that breaks, or goes quiet for [`IDLE_TIMEOUT`], ends with
 /// an error event on a line of its own and `[DONE]`; any other body is cut short.
@@ -127,7 +143,9 @@ fn relay(url: &str, resp: reqwest::Response, status: StatusCode) -> Response {
     let content_type = text(reqwest::header::CONTENT_TYPE);
     let retry_after = text(reqwest::header::RETRY_AFTER);
     let sse = content_type.as_deref().is_some_and(|c| c.starts_with("text/event-stream"));
-    let mut out = Response::builder().status(status).header(NODE, url);
+    // The browser must take it for what its type says, never sniff it into a page.
+    let mut out =
+        Response::builder().status(status).header(NODE, url).header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     if let Some(ct) = content_type {
         out = out.header(header::CONTENT_TYPE, ct);
     }
@@ -168,4 +186,20 @@ fn relay(url: &str, resp: reqwest::Response, status: StatusCode) -> Response {
     };
     out.body(Body::from_stream(body))
         .unwrap_or_else(|_| ApiError::internal("cannot relay the peer's answer").into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_json_and_event_streams_are_relayed() {
+        for ok in ["application/json", "application/json; charset=utf-8", "text/event-stream", "Text/Event-Stream"] {
+            assert!(relayable(Some(ok)), "{ok}");
+        }
+        for bad in ["text/html", "application/javascript", "text/plain", "image/svg+xml", "application/jsonx"] {
+            assert!(!relayable(Some(bad)), "{bad}");
+        }
+        assert!(!relayable(None));
+    }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::http::job::Job;
+use model_bucket_shared::Catalog;
 use crate::http::error::ApiError;
 use crate::http::job::fanout::serve;
 use crate::http::openai::request::CommonParams;
@@ -49,7 +50,7 @@ pub async fn route(
         }
         None => match cat.resolve(&c.model) {
             Some(m) => vec![routing::Candidate::Local(m.id.clone())],
-            None => return elsewhere(peers, path, raw, &c.model).await,
+            None => return elsewhere(&cat, peers, path, raw, &c.model).await,
         },
     };
     let mut result = Err(ApiError::internal("empty chain"));
@@ -89,13 +90,22 @@ pub async fn route(
 }
 
 /// A model this node does not have: the best peer that has it, else 404 (naming the peers
-/// that could not be asked).
+/// that could not be asked). A name that means several models here is a 400 naming them,
+/// never sent to a peer that claims it.
 pub async fn elsewhere(
+    cat: &Catalog,
     peers: Option<&Fleet>,
     path: &str,
     raw: &axum::body::Bytes,
     model: &str,
 ) -> Result<Response, ApiError> {
+    let several = cat.ambiguous(model);
+    if !several.is_empty() {
+        return Err(ApiError::bad_param(
+            "model",
+            format!("the model name `{model}` means several models here ({}): use a full ID", several.join(", ")),
+        ));
+    }
     let Some(f) = peers else { return Err(ApiError::model_not_found(model)) };
     if let Some(forwarded) = crate::http::job::peer::forward(f, path, raw, model).await {
         return forwarded;

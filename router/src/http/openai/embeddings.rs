@@ -69,7 +69,7 @@ pub async fn embeddings(
 ) -> Result<Response, ApiError> {
     let is_task = routing::task(&req.model, &r.config().tasks, r.catalog().resolve(&req.model).is_some()).is_some();
     let result = if r.catalog().resolve(&req.model).is_none() && !is_task {
-        crate::http::job::route::elsewhere(peers.as_deref(), "/v1/embeddings", &raw, &req.model).await
+        crate::http::job::route::elsewhere(&r.catalog(), peers.as_deref(), "/v1/embeddings", &raw, &req.model).await
     } else {
         match serve(&r, &req, peers.as_deref()).await {
             Ok(Served::Here(resp)) => Ok(resp),

@@ -100,20 +100,27 @@ pub async fn list(
 ) -> Response {
     let cat = r.catalog();
     let mut data: Vec<Value> = cat.models.iter().map(|m| model_object(&r, m)).collect();
+    // The peers' entries are shared by every listing, written out as they are, never copied.
+    let mut theirs: Vec<Arc<Value>> = Vec::new();
     if let Some(f) = &fleet {
         for v in &mut data {
             v["node"] = json!("local");
         }
         if !headers.contains_key(HOP) {
-            data.extend(
-                f.entries().into_iter().filter(|e| e["id"].as_str().is_none_or(|id| cat.resolve(id).is_none())),
-            );
+            theirs = f.entries(|name| cat.resolve(name).is_some());
         }
     }
     for (name, chain) in &r.config().tasks {
         data.push(task_object(&r, name, chain));
     }
-    let mut resp = Json(json!({ "object": "list", "data": data })).into_response();
+    #[derive(serde::Serialize)]
+    struct List<'a> {
+        object: &'static str,
+        data: Vec<&'a Value>,
+    }
+    let tasks_at = cat.models.len();
+    let all = data[..tasks_at].iter().chain(theirs.iter().map(|e| &**e)).chain(data[tasks_at..].iter()).collect();
+    let mut resp = Json(List { object: "list", data: all }).into_response();
     if let Some(f) = fleet {
         if let Ok(v) = HeaderValue::from_str(&f.node_id) {
             resp.headers_mut().insert(NODE_ID, v);
@@ -132,7 +139,7 @@ pub async fn retrieve(
         return Ok(Json(model_object(&r, m)));
     }
     if let Some(e) = fleet.and_then(|f| f.entry(&id)) {
-        return Ok(Json(e));
+        return Ok(Json((*e).clone()));
     }
     let config = r.config();
     match routing::task(&id, &config.tasks, false) {

@@ -37,10 +37,13 @@ fn tokens(g: &str) -> Vec<Tok> {
                         chars.next();
                     } else if d == close {
                         break;
+                    } else if c == '[' && n == 0 && d == '^' {
+                        // `[^]`, like `[]`, holds no character: llama.cpp matches it as empty.
+                        continue;
                     }
                     n += 1;
                 }
-                out.push(Tok::Atom { empty: c == '"' && n == 0 });
+                out.push(Tok::Atom { empty: c != '<' && n == 0 });
             }
             '.' => out.push(Tok::Atom { empty: false }),
             '(' => out.push(Tok::Open),
@@ -77,8 +80,9 @@ fn tokens(g: &str) -> Vec<Tok> {
     out
 }
 
-/// The grammar's rules, each a list of alternatives.
-pub fn rules(g: &str) -> Rules {
+/// The grammar's rules, each a list of alternatives; an error when groups nest deeper than
+/// [`MAX_DEPTH`](super::MAX_DEPTH) (checked before, but this reader's recursion must not rely on it).
+pub fn rules(g: &str) -> Result<Rules, String> {
     let toks = tokens(g);
     // A rule starts at a name followed by `::=` and runs to the next such name.
     let starts: Vec<usize> =
@@ -90,12 +94,15 @@ pub fn rules(g: &str) -> Rules {
             let end = starts.get(k + 1).copied().unwrap_or(toks.len());
             let Tok::Name(name) = &toks[s] else { unreachable!("a start is a name") };
             let mut at = s + 2;
-            (name.clone(), alternatives(&toks[..end], &mut at))
+            Ok((name.clone(), alternatives(&toks[..end], &mut at, 0)?))
         })
         .collect()
 }
 
-fn alternatives(toks: &[Tok], at: &mut usize) -> Vec<Vec<Node>> {
+fn alternatives(toks: &[Tok], at: &mut usize, depth: usize) -> Result<Vec<Vec<Node>>, String> {
+    if depth > super::MAX_DEPTH {
+        return Err(format!("the grammar nests groups deeper than {} levels", super::MAX_DEPTH));
+    }
     let mut alts = vec![Vec::new()];
     while let Some(t) = toks.get(*at) {
         *at += 1;
@@ -115,11 +122,11 @@ fn alternatives(toks: &[Tok], at: &mut usize) -> Vec<Vec<Node>> {
             }
             Tok::Atom { empty } => Node::Atom { empty: *empty },
             Tok::Name(n) => Node::Ref(n.clone()),
-            Tok::Open => Node::Group(alternatives(toks, at)),
+            Tok::Open => Node::Group(alternatives(toks, at, depth + 1)?),
         };
         alts.last_mut().expect("never empty").push(node);
     }
-    alts
+    Ok(alts)
 }
 
 #[cfg(test)]
@@ -128,7 +135,11 @@ mod tests {
     use super::*;
 
     fn ok(g: &str) -> bool {
-        check(&rules(g)).is_ok()
+        check(&rules(g).unwrap()).is_ok()
+    }
+
+    fn err(g: &str) -> String {
+        check(&rules(g).unwrap()).unwrap_err()
     }
 
     #[test]
@@ -143,7 +154,7 @@ string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\bfnrt] | "u" [0-9a-fA-F]{4}) )
 number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
 ws ::= | " " | "\n" [ \t]{0,20}
 "#;
-        assert!(ok(json), "{:?}", check(&rules(json)));
+        assert!(ok(json), "{:?}", check(&rules(json).unwrap()));
         assert!(ok(r#"root ::= ([0-9]{1,3} "."){3} [0-9]{1,3}"#));
         assert!(ok("root ::= item*  # a list\nitem ::= [a-z]+ \".\""));
         // A right-recursive list of a nullable rule: one way to match, linear.
@@ -152,15 +163,18 @@ ws ::= | " " | "\n" [ \t]{0,20}
 
     #[test]
     fn exploding_shapes_are_refused() {
-        let e = check(&rules(r#"root ::= (("a"?){0,44}){0,44}"#)).unwrap_err();
+        let e = err(r#"root ::= (("a"?){0,44}){0,44}"#);
         assert!(e.contains("empty string"), "{e}");
-        let e = check(&rules(r#"root ::= x "!"
-x ::= ("a" x x)?"#))
-        .unwrap_err();
+        let e = err("root ::= x \"!\"\nx ::= (\"a\" x x)?");
         assert!(e.contains("`x`") && e.contains("twice"), "{e}");
+        // An empty class matches the empty string in llama.cpp: the same payloads spelled so.
+        assert!(err("root ::= x \"!\"\nx ::= (\"a\" x x | [])").contains("twice"));
+        assert!(err("root ::= (([^]|\"a\"){0,44}){0,44}").contains("empty string"));
+        assert!(ok("root ::= <think> [a-z]+ <[1234]>"));
+        assert!(rules(&format!("root ::= {}\"a\"{}", "(".repeat(100), ")".repeat(100))).is_err());
         assert!(!ok(r#"root ::= ws* "a"
 ws ::= " "?"#));
-        let e = check(&rules(r#"root ::= (("a"){1,44}){1,44}"#)).unwrap_err();
+        let e = err(r#"root ::= (("a"){1,44}){1,44}"#);
         assert!(e.contains("multiply"), "{e}");
     }
 
@@ -168,7 +182,7 @@ ws ::= " "?"#));
     fn comments_end_at_a_carriage_return_too() {
         // llama.cpp ends a comment at `\r`: what follows is grammar, and is checked.
         let g = "root ::= x # note\rx ::= (\"a\"?)*";
-        assert_eq!(rules(g).len(), 2);
+        assert_eq!(rules(g).unwrap().len(), 2);
         assert!(!ok(g));
     }
 }

@@ -43,7 +43,8 @@ fn walk(v: &Value, depth: usize, nodes: &mut usize) -> Result<(), String> {
         Value::Array(items) => items.iter().try_for_each(|x| walk(x, depth + 1, nodes)),
         Value::Object(o) => {
             if let Some(Value::String(p)) = o.get("pattern") {
-                shape::check(&pattern::rules(p)).map_err(|e| format!("the JSON schema's pattern {p:?}: {e}"))?;
+                let what = |e: String| format!("the JSON schema's pattern {:?}: {e}", p.chars().take(64).collect::<String>());
+                shape::check(&pattern::rules(p).map_err(what)?).map_err(what)?;
             }
             if let Some(Value::Object(p)) = o.get("properties") {
                 if p.len() > MAX_PROPERTIES {
@@ -76,9 +77,14 @@ pub fn grammar(g: &str) -> Result<(), String> {
     let mut chars = g.chars();
     while let Some(c) = chars.next() {
         match c {
-            // Literals and character classes: skip to their end, escapes included.
-            '"' | '[' => {
-                let close = if c == '"' { '"' } else { ']' };
+            // Literals, character classes and tokens: skip to their end, escapes included (as
+            // the shape's reader does, see [`gbnf`]).
+            '"' | '[' | '<' => {
+                let close = match c {
+                    '"' => '"',
+                    '[' => ']',
+                    _ => '>',
+                };
                 while let Some(d) = chars.next() {
                     if d == '\\' {
                         chars.next();
@@ -114,7 +120,7 @@ pub fn grammar(g: &str) -> Result<(), String> {
             _ => {}
         }
     }
-    shape::check(&gbnf::rules(g)).map_err(|e| format!("the grammar: {e}"))
+    shape::check(&gbnf::rules(g)?).map_err(|e| format!("the grammar: {e}"))
 }
 
 #[cfg(test)]

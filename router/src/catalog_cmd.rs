@@ -71,9 +71,10 @@ pub fn add(args: &BucketArgs, src: &Path, custom_id: Option<&str>, json: bool) -
     if !io::IsTerminal::is_terminal(&io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let placed = crate::add::place_file(&dir, &src, custom_id, &cat, &mut |done, _| bar.set_position(done));
+    // The user's own command adds what the user may read.
+    let placed = crate::add::place_file(&dir, &src, custom_id, &cat, false, &mut |done, _| bar.set_position(done));
     bar.finish_and_clear();
-    let (_, sha) = placed?;
+    let sha = placed?.sha256;
     let cat = bucket::scan(&dir, &config)?;
     let m = cat
         .models

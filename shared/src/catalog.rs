@@ -292,9 +292,9 @@ fn read_one(path: &Path, index: &mut HashIndex, progress: &mut Option<HashProgre
     if header.str("general.architecture").is_none() {
         return Err("GGUF has no general.architecture".into());
     }
-    let (size, mtime) = stamp(&meta);
+    let st = stamp(&meta);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let sha = match index.get(&name, size, mtime) {
+    let sha = match index.get(&name, &st) {
         Some(sha) => sha.to_string(),
         None => {
             let mut report;
@@ -306,14 +306,14 @@ fn read_one(path: &Path, index: &mut HashIndex, progress: &mut Option<HashProgre
                 None => None,
             };
             let sha = sha256_file(path, cb).map_err(|e| format!("cannot read: {e}"))?;
-            index.put(&name, size, mtime, &sha);
+            index.put(&name, &st, &sha);
             sha
         }
     };
     if adapter::is_adapter(&header) {
-        return AdapterInfo::from_header(&header, path.to_path_buf(), size, sha).map(Found::Adapter);
+        return AdapterInfo::from_header(&header, path.to_path_buf(), st.size, sha).map(Found::Adapter);
     }
-    Ok(Found::Model(ModelInfo::from_header(&header, path.to_path_buf(), size, sha)))
+    Ok(Found::Model(ModelInfo::from_header(&header, path.to_path_buf(), st.size, sha)))
 }
 
 #[cfg(test)]

@@ -25,6 +25,18 @@ const MAX_KEPT_ARRAY: u64 = 64;
 const MAX_DIMS: u32 = 4;
 /// Longest tensor name accepted, in bytes (ggml's own limit is 64).
 const MAX_TENSOR_NAME: u64 = 256;
+/// Most key-values a header may have: real models have a few dozen, a hostile header millions.
+const MAX_KV: u64 = 4096;
+/// Most bytes of string values kept from one header, all keys together; past it strings are
+/// skipped like over-long ones.
+const MAX_KEPT_TOTAL: u64 = 8 << 20;
+
+/// Whether the catalog has a use for key `key`: the general facts, the architecture's numbers,
+/// the chat template and adapter facts. The tokenizer's arrays and anything else are skipped.
+fn wanted(key: &str) -> bool {
+    !key.starts_with("tokenizer.") || matches!(key, "tokenizer.chat_template" | "tokenizer.ggml.model" | "tokenizer.ggml.tokens")
+}
+
 /// The smallest encoding of one tensor info (name length, a 1-byte name, dimension count, one
 /// dimension, type, offset).
 const MIN_TENSOR_INFO_BYTES: u64 = 8 + 1 + 4 + 8 + 4 + 8;
@@ -39,7 +51,8 @@ pub enum GgufError {
     Io(#[from] io::Error),
     #[error("empty file (0 bytes)")]
     Empty,
-    #[error("not a GGUF file (magic {0:02x?})")]
+    // The bytes themselves are never echoed: a caller may not read the file.
+    #[error("not a GGUF file (it does not start with \"GGUF\")")]
     BadMagic([u8; 4]),
     #[error("unsupported GGUF version {0} (2 and 3 are supported)")]
     Version(u32),
@@ -130,7 +143,7 @@ pub fn read_header_from<R: Read + Seek>(src: R, len: u64) -> Result<GgufHeader, 
     if len == 0 {
         return Err(GgufError::Empty);
     }
-    let mut r = Bounded { src: BufReader::with_capacity(64 * 1024, src), pos: 0, len };
+    let mut r = Bounded { src: BufReader::with_capacity(64 * 1024, src), pos: 0, len, kept: 0 };
     let mut magic = [0u8; 4];
     r.exact(&mut magic, "magic")?;
     if magic != MAGIC {
@@ -145,6 +158,9 @@ pub fn read_header_from<R: Read + Seek>(src: R, len: u64) -> Result<GgufHeader, 
     if kv_count > r.remaining() / MIN_KV_BYTES {
         return Err(GgufError::Corrupt(format!("{kv_count} key-values cannot fit in a {len}-byte file")));
     }
+    if kv_count > MAX_KV {
+        return Err(GgufError::Corrupt(format!("{kv_count} key-values; at most {MAX_KV} are read")));
+    }
     let mut kv = BTreeMap::new();
     for i in 0..kv_count {
         let key_len = r.u64("key length")?;
@@ -154,7 +170,9 @@ pub fn read_header_from<R: Read + Seek>(src: R, len: u64) -> Result<GgufHeader, 
         let key = r.string(key_len, "key")?;
         let ty = r.u32("value type")?;
         let value = r.value(ty, &key)?;
-        kv.insert(key, value);
+        if wanted(&key) {
+            kv.insert(key, value);
+        }
     }
     let mut h = GgufHeader { version, tensor_count, kv, tensors: Vec::new() };
     if h.str("general.type") == Some("adapter") {
@@ -175,6 +193,8 @@ struct Bounded<R> {
     src: BufReader<R>,
     pos: u64,
     len: u64,
+    /// String bytes kept so far (see [`MAX_KEPT_TOTAL`]).
+    kept: u64,
 }
 
 impl<R: Read + Seek> Bounded<R> {
@@ -250,10 +270,11 @@ impl<R: Read + Seek> Bounded<R> {
     /// Reads a length-prefixed string value, skipping it when longer than the kept limit.
     fn str_value(&mut self, key: &str) -> Result<Value, GgufError> {
         let n = self.u64(key)?;
-        if n > MAX_KEPT_STRING {
+        if n > MAX_KEPT_STRING || self.kept + n > MAX_KEPT_TOTAL {
             self.skip(n, key)?;
             return Ok(Value::Skipped(n));
         }
+        self.kept += n;
         Ok(Value::Str(self.string(n, key)?))
     }
 
@@ -375,9 +396,30 @@ mod tests {
     }
 
     #[test]
+    fn a_key_value_bomb_is_refused_and_kept_strings_are_bounded_in_all() {
+        let body: Vec<u8> = (0..MAX_KV + 1).flat_map(|i| kv_str(&format!("k{i}"), "v")).collect();
+        let e = parse(&build(MAX_KV + 1, &body)).unwrap_err();
+        assert!(e.to_string().contains("at most 4096"), "{e}");
+        // Ten strings of 1 MiB: eight are kept, then the total is reached.
+        let big = "x".repeat(1 << 20);
+        let body: Vec<u8> = (0..10).flat_map(|i| kv_str(&format!("general.k{i}"), &big)).collect();
+        let h = parse(&build(10, &body)).unwrap();
+        let kept = (0..10).filter(|i| h.str(&format!("general.k{i}")).is_some()).count();
+        assert_eq!(kept, 8);
+        // What the catalog never reads is not kept at all.
+        let mut body = kv_str("tokenizer.ggml.merges_note", "x");
+        body.extend(kv_str("tokenizer.chat_template", "{{ x }}"));
+        let h = parse(&build(2, &body)).unwrap();
+        assert!(!h.has("tokenizer.ggml.merges_note") && h.has("tokenizer.chat_template"));
+    }
+
+    #[test]
     fn rejects_empty_and_bad_magic() {
         assert!(matches!(parse(b""), Err(GgufError::Empty)));
         assert!(matches!(parse(b"GGML0000000000000000"), Err(GgufError::BadMagic(_))));
+        // The first bytes of a file that is not a model are not told to the caller.
+        let e = parse(b"SECRET-KEY=0123456789").unwrap_err().to_string();
+        assert!(!e.contains("53") && !e.contains("SECR") && !e.contains("83"), "{e}");
         assert!(matches!(parse(b"GG"), Err(GgufError::Truncated(_))));
     }
 

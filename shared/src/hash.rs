@@ -13,13 +13,22 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 pub fn sha256_file(path: &Path, progress: Option<Progress<'_>>) -> io::Result<String> {
     let mut file = File::open(path)?;
     let total = file.metadata()?.len();
+    hash_all(&mut file, total, progress)
+}
+
+/// Returns the lowercase hex SHA-256 of what `r` holds from where it is to its end.
+pub fn sha256_reader(r: &mut impl Read) -> io::Result<String> {
+    hash_all(r, 0, None)
+}
+
+fn hash_all(r: &mut impl Read, total: u64, progress: Option<Progress<'_>>) -> io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0u64;
     let mut last_report = 0u64;
     let mut progress = progress;
     loop {
-        let n = file.read(&mut buf)?;
+        let n = r.read(&mut buf)?;
         if n == 0 {
             break;
         }

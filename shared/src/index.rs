@@ -1,5 +1,7 @@
-//! The hash index: remembers each file's SHA-256 by name, size and modification time so that a
-//! restart or `list` does not re-read gigabytes.
+//! The hash index: remembers each file's SHA-256 by name, size, modification time, device,
+//! inode and inode change time so that a restart or `list` does not re-read gigabytes. The
+//! inode's change time is what a file's owner cannot set back after rewriting it (the mtime
+//! they can), and a file renamed into the name has another inode.
 //!
 //! It lives in the models folder as `.model-bucket-index.json`. It is only a cache: a missing,
 //! unreadable or stale entry means the file is hashed again; a folder that cannot be written
@@ -20,6 +22,14 @@ struct Entry {
     size: u64,
     /// Modification time, nanoseconds since the Unix epoch.
     mtime_ns: u128,
+    /// Device, inode and inode change time (ns); absent in indexes written before they were
+    /// recorded, whose files are then hashed once again.
+    #[serde(default)]
+    dev: u64,
+    #[serde(default)]
+    ino: u64,
+    #[serde(default)]
+    ctime_ns: i128,
     sha256: String,
 }
 
@@ -34,10 +44,27 @@ pub struct HashIndex {
     path: PathBuf,
 }
 
-/// A file's identity as the index sees it: size in bytes and mtime in ns.
-pub fn stamp(meta: &fs::Metadata) -> (u64, u128) {
+/// A file's identity as the index sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime_ns: u128,
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime_ns: i128,
+}
+
+/// The stamp of a file from its metadata.
+pub fn stamp(meta: &fs::Metadata) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
     let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
-    (meta.len(), mtime)
+    Stamp {
+        size: meta.len(),
+        mtime_ns: mtime,
+        dev: meta.dev(),
+        ino: meta.ino(),
+        ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+    }
 }
 
 impl HashIndex {
@@ -50,22 +77,35 @@ impl HashIndex {
         index
     }
 
-    /// The remembered hash of `name` if its size and mtime are unchanged.
-    pub fn get(&self, name: &str, size: u64, mtime_ns: u128) -> Option<&str> {
-        self.files.get(name).filter(|e| e.size == size && e.mtime_ns == mtime_ns).map(|e| e.sha256.as_str())
+    /// The remembered hash of `name` if its stamp is unchanged.
+    pub fn get(&self, name: &str, s: &Stamp) -> Option<&str> {
+        self.files
+            .get(name)
+            .filter(|e| {
+                e.size == s.size
+                    && e.mtime_ns == s.mtime_ns
+                    && e.dev == s.dev
+                    && e.ino == s.ino
+                    && e.ctime_ns == s.ctime_ns
+            })
+            .map(|e| e.sha256.as_str())
     }
 
     /// Whether `path` (a file of this folder) has an entry for its current size and mtime.
     pub fn knows(&self, path: &Path) -> bool {
         let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { return false };
-        fs::metadata(path).is_ok_and(|m| {
-            let (size, mtime) = stamp(&m);
-            self.get(&name, size, mtime).is_some()
-        })
+        fs::metadata(path).is_ok_and(|m| self.get(&name, &stamp(&m)).is_some())
     }
 
-    pub fn put(&mut self, name: &str, size: u64, mtime_ns: u128, sha256: &str) {
-        let e = Entry { size, mtime_ns, sha256: sha256.to_string() };
+    pub fn put(&mut self, name: &str, s: &Stamp, sha256: &str) {
+        let e = Entry {
+            size: s.size,
+            mtime_ns: s.mtime_ns,
+            dev: s.dev,
+            ino: s.ino,
+            ctime_ns: s.ctime_ns,
+            sha256: sha256.to_string(),
+        };
         if self.files.get(name) != Some(&e) {
             self.files.insert(name.to_string(), e);
             self.dirty = true;

@@ -120,7 +120,8 @@ fn absolute(dir: &Path, p: &Path) -> PathBuf {
 /// (the model's ID is the entry's name): its size and modification time stand for its content.
 fn read_adapter(path: &Path, entry: &LoraEntry) -> Result<AdapterInfo, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read adapter {}: {e}", entry.path.display()))?;
-    let (size, mtime) = crate::index::stamp(&meta);
+    let st = crate::index::stamp(&meta);
+    let (size, mtime) = (st.size, st.mtime_ns);
     let h = gguf::read_header(path).map_err(|e| format!("adapter {}: {e}", entry.path.display()))?;
     if !adapter::is_adapter(&h) {
         return Err(format!("{} is a model, not an adapter", entry.path.display()));

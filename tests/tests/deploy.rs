@@ -156,7 +156,8 @@ fn the_kubernetes_manifests_fit_the_server() {
         let dns = config.peers_dns.expect("peers_dns");
         assert!(dns.starts_with("model-bucket-peers.model-bucket.svc"), "{dns}");
         assert!(dns.ends_with(":8080"));
-        assert_eq!(config.peer_api_key_env.as_deref(), Some("EDEN_API_KEY"));
+        // The nodes' own key, not the clients'.
+        assert_eq!(config.peer_api_key_env.as_deref(), Some("EDEN_PEER_KEY"));
     }
     for name in ["model-bucket", "model-bucket-gpu", "model-bucket-shared"] {
         let set = find("StatefulSet", name);
@@ -167,7 +168,41 @@ fn the_kubernetes_manifests_fit_the_server() {
         // The pod's grace covers the server's own drain.
         let grace: u64 = env("EDEN_SHUTDOWN_GRACE").unwrap()["value"].as_str().unwrap().parse().unwrap();
         assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > grace, "{name}");
-        assert_eq!(env("EDEN_API_KEY").unwrap()["valueFrom"]["secretKeyRef"]["name"], "model-bucket-key");
+        // The clients' key from a mounted Secret file, never the environment; the peer key from
+        // a Secret of its own.
+        assert!(env("EDEN_API_KEY").is_none(), "{name}");
+        let key_file = env("EDEN_API_KEY_FILE").unwrap()["value"].as_str().unwrap().to_string();
+        let mounts = c["volumeMounts"].as_array().unwrap();
+        let volumes = pod["volumes"].as_array().unwrap();
+        // The mount a path is on: the longest mount path it is under.
+        let mount_of = |path: &str| {
+            mounts
+                .iter()
+                .filter(|m| {
+                    let at = m["mountPath"].as_str().unwrap();
+                    path == at || path.starts_with(&format!("{}/", at.trim_end_matches('/')))
+                })
+                .max_by_key(|m| m["mountPath"].as_str().unwrap().len())
+                .cloned()
+        };
+        let key_mount = mount_of(&key_file).unwrap_or_else(|| panic!("{name}: nothing mounted at {key_file}"));
+        let key_volume = volumes.iter().find(|v| v["name"] == key_mount["name"]).unwrap();
+        assert_eq!(key_volume["secret"]["secretName"], "model-bucket-key", "{name}");
+        assert_eq!(env("EDEN_PEER_KEY").unwrap()["valueFrom"]["secretKeyRef"]["name"], "model-bucket-peer-key");
+        // Restricted: no token, no privilege, no capabilities, a seccomp profile, a read-only
+        // root with writable emptyDirs where the server writes.
+        assert_eq!(pod["automountServiceAccountToken"], false, "{name}");
+        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{name}");
+        let cache = env("EDEN_KV_CACHE_DIR").unwrap()["value"].as_str().unwrap().to_string();
+        for path in [cache.as_str(), "/tmp/model-bucket-x/worker.sock"] {
+            let m = mount_of(path).unwrap_or_else(|| panic!("{name}: {path} is on the read-only root"));
+            let v = volumes.iter().find(|v| v["name"] == m["name"]).unwrap();
+            assert!(v["emptyDir"].is_object(), "{name}: {path} on {v}");
+        }
         assert_eq!(env("EDEN_HOST").unwrap()["value"], "0.0.0.0");
         for probe in ["readinessProbe", "livenessProbe"] {
             assert_eq!(c[probe]["httpGet"]["path"], "/health", "{name} {probe}");
@@ -181,6 +216,15 @@ fn the_kubernetes_manifests_fit_the_server() {
         );
         assert_eq!(set["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"], "/metrics");
     }
+    let ns = find("Namespace", "model-bucket");
+    assert_eq!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
+    // Only clients and peers reach the nodes.
+    let np = find("NetworkPolicy", "model-bucket");
+    assert_eq!(np["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "model-bucket");
+    let from = np["spec"]["ingress"][0]["from"].as_array().unwrap();
+    assert!(from.iter().any(|f| f["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "model-bucket"));
+    assert!(from.iter().any(|f| f["podSelector"]["matchLabels"]["model-bucket-client"] == "true"));
+    assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], 8080);
     let gpu = find("StatefulSet", "model-bucket-gpu");
     assert_eq!(gpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"], 1);
     // The Containerfile's user is the one the pods run as.

@@ -344,3 +344,89 @@ fn watch_streams_cannot_take_every_connection_and_health_always_answers() {
     streams.clear();
     assert!(eventually(Duration::from_secs(10), || watch().1 == 200));
 }
+
+/// The inode of `p`.
+fn ino(p: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().ino()
+}
+
+/// Writes `bytes` at `offset` of `p` and sets its modification time back to what it was.
+fn rewrite_keeping_mtime(p: &std::path::Path, offset: u64, bytes: &[u8]) {
+    use std::io::{Seek, Write};
+    let mtime = std::fs::metadata(p).unwrap().modified().unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+    f.seek(std::io::SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+    f.set_modified(mtime).unwrap();
+}
+
+#[test]
+fn a_file_added_by_path_cannot_be_changed_behind_its_id() {
+    use std::os::unix::fs::PermissionsExt;
+    let bucket = tempfile::tempdir().unwrap();
+    let s = Server::start(bucket.path(), &[]);
+    let outside = tempfile::tempdir().unwrap();
+    let add = |p: &std::path::Path| {
+        let (status, resp) = s.post("/admin/models", &serde_json::json!({ "path": p }).to_string()).unwrap();
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    };
+    // A model anybody may write: copied into the folder, never linked.
+    let src = outside.path().join("smol.gguf");
+    std::fs::copy(model(SMOLLM2_FILE), &src).unwrap();
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (status, body) = add(&src);
+    assert_eq!(status, 200, "{body}");
+    let placed = bucket.path().join("smol.gguf");
+    assert_ne!(ino(&placed), ino(&src), "a file others may write was linked");
+    // Whoever may write the source changes it and sets its time back: the bucket's copy is not it.
+    let size = std::fs::metadata(&src).unwrap().len();
+    rewrite_keeping_mtime(&src, size - 4096, &[0x5a; 1024]);
+    assert_eq!(s.post("/admin/rescan", "").unwrap().0, 200);
+    assert!(listed_ids(&s).contains(&smol_id()));
+    // The bucket's own file rewritten with its size and time kept is hashed again: another ID.
+    // (A file changed moments ago settles before it is hashed: rescans until it is listed.)
+    rewrite_keeping_mtime(&placed, size - 4096, &[0xa5; 1024]);
+    let rehashed = || {
+        assert_eq!(s.post("/admin/rescan", "").unwrap().0, 200);
+        let ids = listed_ids(&s);
+        !ids.contains(&smol_id()) && ids.iter().any(|id| id.starts_with("eden_smollm2"))
+    };
+    assert!(eventually(Duration::from_secs(20), rehashed), "{:?}", listed_ids(&s));
+
+    // A 2 GiB sparse file with nothing but a GGUF header: refused, and nothing of it is left
+    // (it was copied as holes, not written out).
+    let sparse = outside.path().join("sparse.gguf");
+    let mut header = b"GGUF".to_vec();
+    header.extend(3u32.to_le_bytes());
+    header.extend([0u8; 16]);
+    std::fs::write(&sparse, &header).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&sparse).unwrap().set_len(2 << 30).unwrap();
+    std::fs::set_permissions(&sparse, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (status, body) = add(&sparse);
+    assert_eq!(status, 400, "{body}");
+    let left: Vec<_> = std::fs::read_dir(bucket.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(!left.iter().any(|n| n.to_string_lossy().contains("sparse")), "{left:?}");
+
+    // A readable file that is not a model: refused without quoting a byte of it.
+    let secret = outside.path().join("secret.gguf");
+    std::fs::write(&secret, "SECRET-TOKEN=hunter2").unwrap();
+    let (status, body) = add(&secret);
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.contains("SECR") && !body.contains("83, 69") && !body.contains("53, 45"), "{body}");
+    // A link to a model and a FIFO: refused at once.
+    let link = outside.path().join("link.gguf");
+    std::os::unix::fs::symlink(model(SMOLLM2_FILE), &link).unwrap();
+    let (status, body) = add(&link);
+    assert!(status == 400 && body.contains("symbolic link"), "{status} {body}");
+    let fifo = outside.path().join("fifo.gguf");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (status, body) = add(&fifo);
+    assert!(status == 400 && body.contains("not a regular file"), "{status} {body}");
+}
+
+/// The IDs `/v1/models` lists.
+fn listed_ids(s: &Server) -> Vec<String> {
+    s.get_json("/v1/models")["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str().map(String::from)).collect()
+}

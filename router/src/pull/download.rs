@@ -104,8 +104,7 @@ pub fn fetch(hub: &Hub, t: &Target, dir: &Path, progress: &mut dyn Progress) -> 
     fs::rename(&part, &dest)?;
     // The catalog need not hash it again.
     let mut index = HashIndex::load(dir);
-    let (size, mtime) = stamp(&fs::metadata(&dest)?);
-    index.put(&name, size, mtime, &sha);
+    index.put(&name, &stamp(&fs::metadata(&dest)?), &sha);
     index.save();
     Ok(dest)
 }

@@ -2,7 +2,9 @@
 //! file on this machine to the bucket, as `model-bucket add` does, and answers its
 //! `/v1/models` entry. The server reads the path with its own rights, so only a caller on
 //! loopback, or one that presented the admin key, may ask; the path must be an absolute path
-//! to a readable regular GGUF file.
+//! to a readable regular GGUF file, and without the admin key one owned by the server's own
+//! user (a loopback caller's user cannot be known). A file the catalog then refuses is removed
+//! again (see [`crate::add`] for how it is read and placed).
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
@@ -52,23 +54,29 @@ pub async fn add(
     }
     let cat = r.catalog();
     let dir = cat.dir.clone();
-    let placed =
-        tokio::task::spawn_blocking(move || place_file(&dir, &body.path, body.id.as_deref(), &cat, &mut |_, _| {}))
-            .await
-            .map_err(|e| ApiError::internal(format!("the add task failed: {e}")))?;
-    let (path, sha) = placed.map_err(|e| match &e {
+    let own_only = admin.is_none();
+    let placed = tokio::task::spawn_blocking(move || {
+        place_file(&dir, &body.path, body.id.as_deref(), &cat, own_only, &mut |_, _| {})
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the add task failed: {e}")))?;
+    let placed = placed.map_err(|e| match &e {
         AddError::BadId(_) | AddError::IdTaken { .. } => ApiError::bad_param("id", e.to_string()),
         _ if e.is_client_error() => ApiError::bad_param("path", e.to_string()),
         _ => ApiError::internal(e.to_string()),
     })?;
+    let (path, sha) = (placed.path, placed.sha256);
     tracing::info!(path = %path.display(), "file added by path");
     r.rescan(false, Duration::ZERO).await.map_err(|e| ApiError::internal(format!("rescan failed: {e:#}")))?;
     let cat = r.catalog();
-    let m = cat.models.iter().find(|m| m.sha256 == sha).ok_or_else(|| {
-        ApiError::bad_param(
-            "path",
-            format!("{} was placed but the catalog skipped it (see `model-bucket list --all`)", path.display()),
-        )
-    })?;
+    let Some(m) = cat.models.iter().find(|m| m.sha256 == sha) else {
+        // Nothing is left behind for a file the catalog will not serve.
+        let why = cat.skipped.iter().find(|s| s.path == path).map(|s| s.reason.clone()).unwrap_or_default();
+        if placed.new {
+            let _ = std::fs::remove_file(&path);
+            let _ = r.rescan(false, Duration::ZERO).await;
+        }
+        return Err(ApiError::bad_param("path", format!("the catalog does not take {}: {why}", path.display())));
+    };
     Ok(AxumJson(crate::http::openai::models::model_object(&r, m)))
 }

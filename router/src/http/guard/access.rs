@@ -21,6 +21,9 @@ pub struct Access {
     pub api_key: Option<Arc<str>>,
     /// The key `/admin/*` wants, when set.
     pub admin_key: Option<Arc<str>>,
+    /// The key peers present (`peer_api_key_env`) when it is not the API key: it opens what
+    /// peer traffic needs (requests marked as a peer's, outside `/admin/`), nothing else.
+    pub peer_key: Option<Arc<str>>,
 }
 
 impl Access {
@@ -68,7 +71,13 @@ pub async fn require_key(State(access): State<Access>, mut req: Request, next: N
     if req.method() == Method::OPTIONS {
         return next.run(req).await;
     }
+    let from_peer = req.headers().contains_key(crate::fleet::HOP) && !req.uri().path().starts_with("/admin");
+    let peer_key = access.peer_key.as_deref().filter(|_| from_peer);
     match presented(req.headers()) {
+        Some(given) if peer_key.is_some_and(|k| key_matches(given, k.as_bytes())) => {
+            req.extensions_mut().insert(KeyHolder("peer"));
+            next.run(req).await
+        }
         Some(given) if key_matches(given, key.as_bytes()) => {
             if access.admin_key.as_deref() == Some(key) {
                 req.extensions_mut().insert(AdminCaller);
@@ -124,13 +133,13 @@ mod tests {
 
     #[test]
     fn the_admin_key_guards_admin_alone() {
-        let both = Access { api_key: Some("api".into()), admin_key: Some("adm".into()) };
+        let both = Access { api_key: Some("api".into()), admin_key: Some("adm".into()), peer_key: None };
         assert_eq!(both.key_for("/v1/models"), Some("api"));
         assert_eq!(both.key_for("/admin/workers"), Some("adm"));
         assert_eq!(both.key_for("/health"), None);
         assert_eq!(both.key_for("/"), None, "the page asks for the key itself");
         assert_eq!(both.key_for("/page/app.js"), None);
-        let admin_only = Access { api_key: None, admin_key: Some("adm".into()) };
+        let admin_only = Access { api_key: None, admin_key: Some("adm".into()), peer_key: None };
         assert_eq!(admin_only.key_for("/v1/chat/completions"), None);
         assert_eq!(admin_only.key_for("/admin/pull"), Some("adm"));
         assert_eq!(Access::default().key_for("/admin/rescan"), None);

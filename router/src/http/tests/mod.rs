@@ -48,7 +48,7 @@ fn app(api_key: Option<&str>) -> axum::Router {
 }
 
 fn app_of(registry: Arc<Registry>, api_key: Option<&str>) -> axum::Router {
-    let access = crate::http::guard::access::Access { api_key: api_key.map(Into::into), admin_key: None };
+    let access = crate::http::guard::access::Access { api_key: api_key.map(Into::into), ..Default::default() };
     let guard = crate::http::guard::origin::Guard { loopback: true, allowed_hosts: vec![], cors_origins: vec![] };
     super::app(registry, 1 << 20, access, guard, 64)
 }
@@ -177,7 +177,11 @@ async fn adding_a_file_by_path_is_for_local_or_admin_callers_only() {
     let (status, v) = add_from(&mut open, Some("127.0.0.1:1"), None, r#"{"path": "/x.gguf", "extra": 1}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "unknown fields are refused: {v}");
     // With an admin key, a remote caller that presents it may add; the API key is not enough.
-    let access = crate::http::guard::access::Access { api_key: Some("api".into()), admin_key: Some("adm".into()) };
+    let access = crate::http::guard::access::Access {
+        api_key: Some("api".into()),
+        admin_key: Some("adm".into()),
+        peer_key: None,
+    };
     let guard = crate::http::guard::origin::Guard { loopback: false, allowed_hosts: vec![], cors_origins: vec![] };
     let mut keyed = super::app(registry(), 1 << 20, access, guard, 64);
     let (status, _) = add_from(&mut keyed, Some("192.168.1.5:40000"), Some("api"), body).await;
@@ -185,4 +189,29 @@ async fn adding_a_file_by_path_is_for_local_or_admin_callers_only() {
     let (status, v) = add_from(&mut keyed, Some("192.168.1.5:40000"), Some("adm"), body).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(v["error"]["param"], "path");
+}
+
+#[tokio::test]
+async fn a_peer_key_opens_peer_traffic_and_nothing_else() {
+    let access = crate::http::guard::access::Access {
+        api_key: Some("client".into()),
+        admin_key: None,
+        peer_key: Some("peer".into()),
+    };
+    let guard = crate::http::guard::origin::Guard { loopback: true, allowed_hosts: vec![], cors_origins: vec![] };
+    let mut app = super::app(registry(), 1 << 20, access, guard, 64);
+    let mut status = |path: &str, key: &str, hop: bool| {
+        let mut req = request(Method::GET, path, "");
+        req.headers_mut().insert(header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+        if hop {
+            req.headers_mut().insert(crate::fleet::HOP, "1".parse().unwrap());
+        }
+        let resp = app.call(req);
+        async move { resp.await.expect("infallible").status() }
+    };
+    assert_eq!(status("/v1/models", "client", false).await, StatusCode::OK);
+    assert_eq!(status("/v1/models", "peer", true).await, StatusCode::OK, "a peer's poll");
+    assert_eq!(status("/v1/models", "peer", false).await, StatusCode::UNAUTHORIZED, "not a client's key");
+    assert_eq!(status("/admin/workers", "peer", true).await, StatusCode::UNAUTHORIZED, "not an admin's key");
+    assert_eq!(status("/admin/workers", "client", false).await, StatusCode::OK);
 }

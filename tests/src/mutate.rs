@@ -82,11 +82,46 @@ fn extreme(rng: &mut Rng) -> Value {
     }
 }
 
+/// A piece of a grammar or pattern: the atoms, groups and counts whose mixes make llama.cpp's
+/// matcher explode, or pass.
+fn piece(rng: &mut Rng, depth: usize) -> String {
+    let atoms = ["\"a\"", "[a-z]", "[]", "[^]", "\"\"", "x", "<t>", "."];
+    let counts = ["", "", "?", "*", "+", "{0,44}", "{1,3}", "{300}", "{2,}"];
+    let atom = if depth < 4 && rng.below(3) == 0 {
+        let n = 1 + rng.below(3);
+        let inner: Vec<String> = (0..n).map(|_| piece(rng, depth + 1)).collect();
+        format!("({})", inner.join(if rng.below(2) == 0 { " " } else { " | " }))
+    } else {
+        rng.pick(&atoms).to_string()
+    };
+    format!("{atom}{}", rng.pick(&counts))
+}
+
+/// A grammar or a JSON schema with a pattern, made of [`piece`]s: constrained sampling under
+/// shapes the router refuses or lets through to the worker's helpers.
+fn constraint(rng: &mut Rng) -> (&'static str, Value) {
+    let body: Vec<String> = (0..1 + rng.below(3)).map(|_| piece(rng, 0)).collect();
+    if rng.below(2) == 0 {
+        let comment = *rng.pick(&["", "# note\r", "# note\n", "# {1999}\r"]);
+        let g = format!("root ::= {comment}{} \"!\"\nx ::= {}", body.join(" "), piece(rng, 1));
+        ("grammar", json!(g))
+    } else {
+        // The same pieces as a regular expression: literals unquoted, tokens dropped.
+        let re: String = body.join("").replace('"', "").replace("<t>", "b");
+        let schema = json!({ "type": "object", "properties": { "v": { "type": "string", "pattern": format!("^{re}$") } }, "required": ["v"] });
+        ("response_format", json!({ "type": "json_schema", "json_schema": { "name": "v", "schema": schema } }))
+    }
+}
+
 fn mutate_json(rng: &mut Rng, v: &mut Value) {
     let Some(obj) = v.as_object_mut() else { return };
     let keys: Vec<String> = obj.keys().cloned().collect();
     for _ in 0..1 + rng.below(3) {
-        match rng.below(6) {
+        match rng.below(7) {
+            6 => {
+                let (k, c) = constraint(rng);
+                obj.insert(k.into(), c);
+            }
             0 => {
                 let k = rng.pick(&keys).clone();
                 obj.remove(&k);

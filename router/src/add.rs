@@ -117,14 +117,19 @@ pub fn place_file(
     let dest = dir.join(name);
     let new = !dest.exists();
     if !new {
-        let same = same_content(&mut source, &dest).map_err(io_err(format!("cannot compare with {}", dest.display())))?;
+        let same =
+            same_content(&mut source, &dest).map_err(io_err(format!("cannot compare with {}", dest.display())))?;
         if !same {
             return Err(AddError::Clash(dest));
         }
     } else if !linkable(&source.meta) || link(&source, &dest).is_err() {
         let need = source.meta.blocks() * 512;
         check_room(dir, need)?;
-        copy(&mut source, &dest, copied).map_err(io_err(format!("cannot copy {} to {}", src.display(), dest.display())))?;
+        copy(&mut source, &dest, copied).map_err(io_err(format!(
+            "cannot copy {} to {}",
+            src.display(),
+            dest.display()
+        )))?;
     }
     let sha = hash::sha256_file(&dest, None).map_err(io_err(format!("cannot read {}", dest.display())))?;
     if let Some(id) = custom_id {
@@ -148,14 +153,8 @@ fn linkable(meta: &fs::Metadata) -> bool {
 fn link(source: &Source, dest: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let by_fd = format!("/proc/self/fd/{}", source.file.as_raw_fd());
-    nix::unistd::linkat(
-        None,
-        Path::new(&by_fd),
-        None,
-        dest,
-        nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
-    )
-    .map_err(io::Error::from)?;
+    nix::unistd::linkat(None, Path::new(&by_fd), None, dest, nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW)
+        .map_err(io::Error::from)?;
     let placed = fs::symlink_metadata(dest)?;
     if (placed.dev(), placed.ino()) != (source.meta.dev(), source.meta.ino()) {
         let _ = fs::remove_file(dest);

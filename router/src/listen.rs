@@ -132,7 +132,8 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop:
                     let mut resp = tower_service::Service::call(&mut app, req).await?;
                     // A reserve connection serves one request, then gives its place back.
                     if on_reserve {
-                        resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                        resp.headers_mut()
+                            .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
                     }
                     Ok(resp)
                 }
@@ -149,7 +150,8 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, stop:
 /// The answer to any other request on a reserve connection, which it then closes.
 fn refuse_on_reserve() -> axum::response::Response {
     use axum::response::IntoResponse;
-    let e = crate::http::error::ApiError::unavailable("every connection is in use (--max-connections); retry shortly", 1);
+    let e =
+        crate::http::error::ApiError::unavailable("every connection is in use (--max-connections); retry shortly", 1);
     let mut r = e.into_response();
     r.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
     r

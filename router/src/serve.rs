@@ -140,8 +140,11 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
     let fleet = fleet_config(&s, &config)?;
     // Peers that present their own key (not the clients') are let in for peer traffic.
     let peer_key = fleet.as_ref().and_then(|f| f.key.clone()).filter(|k| api_key.as_deref() != Some(k.as_str()));
-    let access =
-        crate::http::guard::access::Access { api_key: api_key.map(Into::into), admin_key, peer_key: peer_key.map(Into::into) };
+    let access = crate::http::guard::access::Access {
+        api_key: api_key.map(Into::into),
+        admin_key,
+        peer_key: peer_key.map(Into::into),
+    };
     let registry = {
         // Its supervisor runs as a task on this runtime.
         let _rt = rt.enter();

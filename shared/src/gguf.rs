@@ -34,7 +34,8 @@ const MAX_KEPT_TOTAL: u64 = 8 << 20;
 /// Whether the catalog has a use for key `key`: the general facts, the architecture's numbers,
 /// the chat template and adapter facts. The tokenizer's arrays and anything else are skipped.
 fn wanted(key: &str) -> bool {
-    !key.starts_with("tokenizer.") || matches!(key, "tokenizer.chat_template" | "tokenizer.ggml.model" | "tokenizer.ggml.tokens")
+    !key.starts_with("tokenizer.")
+        || matches!(key, "tokenizer.chat_template" | "tokenizer.ggml.model" | "tokenizer.ggml.tokens")
 }
 
 /// The smallest encoding of one tensor info (name length, a 1-byte name, dimension count, one

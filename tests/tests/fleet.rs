@@ -286,7 +286,11 @@ fn hostile_peer(list: String) -> String {
                 } else {
                     ("text/html", &b"<html><script>alert(1)</script></html>"[..])
                 };
-                let _ = write!(c, "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
                 let _ = c.write_all(body);
             });
         }
@@ -320,7 +324,9 @@ fn a_compromised_peer_can_neither_bloat_shadow_nor_serve_pages_through_a_node() 
     let before = peak_rss(a.child.id());
     // Sixteen listings at once: each writes the shared entries, none copies them.
     let port = a.port;
-    let lists: Vec<_> = (0..16).map(|_| std::thread::spawn(move || model_bucket_tests::server::get(port, "/v1/models").unwrap())).collect();
+    let lists: Vec<_> = (0..16)
+        .map(|_| std::thread::spawn(move || model_bucket_tests::server::get(port, "/v1/models").unwrap()))
+        .collect();
     for l in lists {
         assert_eq!(l.join().unwrap().0, 200);
     }
@@ -335,7 +341,11 @@ fn a_compromised_peer_can_neither_bloat_shadow_nor_serve_pages_through_a_node() 
     assert!(data.iter().all(|m| m["id"] != "task:thinking" && m["id"] != "evil"), "shadowing entries listed");
     assert_eq!(data.iter().filter(|m| m["id"] == smol_id()).count(), 1);
     // A page instead of an answer is not passed on.
-    let (status, head, body) = post(&a, "/v1/chat/completions", &json!({ "model": "pager", "messages": [{ "role": "user", "content": "hi" }] }));
+    let (status, head, body) = post(
+        &a,
+        "/v1/chat/completions",
+        &json!({ "model": "pager", "messages": [{ "role": "user", "content": "hi" }] }),
+    );
     assert_eq!(status, 502, "{head} {body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("text/html"), "{body}");
     assert!(!head.contains("text/html"));

@@ -428,5 +428,10 @@ fn a_file_added_by_path_cannot_be_changed_behind_its_id() {
 
 /// The IDs `/v1/models` lists.
 fn listed_ids(s: &Server) -> Vec<String> {
-    s.get_json("/v1/models")["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str().map(String::from)).collect()
+    s.get_json("/v1/models")["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(String::from))
+        .collect()
 }

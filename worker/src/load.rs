@@ -13,12 +13,17 @@ use std::time::Instant;
 
 use crate::args::Args;
 use crate::cache::{self, CacheConfig};
-use crate::engine::template::{self, ChatTemplate};
 use crate::engine::helper::{Pool, Reader};
+use crate::engine::template::{self, ChatTemplate};
 use crate::engine::{Command, Engine, EngineConfig};
 
 /// Loads the model and serves it. `back` sends into `cmds`: the helper threads answer through it.
-pub fn load_and_run(args: &Args, out: Sender<FromWorker>, cmds: Receiver<Command>, back: Sender<Command>) -> Result<()> {
+pub fn load_and_run(
+    args: &Args,
+    out: Sender<FromWorker>,
+    cmds: Receiver<Command>,
+    back: Sender<Command>,
+) -> Result<()> {
     let started = Instant::now();
     let mut backend = LlamaBackend::init().context("llama.cpp backend")?;
     if std::env::var_os("EDEN_LLAMA_LOGS").is_some() {

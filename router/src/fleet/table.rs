@@ -129,7 +129,8 @@ pub fn parse_models(v: &Value, node: &str) -> Vec<PeerModel> {
 /// The fields of a model entry this node passes on, each bounded: short strings, numbers,
 /// lists of short strings, the worker's numbers and the adapters' index, file and size.
 fn clean(m: &Value) -> Value {
-    const TEXT: [&str; 8] = ["object", "owned_by", "architecture", "parameters", "quantization", "state", "base", "error"];
+    const TEXT: [&str; 8] =
+        ["object", "owned_by", "architecture", "parameters", "quantization", "state", "base", "error"];
     const NUMBERS: [&str; 5] = ["created", "context_length", "size_bytes", "lora_scale", "progress"];
     const WORKER: [&str; 5] = ["context_per_request", "slots", "load_ms", "memory_bytes", "active"];
     let text = |v: &Value| v.as_str().filter(|s| s.len() <= MAX_FIELD_BYTES).map(|s| Value::String(s.to_string()));
@@ -158,7 +159,9 @@ fn clean(m: &Value) -> Value {
     if let Some(a) = m["adapters"].as_array() {
         let adapters = a.iter().take(MAX_LIST_ITEMS).map(|x| {
             let mut o = Map::new();
-            for (k, v) in [("id", number(&x["id"])), ("file", text(&x["file"])), ("size_bytes", number(&x["size_bytes"]))] {
+            for (k, v) in
+                [("id", number(&x["id"])), ("file", text(&x["file"])), ("size_bytes", number(&x["size_bytes"]))]
+            {
                 if let Some(v) = v {
                     o.insert(k.into(), v);
                 }

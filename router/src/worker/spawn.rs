@@ -81,8 +81,19 @@ pub struct Worker {
 /// one that looks like a secret. An allowlist: a key the config names (`peer_api_key_env`,
 /// `upstream.api_key_env`) may have any name, and none reaches a worker.
 pub fn worker_env(name: &str) -> bool {
-    const NAMES: [&str; 11] =
-        ["PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "LANG", "LANGUAGE", "LD_LIBRARY_PATH", "EDEN_LOG", "EDEN_LLAMA_LOGS"];
+    const NAMES: [&str; 11] = [
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "TMPDIR",
+        "TZ",
+        "LANG",
+        "LANGUAGE",
+        "LD_LIBRARY_PATH",
+        "EDEN_LOG",
+        "EDEN_LLAMA_LOGS",
+    ];
     const PREFIXES: [&str; 12] =
         ["LC_", "GGML_", "CUDA_", "NVIDIA_", "HIP_", "ROCR_", "HSA_", "VK_", "OMP_", "KMP_", "RUST_", "EDEN_FAKE_"];
     (NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))) && !secret_env(name)
@@ -329,7 +340,9 @@ mod tests {
 
     #[test]
     fn workers_get_only_what_llama_cpp_and_the_worker_read() {
-        for n in ["PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "GGML_NUM_THREADS", "CUDA_VISIBLE_DEVICES"] {
+        for n in
+            ["PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "GGML_NUM_THREADS", "CUDA_VISIBLE_DEVICES"]
+        {
             assert!(worker_env(n), "{n}");
         }
         for n in [

@@ -295,7 +295,8 @@ impl<'m> Engine<'m> {
     /// second).
     fn next_due(&self, now: Instant) -> Duration {
         let budget = self.cfg.max_sampling;
-        let reads = self.reading.iter().map(|(_, since, _)| budget.saturating_sub(now.saturating_duration_since(*since)));
+        let reads =
+            self.reading.iter().map(|(_, since, _)| budget.saturating_sub(now.saturating_duration_since(*since)));
         let picks = self
             .slots
             .iter()

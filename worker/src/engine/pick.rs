@@ -88,7 +88,13 @@ impl Picker {
 
     /// The log-probability of `tok` and the most likely alternatives under `logits`, when the
     /// request asked for them. Token text is rendered with special tokens spelled out.
-    pub fn logprob(&self, logits: &[f32], model: &LlamaModel, tok: LlamaToken, s: &mut Scratch) -> Option<TokenLogprob> {
+    pub fn logprob(
+        &self,
+        logits: &[f32],
+        model: &LlamaModel,
+        tok: LlamaToken,
+        s: &mut Scratch,
+    ) -> Option<TokenLogprob> {
         let n = self.top_logprobs?;
         let lse = log_sum_exp(logits);
         top_n(logits, n as usize, &mut s.top);

@@ -16,10 +16,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::http::guard::access::AdminCaller;
-use crate::http::error::ApiError;
-use crate::http::json::Json;
 use crate::add::{place_file, AddError};
+use crate::http::error::ApiError;
+use crate::http::guard::access::AdminCaller;
+use crate::http::json::Json;
 use crate::registry::Registry;
 
 #[derive(Deserialize)]

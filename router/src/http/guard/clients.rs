@@ -118,7 +118,10 @@ fn watch(path: &str) -> bool {
 pub async fn limit(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let (l, what) = if watch(path) {
-        (&limits.watches, format!("watch streams open (at most {MAX_WATCHES_PER_CLIENT} per client, {MAX_WATCHES} in all)"))
+        (
+            &limits.watches,
+            format!("watch streams open (at most {MAX_WATCHES_PER_CLIENT} per client, {MAX_WATCHES} in all)"),
+        )
     } else {
         (&limits.requests, format!("{} requests in flight (--max-client-requests)", limits.requests.max))
     };

@@ -8,14 +8,14 @@ use model_bucket_shared::ModelInfo;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::http::job::call::{self, gone, Call};
-use crate::http::job::Job;
 use crate::http::error::ApiError;
+use crate::http::job::call::{self, gone, Call};
 use crate::http::job::lora;
+use crate::http::job::tools;
+use crate::http::job::Job;
 use crate::http::openai::request::{self as openai, CommonParams};
 use crate::http::openai::respond::{Finished, Kind, Meta};
 use crate::http::openai::stream;
-use crate::http::job::tools;
 use crate::registry::Registry;
 use crate::worker::Event;
 

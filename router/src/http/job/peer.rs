@@ -13,8 +13,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::http::error::ApiError;
 use crate::fleet::{Fleet, HOP, NODE};
+use crate::http::error::ApiError;
 
 /// The fleet, for a request that may be forwarded: none when no peers are configured or the
 /// request itself came from a peer (it is answered here or not at all).

@@ -8,16 +8,16 @@ use axum::response::Response;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::http::job::Job;
-use model_bucket_shared::Catalog;
+use crate::fleet::Fleet;
 use crate::http::error::ApiError;
 use crate::http::job::fanout::serve;
+use crate::http::job::upstream;
+use crate::http::job::Job;
 use crate::http::openai::request::CommonParams;
 use crate::http::openai::respond::Kind;
-use crate::http::job::upstream;
-use crate::fleet::Fleet;
 use crate::registry::Registry;
 use crate::routing;
+use model_bucket_shared::Catalog;
 
 /// Serves the request on the model it names, or on the first candidate of its task's chain that
 /// can serve it: a candidate that fails with a server-side error (not loadable, no memory,

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::http::error::ApiError;
+use crate::http::job::peer::Peers;
+use crate::http::job::route::route;
+use crate::http::job::tools;
+use crate::http::job::Job;
 use crate::http::json::JsonRaw;
 use crate::http::openai::request::{self as openai, ChatRequest, CompletionRequest};
-use crate::http::job::peer::Peers;
 use crate::http::openai::respond::Kind;
-use crate::http::job::route::route;
-use crate::http::job::Job;
-use crate::http::job::tools;
 use crate::metrics::RequestLabel;
 use crate::registry::Registry;
 use crate::routing;

@@ -10,11 +10,11 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::http::job::call::{self, gone};
 use crate::http::error::ApiError;
+use crate::http::job::call::{self, gone};
+use crate::http::job::peer::Peers;
 use crate::http::json::JsonRaw;
 use crate::http::openai::request::{self as openai, PromptIn};
-use crate::http::job::peer::Peers;
 use crate::metrics::RequestLabel;
 use crate::registry::Registry;
 use crate::routing;
@@ -74,7 +74,9 @@ pub async fn embeddings(
         match serve(&r, &req, peers.as_deref()).await {
             Ok(Served::Here(resp)) => Ok(resp),
             // The task's first model that can serve is a peer's.
-            Ok(Served::Peer(model)) => crate::http::job::peer::forward_as(peers.as_deref(), "/v1/embeddings", &raw, &model).await,
+            Ok(Served::Peer(model)) => {
+                crate::http::job::peer::forward_as(peers.as_deref(), "/v1/embeddings", &raw, &model).await
+            }
             Err(e) => Err(e),
         }
     };

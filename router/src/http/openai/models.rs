@@ -8,9 +8,9 @@ use model_bucket_shared::ModelInfo;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+use crate::fleet::{Fleet, HOP, NODE_ID};
 use crate::http::error::ApiError;
 use crate::http::job::peer::Peers;
-use crate::fleet::{Fleet, HOP, NODE_ID};
 use crate::registry::Registry;
 use crate::routing;
 

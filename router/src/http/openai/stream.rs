@@ -11,11 +11,11 @@ use model_bucket_shared::protocol::DoneInfo;
 use serde::Serialize;
 use std::convert::Infallible;
 
-use crate::http::job::call::{gone, Call};
 use crate::http::error::ApiError;
+use crate::http::job::call::{gone, Call};
+use crate::http::job::tools::{self, StreamSplit};
 use crate::http::openai::respond::body::{Delta, FunctionDelta, ToolCallDelta};
 use crate::http::openai::respond::{finish_reason, Kind, Meta, TokenChunk};
-use crate::http::job::tools::{self, StreamSplit};
 use crate::worker::Event;
 
 /// Per choice: how much text it has sent (for completions' `text_offset`) and, when tools are

@@ -22,9 +22,7 @@ fn tokens(g: &str) -> Vec<Tok> {
     let mut chars = g.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            '#' => {
-                while chars.next_if(|&d| d != '\n' && d != '\r').is_some() {}
-            }
+            '#' => while chars.next_if(|&d| d != '\n' && d != '\r').is_some() {},
             '"' | '[' | '<' => {
                 let close = match c {
                     '"' => '"',

@@ -43,7 +43,8 @@ fn walk(v: &Value, depth: usize, nodes: &mut usize) -> Result<(), String> {
         Value::Array(items) => items.iter().try_for_each(|x| walk(x, depth + 1, nodes)),
         Value::Object(o) => {
             if let Some(Value::String(p)) = o.get("pattern") {
-                let what = |e: String| format!("the JSON schema's pattern {:?}: {e}", p.chars().take(64).collect::<String>());
+                let what =
+                    |e: String| format!("the JSON schema's pattern {:?}: {e}", p.chars().take(64).collect::<String>());
                 shape::check(&pattern::rules(p).map_err(what)?).map_err(what)?;
             }
             if let Some(Value::Object(p)) = o.get("properties") {

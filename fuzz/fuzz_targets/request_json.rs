@@ -1,20 +1,7 @@
-//! Any request body: parsing, then the validation that turns an OpenAI request into a worker
-//! request, return a request or an error, never panic.
+//! Any request body: parsing and validation into a worker request end in a request or an error.
+//! The body is `model_bucket::fuzzing::request_json`, whose seeds also replay in every test run.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use model_bucket::http::openai::request::{self as openai, ChatRequest, CompletionRequest};
-use model_bucket_shared::protocol::{Prompt, RequestId};
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(req) = serde_json::from_slice::<ChatRequest>(data) {
-        if let Ok(messages) = openai::chat_messages(&req.messages) {
-            let _ = openai::to_generate(RequestId(1), Prompt::Chat(messages), &req.common);
-        }
-    }
-    if let Ok(req) = serde_json::from_slice::<CompletionRequest>(data) {
-        if let Ok(prompt) = openai::completion_prompt(&req.prompt) {
-            let _ = openai::to_generate(RequestId(1), Prompt::Text(prompt), &req.common);
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| model_bucket::fuzzing::request_json(data));

@@ -7,6 +7,7 @@ pub mod catalog_cmd;
 pub mod cli;
 pub mod ctl_cmd;
 pub mod fleet;
+pub mod fuzzing;
 pub mod generate_cmd;
 pub mod http;
 pub mod listen;

@@ -16,7 +16,12 @@ fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Sends one case: its status and, for anything but a stream, its body.
+/// How long a stream is read before it is left (its rest cancelled): a request may ask for
+/// more tokens than a context holds.
+const STREAM_READ: Duration = Duration::from_millis(1500);
+
+/// Sends one case: its status and body; a stream's body is read to its `[DONE]` or for
+/// [`STREAM_READ`], with a `(left)` mark when it was left unfinished.
 fn send(port: u16, c: &Case) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -42,8 +47,26 @@ fn send(port: u16, c: &Case) -> Result<(u16, String), String> {
         headers.push_str(&line);
     }
     if code == 200 {
-        // A stream: the status came with the first token; leaving cancels the rest.
-        return Ok((code, headers));
+        // A stream: read until [DONE] or the time is up; leaving cancels the rest.
+        let until = Instant::now() + STREAM_READ;
+        let mut body = headers;
+        let mut buf = [0u8; 8192];
+        r.get_ref().set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        loop {
+            if body.contains("data: [DONE]") {
+                return Ok((code, body));
+            }
+            if Instant::now() >= until {
+                body.push_str("(left)");
+                return Ok((code, body));
+            }
+            match r.read(&mut buf) {
+                Ok(0) => return Ok((code, body)),
+                Ok(n) => body.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(format!("stream: {e}")),
+            }
+        }
     }
     let mut body = String::new();
     r.read_to_string(&mut body).map_err(|e| format!("body: {e}"))?;
@@ -77,11 +100,28 @@ fn hostile_requests_get_clear_errors_and_the_server_serves_on() {
         let (code, body) = send(s.port, &c).unwrap_or_else(|e| panic!("{e}\n{}\n{}", shown(), s.log()));
         *by_status.entry(code).or_default() += 1;
         match code {
-            200 => assert!(
-                body.to_ascii_lowercase().contains("text/event-stream"),
-                "a 200 that is not a stream: {body}\n{}",
-                shown()
-            ),
+            200 => {
+                assert!(
+                    body.to_ascii_lowercase().contains("text/event-stream"),
+                    "a 200 that is not a stream: {body}\n{}",
+                    shown()
+                );
+                // A stream that ended says how: a finish reason or an error event, then [DONE].
+                // A cut answer never looks complete: an error is never followed by a finish.
+                if !body.ends_with("(left)") {
+                    assert!(body.contains("data: [DONE]"), "a stream ended without [DONE]: {body}\n{}", shown());
+                    let finished = body.contains("\"finish_reason\":\"");
+                    let failed = body.contains("data: {\"error\"");
+                    assert!(finished || failed, "a stream ended without a finish or an error: {body}\n{}", shown());
+                    if let Some(at) = body.find("data: {\"error\"") {
+                        assert!(
+                            !body[at..].contains("\"finish_reason\":\""),
+                            "a finish after an error: {body}\n{}",
+                            shown()
+                        );
+                    }
+                }
+            }
             400..=499 => assert!(
                 body.contains("\"error\"") && body.contains("\"message\""),
                 "a {code} without the error envelope: {body}\n{}",

@@ -85,7 +85,7 @@ pub fn load_and_run(
         n_ctx_slot,
         n_batch: ctx.n_batch(),
         max_queue: args.max_queue,
-        n_swa: sliding_window(&model),
+        n_swa: sliding_window(model),
         slots,
         adapters,
         adapter_failures,

@@ -552,3 +552,21 @@ fn a_worker_growing_past_its_estimate_gets_the_idle_one_evicted() {
         worker(&f.server, &gemma_id())
     );
 }
+
+#[test]
+fn the_readmes_first_request_answers_what_the_readme_shows() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let line =
+        readme.lines().find(|l| l.starts_with("curl localhost:8080/v1/chat/completions")).expect("the first request");
+    let body = line.split_once("-d '").unwrap().1.trim_end().trim_end_matches('\'');
+    let dir = smol_bucket();
+    let s = Server::start(dir.path(), &[]);
+    let (status, resp) = s.post("/v1/chat/completions", body).unwrap();
+    assert_eq!(status, 200, "{resp}");
+    let v: Value = serde_json::from_str(resp.split_once("\r\n\r\n").map_or(resp.as_str(), |(_, b)| b)).unwrap();
+    let answer = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        readme.contains(&format!("answers `\"content\": \"{answer}\"`")),
+        "the README shows another answer than {answer:?}"
+    );
+}

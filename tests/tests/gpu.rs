@@ -1,5 +1,7 @@
 //! The `cuda` build on a GPU, where there is one: a worker with every layer offloaded to GPU 0
-//! answers correctly and runs on the device. Elsewhere the test says it was skipped and why.
+//! answers correctly and runs on the device. Elsewhere the test says it was skipped and why, and
+//! fails instead when `EDEN_REQUIRE_GPU=1` (what `scripts/gpu-check` sets on a GPU machine).
+//! Everywhere, a fake worker shows that a model's `gpus` and `gpu_layers` reach its worker.
 //!
 //! Build the worker with `cargo build --release -p model-bucket-worker --features cuda`.
 
@@ -24,6 +26,7 @@ fn skip_reason() -> Option<String> {
 #[test]
 fn cuda_worker_offloads_to_the_gpu_where_one_is_present() {
     if let Some(reason) = skip_reason() {
+        assert!(std::env::var("EDEN_REQUIRE_GPU").as_deref() != Ok("1"), "EDEN_REQUIRE_GPU=1 but {reason}");
         eprintln!("SKIPPED cuda_worker_offloads_to_the_gpu_where_one_is_present: {reason}");
         return;
     }
@@ -43,4 +46,23 @@ fn cuda_worker_offloads_to_the_gpu_where_one_is_present() {
     let apps = Command::new("nvidia-smi").args(["--query-compute-apps=pid", "--format=csv,noheader"]).output().unwrap();
     let apps = String::from_utf8_lossy(&apps.stdout);
     assert!(apps.lines().any(|l| l.trim() == pid.to_string()), "worker {pid} is not on the GPU: {apps}");
+}
+
+#[test]
+fn a_models_gpus_and_gpu_layers_reach_its_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
+    let config = dir.path().join("gpu.toml");
+    std::fs::write(&config, "[models.eden_smollm2_135m]\ngpu_layers = 99\ngpus = [1, 3]\n").unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let fake = bin("fake-worker");
+    let s = Server::start_with_env(
+        dir.path(),
+        &["--config", config.to_str().unwrap()],
+        &[("EDEN_WORKER_BIN", fake.to_str().unwrap()), ("EDEN_FAKE_LOG", log.path().to_str().unwrap())],
+    );
+    let body = format!(r#"{{"model":"{}","prompt":"Hi","max_tokens":2}}"#, smol_id());
+    assert_eq!(s.post("/v1/completions", &body).unwrap().0, 200);
+    let started = std::fs::read_to_string(log.path()).unwrap();
+    assert!(started.contains("gpu_layers=99 cuda=1,3"), "{started}");
 }

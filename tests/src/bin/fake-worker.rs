@@ -15,7 +15,8 @@
 //! - `grow:MIB`: like `ok`, but once ready it fills MIB mebibytes of memory and holds them (its
 //!   resident memory grows past what the router estimated).
 //!
-//! With `EDEN_FAKE_LOG=FILE` each start appends a line to FILE. With `EDEN_FAKE_MODE_FILE=FILE`
+//! With `EDEN_FAKE_LOG=FILE` each start appends a line to FILE: `start PID`, the `--gpu-layers`
+//! it was given and its `CUDA_VISIBLE_DEVICES` (what reaches a real worker's llama.cpp). With `EDEN_FAKE_MODE_FILE=FILE`
 //! the mode is read from FILE at each start instead (a test changes it between starts).
 
 use interprocess::local_socket::{prelude::*, GenericFilePath, Stream};
@@ -34,7 +35,9 @@ fn main() {
     let mut starts = 0;
     if let Some(log) = std::env::var_os("EDEN_FAKE_LOG") {
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("fake log");
-        writeln!(f, "start {}", std::process::id()).expect("write fake log");
+        let gpu_layers = args.iter().position(|a| a == "--gpu-layers").map(|i| args[i + 1].as_str()).unwrap_or("-");
+        let cuda = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_else(|_| "-".into());
+        writeln!(f, "start {} gpu_layers={gpu_layers} cuda={cuda}", std::process::id()).expect("write fake log");
         starts = std::fs::read_to_string(&log).expect("read fake log").lines().count();
     }
     let mode = match mode.as_str() {

@@ -570,3 +570,106 @@ fn the_readmes_first_request_answers_what_the_readme_shows() {
         "the README shows another answer than {answer:?}"
     );
 }
+
+/// Flags the README names that belong to other programs: llama-server's (`--jinja`,
+/// `--embeddings`, `--pooling`), cargo's, kubernetes-validate's and llama.cpp's
+/// `convert_lora_to_gguf.py`'s.
+const OTHER_PROGRAMS_FLAGS: [&str; 11] = [
+    "--jinja",
+    "--embeddings",
+    "--pooling",
+    "--release",
+    "--features",
+    "--bin",
+    "--test",
+    "--nocapture",
+    "--strict",
+    "--base",
+    "--outfile",
+];
+
+/// Each flag in a help text with the text that describes it.
+fn flags_of(help: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let t = line.trim_start();
+        let named = t.strip_prefix("-").and_then(|_| t.split_whitespace().find(|w| w.starts_with("--")));
+        match named {
+            Some(f) => out.push((f.trim_end_matches(',').to_string(), String::new())),
+            None => {
+                if let Some(last) = out.last_mut() {
+                    last.1.push(' ');
+                    last.1.push_str(t);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_flag_the_readme_states_exists_with_the_default_it_states() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let help = |bin_name: &str, args: &[&str]| {
+        let out = std::process::Command::new(bin(bin_name)).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut flags: Vec<(String, String)> = Vec::new();
+    for c in ["serve", "list", "info", "generate", "ps", "load", "unload", "pull", "recommend", "add"] {
+        flags.extend(flags_of(&help("model-bucket", &[c, "--help"])));
+    }
+    flags.extend(flags_of(&help("model-bucket-worker", &["--help"])));
+    // The benchmark lists its flags on one line.
+    let bench = help("model-bucket-bench", &["--help"]);
+    flags.extend(bench.split(['[', ']', ' ']).filter(|w| w.starts_with("--")).map(|w| (w.to_string(), String::new())));
+    // The stress runner reads its flags by hand.
+    let stress = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/bin/stress.rs")).unwrap();
+    flags.extend(
+        stress.split('"').filter(|w| w.starts_with("--") && !w.contains(' ')).map(|w| (w.to_string(), String::new())),
+    );
+    // Every `--flag` inside backticks.
+    let mut stated: Vec<String> = Vec::new();
+    for code in readme.split('`').skip(1).step_by(2) {
+        for w in code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            if w.starts_with("--")
+                && w.len() > 2
+                && w.as_bytes()[2].is_ascii_lowercase()
+                && !stated.iter().any(|s| s == w)
+            {
+                stated.push(w.to_string());
+            }
+        }
+    }
+    assert!(stated.len() > 40, "{stated:?}");
+    let missing: Vec<&String> = stated
+        .iter()
+        .filter(|f| !OTHER_PROGRAMS_FLAGS.contains(&f.as_str()) && !flags.iter().any(|(name, _)| name == *f))
+        .collect();
+    assert!(missing.is_empty(), "the README states flags no command has: {missing:?}");
+    // "`--flag` (default X" and "`--flag` word (default X": X is the default the help shows.
+    let mut checked = 0;
+    for (at, _) in readme.match_indices("`--") {
+        let rest = &readme[at + 1..];
+        let Some(end) = rest.find('`') else { continue };
+        let flag = &rest[..end];
+        let after = &rest[end + 1..rest.len().min(end + 40)];
+        let Some(d) = after.find("(default ") else { continue };
+        if after[..d].split_whitespace().count() > 1 {
+            continue;
+        }
+        let value: String = after[d + 9..]
+            .chars()
+            .take_while(|c| !matches!(c, ';' | ')') && !c.is_whitespace())
+            .filter(|c| *c != '`')
+            .collect::<String>()
+            .trim_end_matches(',')
+            .replace(',', "");
+        let Some((_, text)) = flags.iter().find(|(name, text)| name == flag && text.contains("[default: ")) else {
+            continue;
+        };
+        let shown = text.split("[default: ").nth(1).and_then(|s| s.split(']').next()).unwrap_or("");
+        assert_eq!(value, shown, "the README says `{flag}` defaults to {value}; its help says {shown}");
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} stated defaults were checked");
+}

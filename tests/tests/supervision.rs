@@ -64,7 +64,8 @@ fn a_crash_loop_ends_in_failed_not_an_endless_respawn() {
     let (status, body) = f.server.post("/v1/completions", &completion(10)).unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"error\""), "{body}");
-    std::thread::sleep(Duration::from_secs(2));
+    // Past the backoff a sixth start would have waited (0.5 s doubled four times: 8 s).
+    std::thread::sleep(Duration::from_secs(9));
     assert_eq!(f.starts(), 5, "no respawn after the model failed");
 }
 

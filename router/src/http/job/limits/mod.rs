@@ -151,6 +151,12 @@ mod tests {
     }
 
     #[test]
+    fn the_limits_are_what_the_readme_states() {
+        // "a JSON schema of 64 KiB or a grammar of 16 KiB"
+        assert_eq!((MAX_CONSTRAINT_BYTES, MAX_GRAMMAR_BYTES), (64 << 10, 16 << 10));
+    }
+
+    #[test]
     fn grammars_are_bounded() {
         assert!(grammar(r#"root ::= ("yes" | "no") "." [a-z]{1,3} "{999}" # {999}"#).is_ok());
         assert!(grammar(r#"root ::= "a"{1000}"#).unwrap_err().contains("repetition"));

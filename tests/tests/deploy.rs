@@ -124,7 +124,7 @@ fn the_container_builds_like_the_readme() {
                 let name = src.strip_prefix("/src/target/release/").expect("a release binary");
                 assert!(bin(name).is_file(), "{name}");
             } else {
-                assert!(repo_file(src).len() > 0, "{src}");
+                assert!(!repo_file(src).is_empty(), "{src}");
             }
         }
     }

@@ -270,6 +270,24 @@ mod tests {
     }
 
     #[test]
+    fn the_default_backoff_is_what_the_readme_states() {
+        // "restarted with exponential backoff (0.5 s, doubling, at most 30 s)"
+        let pol = Policy { max_crashes: 100, ..Policy::default() };
+        let (mut l, t) = (Lifecycle::default(), Instant::now());
+        l.step(Event::Demand, t, &pol);
+        l.step(Event::Ready, t, &pol);
+        let mut delays = Vec::new();
+        for _ in 0..9 {
+            if let Some(Effect::RetryAfter(d)) = l.step(Event::Exited("x".into()), t, &pol) {
+                delays.push(d.as_millis());
+            }
+            l.step(Event::RetryDue, t, &pol);
+            l.step(Event::Ready, t, &pol);
+        }
+        assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+    }
+
+    #[test]
     fn backoff_is_capped() {
         let pol = Policy { max_crashes: 100, ..p() };
         let (mut l, t) = (Lifecycle::default(), Instant::now());

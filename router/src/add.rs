@@ -165,8 +165,8 @@ fn link(source: &Source, dest: &Path) -> io::Result<()> {
 
 /// Fails when `dir`'s filesystem has less than `need` bytes free.
 fn check_room(dir: &Path, need: u64) -> Result<(), AddError> {
-    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| AddError::Io { what: "statvfs".into(), source: e.into() })?;
-    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let free =
+        crate::disk::free_bytes(dir).map_err(io_err(format!("cannot read the free space of {}", dir.display())))?;
     if free < need {
         return Err(AddError::NoRoom { dir: dir.to_path_buf(), need, free });
     }

@@ -6,6 +6,7 @@ pub mod bucket;
 pub mod catalog_cmd;
 pub mod cli;
 pub mod ctl_cmd;
+pub mod disk;
 pub mod fleet;
 pub mod fuzzing;
 pub mod generate_cmd;

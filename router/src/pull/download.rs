@@ -167,8 +167,7 @@ fn already_there(dest: &Path, t: &Target) -> Result<PathBuf, PullError> {
 
 /// Fails before downloading when `dir`'s filesystem has less than `need` bytes free.
 fn check_space(dir: &Path, need: u64) -> Result<(), PullError> {
-    let st = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
-    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let free = crate::disk::free_bytes(dir)?;
     if free < need {
         return Err(PullError::DiskFull { dir: dir.display().to_string(), need, free });
     }

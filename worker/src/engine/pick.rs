@@ -49,19 +49,13 @@ impl Picker {
         self.pick_from(ctx.get_logits_ith(at), s)
     }
 
-    /// Samples the token for `logits` and accepts it into the samplers. `None` when the grammar
-    /// allows no token at all here (a grammar or schema that cannot be satisfied): the request
-    /// must end, as llama.cpp aborts on a grammar with nothing left.
+    /// Samples the token of a constrained request for `logits` and accepts it into the samplers.
+    /// `None` when the grammar allows no token at all here (a grammar or schema that cannot be
+    /// satisfied): the request must end, as llama.cpp aborts on a grammar with nothing left.
+    /// Free text takes [`Picker::pick`], straight from the context.
     pub fn pick_from(&mut self, logits: &[f32], s: &mut Scratch) -> Option<LlamaToken> {
-        let Some(grammar) = self.grammar.as_mut() else {
-            let mut cand = candidates(&mut s.candidates, logits);
-            self.chain.apply(&mut cand);
-            let tok = cand.selected_token();
-            s.candidates = cand.data;
-            let tok = tok?;
-            self.chain.accept(tok);
-            return Some(tok);
-        };
+        debug_assert!(self.constrained(), "only constrained requests sample from copied logits");
+        let grammar = self.grammar.as_mut()?;
         let mut cand = candidates(&mut s.candidates, logits);
         self.chain.apply(&mut cand);
         let mut tok = cand.selected_token();

@@ -94,6 +94,32 @@ impl LlamaServer {
         Ok(s)
     }
 
+    /// Router mode on `models_dir` with at most `models_max` models loaded at once.
+    pub fn start_router(
+        bin: &Path,
+        models_dir: &Path,
+        threads: u32,
+        slots: u32,
+        ctx: u32,
+        models_max: u32,
+    ) -> Result<LlamaServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let t = threads.to_string();
+        let child = Command::new(bin)
+            .arg("--models-dir")
+            .arg(models_dir)
+            .args(["--models-max", &models_max.to_string()])
+            .args(["--port", &port.to_string(), "--host", "127.0.0.1", "-t", &t, "-tb", &t])
+            .args(["-np", &slots.to_string(), "-c", &(ctx * slots).to_string(), "--no-webui"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let s = LlamaServer { child, port };
+        s.wait_healthy()?;
+        Ok(s)
+    }
+
     /// One model, with `extra` arguments after the usual ones.
     pub fn start_with(
         bin: &Path,

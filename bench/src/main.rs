@@ -3,7 +3,7 @@
 //! `docs/BENCHMARKS.md` and its plots.
 //!
 //! ```sh
-//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--llama-server-arg ARG]...
+//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds 150] [--day-variant FLAGS]... [--day-no-anchor] [--only-switch] [--llama-server-arg ARG]...
 //! ```
 //! Without `--llama-server` (or `$LLAMA_SERVER`) it builds llama-server once into
 //! `~/.cache/model-bucket`. Run `scripts/setup` first (binaries and models).
@@ -11,11 +11,13 @@
 mod agent;
 mod cache;
 mod client;
+mod day;
 mod fleet;
 mod llama;
 mod lora;
 mod plot;
 mod report;
+mod switch;
 mod workloads;
 
 use anyhow::Result;
@@ -39,6 +41,18 @@ pub struct Opts {
     pub only_lora: bool,
     /// Run only the peer workloads and print their section (no files written).
     pub only_fleet: bool,
+    /// Run only the daemon day, print its section and write its raw records to `OUT/day.json`.
+    pub only_day: bool,
+    /// Seconds each server runs the daemon day.
+    pub day_seconds: u64,
+    /// Model Bucket's runs of the daemon day, each its extra flags (`--day-variant`,
+    /// repeatable; default `--sched turns` and `--sched fifo`).
+    pub day_variants: Vec<String>,
+    /// Leave llama-server out of the daemon day (`--day-no-anchor`), to compare settings.
+    pub day_no_anchor: bool,
+    /// Run only the switch to models of real sizes, print its section and write its raw
+    /// measurements to `OUT/switch.json`.
+    pub only_switch: bool,
     /// Extra llama-server arguments for the LoRA workloads (`--llama-server-arg`, repeatable),
     /// for a machine where one of its defaults cannot run; the report names them.
     pub ls_extra: Vec<String>,
@@ -55,6 +69,11 @@ fn main() -> Result<()> {
         only_agent: false,
         only_lora: false,
         only_fleet: false,
+        only_day: false,
+        day_seconds: 150,
+        day_variants: Vec::new(),
+        day_no_anchor: false,
+        only_switch: false,
         ls_extra: Vec::new(),
         out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")),
     };
@@ -71,9 +90,14 @@ fn main() -> Result<()> {
             "--only-agent" => o.only_agent = true,
             "--only-lora" => o.only_lora = true,
             "--only-fleet" => o.only_fleet = true,
+            "--only-day" => o.only_day = true,
+            "--day-seconds" => o.day_seconds = val()?.parse()?,
+            "--day-variant" => o.day_variants.push(val()?),
+            "--day-no-anchor" => o.day_no_anchor = true,
+            "--only-switch" => o.only_switch = true,
             "--llama-server-arg" => o.ls_extra.push(val()?),
             "-h" | "--help" => {
-                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--llama-server-arg ARG]...");
+                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds N] [--day-variant FLAGS]... [--day-no-anchor] [--only-switch] [--llama-server-arg ARG]...");
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other}"),
@@ -84,6 +108,22 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let ls = llama::find_or_build(o.llama_server.clone())?;
+    if o.only_day {
+        let r = day::run(&o, &ls)?;
+        std::fs::create_dir_all(&o.out)?;
+        std::fs::write(o.out.join("day.json"), serde_json::to_string_pretty(&day::raw(&r))?)?;
+        println!("{}", day::markdown(&o, &r));
+        eprintln!("bench: wrote {}", o.out.join("day.json").display());
+        return Ok(());
+    }
+    if o.only_switch {
+        let r = switch::run(&o, &ls)?;
+        std::fs::create_dir_all(&o.out)?;
+        std::fs::write(o.out.join("switch.json"), serde_json::to_string_pretty(&switch::raw(&r))?)?;
+        println!("{}", switch::markdown(&o, &r));
+        eprintln!("bench: wrote {}", o.out.join("switch.json").display());
+        return Ok(());
+    }
     if o.only_cache {
         println!("{}", cache::markdown(&cache::run(&o, &ls)?));
         return Ok(());

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::workloads::{median, pct, Results, CONCURRENCY, N_PREDICT};
 use crate::Opts;
 
-fn machine() -> String {
+pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -19,6 +19,26 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let mem = model_bucket_shared::mem::total_memory().unwrap_or(0) >> 30;
     format!("{cpu}, {cores} cores available, {mem} GiB memory, no GPU used")
+}
+
+/// The commit the run was built from (`+dirty` with changes not committed).
+pub fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    if dirty {
+        format!("{head}+dirty")
+    } else {
+        head
+    }
 }
 
 fn date() -> String {

@@ -66,7 +66,7 @@ pub struct ServeArgs {
     /// Longest a worker may take to load a model, in seconds.
     #[arg(long, env = "EDEN_LOAD_TIMEOUT", default_value_t = 300)]
     pub load_timeout: u64,
-    /// Longest a request waits for its model to load before a 503 with Retry-After, in seconds.
+    /// Longest a request waits for a load in progress before a 503 with Retry-After, in seconds.
     #[arg(long, env = "EDEN_LOAD_WAIT", default_value_t = 120)]
     pub load_wait: u64,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT, or when their worker is
@@ -81,9 +81,19 @@ pub struct ServeArgs {
     /// Unload a worker after this many idle seconds (0: never); a model's `ttl_secs` wins.
     #[arg(long, env = "EDEN_IDLE_TTL", default_value_t = 0)]
     pub idle_ttl: u64,
-    /// Longest a request waits for serving workers to free memory before a 503, in seconds.
-    #[arg(long, env = "EDEN_EVICT_WAIT", default_value_t = 30)]
-    pub evict_wait: u64,
+    /// Longest a request waits for its model to get memory and start, in seconds, before a 503
+    /// (the OpenAI SDKs' own request timeout is 600 s). `--evict-wait` is its old name.
+    #[arg(long, env = "EDEN_QUEUE_TIMEOUT", visible_alias = "evict-wait", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub queue_timeout: u64,
+    /// The least time, in seconds, a model swapped in keeps its memory while models of its
+    /// priority wait for it; a turn lasts at least twice what its swap took in any case. A
+    /// request that waited twice the turn goes first.
+    #[arg(long, env = "EDEN_QUANTUM", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub quantum: u64,
+    /// Who gets memory next when models do not all fit: `turns` (priorities, turns, fewest
+    /// swaps) or `fifo` (arrival order, a swap whenever another model is asked for).
+    #[arg(long, env = "EDEN_SCHED", value_enum, default_value_t = crate::supervisor::turn::Sched::Turns)]
+    pub sched: crate::supervisor::turn::Sched,
     /// Crashes within `--crash-window` seconds that mark a model failed (until a reload).
     #[arg(long, env = "EDEN_CRASH_LIMIT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub crash_limit: u32,

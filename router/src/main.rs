@@ -5,8 +5,11 @@ use model_bucket::cli::{Cli, Command};
 use model_bucket::{catalog_cmd, ctl_cmd, generate_cmd, pull_cmd, serve};
 
 fn main() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: a log file or the journal gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EDEN_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_level())),

@@ -44,6 +44,11 @@ fn ttft_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 13))
 }
 
+fn wait_histogram() -> Histogram {
+    // 10 ms … ~10 min.
+    Histogram::new(exponential_buckets(0.01, 2.0, 17))
+}
+
 fn token_histogram() -> Histogram {
     // 1 ms … ~1 s per token.
     Histogram::new(exponential_buckets(0.001, 2.0, 11))
@@ -65,6 +70,14 @@ pub struct Metrics {
     pub worker_memory: Family<ModelLabel, Gauge>,
     pub slots_busy: Family<ModelLabel, Gauge>,
     pub queue_depth: Family<ModelLabel, Gauge>,
+    /// Requests waiting for their model to get memory and start, per model.
+    pub waiting: Family<ModelLabel, Gauge>,
+    /// Seconds a request waited for its model to get memory and start (or load).
+    pub wait: Hist,
+    /// Starts of a model that others made room for.
+    pub swaps: Family<ModelLabel, Counter>,
+    /// Seconds from asking others to make room for a model to its worker being ready.
+    pub swap_time: Hist,
     pub budget_bytes: Gauge,
     pub used_bytes: Gauge,
 }
@@ -90,6 +103,10 @@ impl Metrics {
             worker_memory: Family::default(),
             slots_busy: Family::default(),
             queue_depth: Family::default(),
+            waiting: Family::default(),
+            wait: Family::new_with_constructor(wait_histogram as fn() -> Histogram),
+            swaps: Family::default(),
+            swap_time: Family::new_with_constructor(wait_histogram as fn() -> Histogram),
             budget_bytes: Gauge::default(),
             used_bytes: Gauge::default(),
             prom: Prom::default(),
@@ -123,6 +140,20 @@ impl Metrics {
         );
         prom.register("slots_busy", "Slots generating, per worker", m.slots_busy.clone());
         prom.register("queue_depth", "Requests waiting for a slot, per worker", m.queue_depth.clone());
+        prom.register("waiting", "Requests waiting for their model to get memory and start", m.waiting.clone());
+        prom.register_with_unit(
+            "queue_wait",
+            "Time a request waited for its model to get memory and start",
+            Unit::Seconds,
+            m.wait.clone(),
+        );
+        prom.register("swaps", "Models started after others made room for them", m.swaps.clone());
+        prom.register_with_unit(
+            "swap",
+            "Time from asking others to make room for a model to its worker being ready",
+            Unit::Seconds,
+            m.swap_time.clone(),
+        );
         prom.register_with_unit("ram_budget", "The RAM budget for all workers", Unit::Bytes, m.budget_bytes.clone());
         prom.register_with_unit(
             "ram_used",

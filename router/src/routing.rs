@@ -20,7 +20,7 @@ pub enum Candidate {
 
 /// The task `requested` names: `task:NAME` for a configured task, or a bare `NAME` that is a
 /// task and not also a model (a model of that name wins).
-pub fn task<'a>(requested: &'a str, tasks: &BTreeMap<String, Vec<String>>, is_model: bool) -> Option<&'a str> {
+pub fn task<'a, T>(requested: &'a str, tasks: &BTreeMap<String, T>, is_model: bool) -> Option<&'a str> {
     match requested.strip_prefix(TASK_PREFIX) {
         Some(name) => tasks.contains_key(name).then_some(name),
         None => (!is_model && tasks.contains_key(requested)).then_some(requested),
@@ -57,6 +57,21 @@ pub fn candidates(
         }
     }
     out
+}
+
+/// Which of `chain` serve now, without waiting for a load or for memory: local models whose
+/// worker is ready (`ready`, by ID) and peers that have the model loaded (`on_peer`). The
+/// upstream is not counted: a local model is worth waiting for rather than sending prompts
+/// off the machine.
+pub fn serving_now(chain: &[Candidate], ready: impl Fn(&str) -> bool, on_peer: impl Fn(&str) -> bool) -> Vec<bool> {
+    chain
+        .iter()
+        .map(|c| match c {
+            Candidate::Local(id) => ready(id.as_str()),
+            Candidate::Peer(name) => on_peer(name),
+            Candidate::Upstream(_) => false,
+        })
+        .collect()
 }
 
 /// The candidates of `chain` on the server as it is now: models in the catalog that have not
@@ -118,6 +133,19 @@ mod tests {
         let failed = |name: &str| Some(LocalModel { id: name.into(), unusable: name == "big" });
         assert_eq!(candidates(chain, failed, nowhere)[0], Candidate::Local("small".into()));
         assert_eq!(candidates(&["gone".to_string()], |_| None, nowhere), vec![]);
+    }
+
+    #[test]
+    fn what_serves_now() {
+        let chain = [
+            Candidate::Local("big".into()),
+            Candidate::Local("small".into()),
+            Candidate::Peer("far".into()),
+            Candidate::Upstream("remote".into()),
+        ];
+        let ready = |id: &str| id == "small";
+        assert_eq!(serving_now(&chain, ready, |_| false), vec![false, true, false, false]);
+        assert_eq!(serving_now(&chain[2..3], ready, |n| n == "far"), vec![true]);
     }
 
     #[test]

@@ -116,11 +116,19 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         Some(text) => budget::parse_size(text).map_err(anyhow::Error::msg).context("--ram-budget")?,
         None => budget::default_budget(model_bucket_shared::mem::total_memory().unwrap_or(8 << 30)),
     };
+    anyhow::ensure!(
+        s.quantum.saturating_mul(2) < s.queue_timeout,
+        "--quantum ({} s) must be under half of --queue-timeout ({} s): a turn would outlast the requests waiting for it",
+        s.quantum,
+        s.queue_timeout
+    );
     let grace = Duration::from_secs(s.shutdown_grace);
     let limits = Limits {
         ram_budget,
         idle_ttl: (s.idle_ttl > 0).then(|| Duration::from_secs(s.idle_ttl)),
-        evict_wait: Duration::from_secs(s.evict_wait),
+        queue_timeout: Duration::from_secs(s.queue_timeout),
+        sched: s.sched,
+        quantum: Duration::from_secs(s.quantum),
         drain_grace: grace,
         policy: crate::supervisor::lifecycle::Policy {
             max_crashes: s.crash_limit as usize,
@@ -148,7 +156,9 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
     let registry = {
         // Its supervisor runs as a task on this runtime.
         let _rt = rt.enter();
-        Registry::new(catalog, config, b.config.clone(), defaults, limits)
+        let r = Registry::new(catalog, config, b.config.clone(), defaults, limits);
+        r.load_pinned();
+        r
     };
     let guard = crate::http::guard::origin::Guard {
         loopback: s.host.is_loopback(),

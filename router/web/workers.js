@@ -1,5 +1,5 @@
-// The workers view: each worker's state, process, cores, memory against the budget, slots
-// and queue, refreshed every two seconds while shown, and memory used over time.
+// The workers view: each worker's state, process, cores, memory against the budget, slots,
+// queue, requests waiting for memory and evictions, refreshed every two seconds while shown, and memory used over time.
 import { $, h, bytes, stateCell } from './dom.js';
 import { json } from './api.js';
 import { draw } from './chart.js';
@@ -13,7 +13,7 @@ let reading = false;
 
 function row(w) {
   return h('tr', { 'data-model': w.model },
-    h('td', { class: 'id' }, w.model),
+    h('td', { class: 'id', title: w.pinned ? 'resident: never evicted' : '' }, w.pinned ? `${w.model} (resident)` : w.model),
     stateCell(w.state, w.progress, w.error),
     h('td', {}, w.pid ?? '–'),
     h('td', {}, w.cores ? w.cores.join(',') : 'all'),
@@ -21,6 +21,8 @@ function row(w) {
     h('td', {}, bytes(w.budget_bytes)),
     h('td', {}, w.slots ? `${w.slots_busy} of ${w.slots}` : '–'),
     h('td', {}, w.queued),
+    h('td', {}, w.waiting),
+    h('td', {}, w.evictions),
     h('td', {}, w.restarts),
     h('td', { class: 'muted exit', title: w.last_exit || '' }, w.last_exit || ''));
 }

@@ -13,6 +13,8 @@
 //! gpu_layers = 99
 //! ttl_secs = 600                   # unload after this long idle
 //! chat_template = "chatml"         # a template name or file, for models without one
+//! priority = "high"                # its requests go before normal and low ones for memory
+//! resident = true                  # loaded at start and never evicted
 //!
 //! [models.pirate]                  # a model of its own: a base plus a LoRA adapter
 //! base = "eden_smollm2_135m"
@@ -20,6 +22,7 @@
 //!
 //! [tasks]                          # `model: "task:thinking"` (or just `"thinking"`) picks the
 //! thinking = ["eden_llama3_8b", "eden_smollm2_135m", "upstream:gpt-4o-mini"]  # first that can serve
+//! memory = { models = ["eden_smollm2_135m"], priority = "low" }  # a chain with a priority
 //!
 //! [upstream]                       # opt-in remote fallback for `upstream:` chain entries
 //! url = "https://api.example.com/v1"
@@ -47,9 +50,10 @@ pub struct Config {
     /// Per-model settings, keyed by full ID, alias, custom ID or file name.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
-    /// Task name → models to try in order (a name, or `upstream:MODEL` for the remote fallback).
+    /// Task name → models to try in order (a name, or `upstream:MODEL` for the remote fallback),
+    /// with an optional priority.
     #[serde(default)]
-    pub tasks: BTreeMap<String, Vec<String>>,
+    pub tasks: BTreeMap<String, Task>,
     /// A remote OpenAI-compatible server for `upstream:` entries; nothing is sent anywhere
     /// unless this is set and a task names it.
     pub upstream: Option<Upstream>,
@@ -72,6 +76,59 @@ pub struct Upstream {
     pub url: String,
     /// The environment variable holding its API key, if it needs one.
     pub api_key_env: Option<String>,
+}
+
+/// How soon a request gets memory when models wait for it: a higher class goes first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+}
+
+impl Priority {
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
+}
+
+/// A task: its chain, written as a list, or a table with the chain and a priority.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Task {
+    Chain(Vec<String>),
+    Table(TaskTable),
+}
+
+/// A task written as a table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskTable {
+    pub models: Vec<String>,
+    pub priority: Option<Priority>,
+}
+
+impl Task {
+    /// The models to try, in order.
+    pub fn chain(&self) -> &[String] {
+        match self {
+            Task::Chain(c) | Task::Table(TaskTable { models: c, .. }) => c,
+        }
+    }
+
+    /// The priority its requests have, if it sets one (else their model's).
+    pub fn priority(&self) -> Option<Priority> {
+        match self {
+            Task::Chain(_) => None,
+            Task::Table(t) => t.priority,
+        }
+    }
 }
 
 /// The prefix of task chain entries that go to the upstream.
@@ -110,6 +167,10 @@ pub struct ModelConfig {
     /// adapter per request.
     #[serde(default)]
     pub lora: Vec<LoraEntry>,
+    /// How soon its requests get memory when models wait for it (a task's own wins).
+    pub priority: Option<Priority>,
+    /// Loaded at start and never evicted; it counts against the budget all the time.
+    pub resident: Option<bool>,
 }
 
 /// One adapter of a config model: a LoRA GGUF and the scale it is applied with.
@@ -165,7 +226,8 @@ impl Config {
                 }
             }
         }
-        for (task, chain) in &config.tasks {
+        for (task, t) in &config.tasks {
+            let chain = t.chain();
             if !crate::model_id::valid_custom_id(task) {
                 return Err(format!("tasks.{task}: a task name must be 1-128 characters of [A-Za-z0-9._:-]"));
             }
@@ -215,8 +277,19 @@ mod tests {
             "[tasks]\nthinking = [\"a\", \"upstream:big\"]\n[upstream]\nurl = \"http://x/v1\"\napi_key_env = \"K\"\n",
         )
         .unwrap();
-        assert_eq!(c.tasks["thinking"], vec!["a", "upstream:big"]);
+        assert_eq!(c.tasks["thinking"].chain(), ["a", "upstream:big"]);
+        assert_eq!(c.tasks["thinking"].priority(), None);
         assert_eq!(c.upstream.unwrap().api_key_env.as_deref(), Some("K"));
+        let c = Config::parse("[tasks]\nmemory = { models = [\"a\"], priority = \"low\" }\n").unwrap();
+        assert_eq!(
+            (c.tasks["memory"].chain(), c.tasks["memory"].priority()),
+            (&["a".to_string()][..], Some(Priority::Low))
+        );
+        assert!(Config::parse("[tasks]\nmemory = { models = [\"a\"], priority = \"urgent\" }\n").is_err());
+        assert!(Config::parse("[tasks]\nmemory = { models = [] }\n").unwrap_err().contains("empty"));
+        let c = Config::parse("[models.a]\npriority = \"high\"\nresident = true\n").unwrap();
+        assert_eq!((c.models["a"].priority, c.models["a"].resident), (Some(Priority::High), Some(true)));
+        assert!(Priority::High > Priority::Normal && Priority::Normal > Priority::Low);
         assert!(Config::parse("[tasks]\nthinking = [\"upstream:big\"]\n").unwrap_err().contains("no [upstream]"));
         assert!(Config::parse("[tasks]\nthinking = []\n").unwrap_err().contains("empty"));
         assert!(Config::parse("[upstream]\nurl = \"ftp://x\"\n").is_err());

@@ -13,11 +13,12 @@ pub mod mem;
 pub mod model_id;
 pub mod model_info;
 pub mod naming;
+pub mod page_cache;
 pub mod protocol;
 pub mod state_file;
 
 pub use catalog::{Catalog, Skipped};
-pub use config::{Config, LoraEntry, ModelConfig};
+pub use config::{Config, LoraEntry, ModelConfig, Priority, Task};
 pub use model_id::ModelId;
 pub use model_info::{Capability, ModelInfo};
 

@@ -198,6 +198,11 @@ check('the workers view shows the worker live, with a memory chart', async () =>
   await main.waitForSelector(`#workers-table tr[data-model="${SMOL}"]`);
   const pid = await main.$eval(`#workers-table tr[data-model="${SMOL}"]`, (tr) => tr.cells[2].textContent);
   assert.match(pid, /^\d+$/);
+  // Requests waiting for memory and evictions have their columns.
+  const heads = await main.$$eval('#workers-table th', (ths) => ths.map((t) => t.textContent));
+  const cells = await main.$eval(`#workers-table tr[data-model="${SMOL}"]`, (tr) => [...tr.cells].map((c) => c.textContent));
+  assert.equal(cells[heads.indexOf('Waiting for memory')], '0');
+  assert.match(cells[heads.indexOf('Evictions')], /^\d+$/);
   await main.waitForFunction(() => {
     const line = document.querySelector('#memory-chart polyline');
     return line && line.getAttribute('points').split(' ').length >= 3;

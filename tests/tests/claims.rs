@@ -389,7 +389,7 @@ fn metrics_has_every_series_the_readme_lists() {
         "ok",
         &[SMOLLM2_FILE, GEMMA_FILE],
         None,
-        &["--ram-budget", "480MiB", "--evict-wait", "2", "--ctx", "512", "--parallel", "2"],
+        &["--ram-budget", "480MiB", "--quantum", "0", "--ctx", "512", "--parallel", "2"],
     );
     let (smol, gemma) = (smol_id(), gemma_id());
     assert_eq!(f.server.post("/v1/completions", &completion(&smol, 4)).unwrap().0, 200);
@@ -572,10 +572,11 @@ fn the_readmes_first_request_answers_what_the_readme_shows() {
 }
 
 /// Flags the README names that belong to other programs: llama-server's (`--jinja`,
-/// `--embeddings`, `--pooling`), cargo's, kubernetes-validate's and llama.cpp's
+/// `--embeddings`, `--pooling`, `--models-max`), cargo's, kubernetes-validate's and llama.cpp's
 /// `convert_lora_to_gguf.py`'s.
-const OTHER_PROGRAMS_FLAGS: [&str; 11] = [
+const OTHER_PROGRAMS_FLAGS: [&str; 12] = [
     "--jinja",
+    "--models-max",
     "--embeddings",
     "--pooling",
     "--release",
@@ -619,6 +620,13 @@ fn every_flag_the_readme_states_exists_with_the_default_it_states() {
         flags.extend(flags_of(&help("model-bucket", &[c, "--help"])));
     }
     flags.extend(flags_of(&help("model-bucket-worker", &["--help"])));
+    // An old name clap shows as `[alias: --old]` (or `[aliases: ...]`) is a flag too.
+    let aliases: Vec<(String, String)> = flags
+        .iter()
+        .flat_map(|(_, text)| text.split("[alias").skip(1).filter_map(|s| s.split_once(": ")?.1.split(']').next()))
+        .flat_map(|list| list.split(", ").map(|a| (a.trim().to_string(), String::new())))
+        .collect();
+    flags.extend(aliases);
     // The benchmark lists its flags on one line.
     let bench = help("model-bucket-bench", &["--help"]);
     flags.extend(bench.split(['[', ']', ' ']).filter(|w| w.starts_with("--")).map(|w| (w.to_string(), String::new())));

@@ -26,7 +26,8 @@ const SMALL: [&str; 4] = ["--ctx", "512", "--parallel", "2"];
 const ONE_MODEL_BUDGET: &str = "480MiB";
 
 fn budget_server(dir: &std::path::Path, extra: &[&str]) -> Server {
-    let mut args = vec!["--ram-budget", ONE_MODEL_BUDGET, "--evict-wait", "2"];
+    // No turns: each request for the other model swaps at once (turns have their own tests).
+    let mut args = vec!["--ram-budget", ONE_MODEL_BUDGET, "--quantum", "0"];
     args.extend_from_slice(&SMALL);
     args.extend_from_slice(extra);
     Server::start(dir, &args)
@@ -56,8 +57,8 @@ fn a_budget_for_one_model_swaps_them_and_never_evicts_a_busy_one() {
     assert_eq!(s.worker_models(), vec![smol_id()]);
     assert_under_budget(&s);
 
-    // While A streams, B cannot get its memory: a clear 503 after the bounded wait, and A's
-    // stream goes on (A yields: it takes no new requests meanwhile).
+    // While A streams, B cannot get its memory: B's request waits in the queue, and A's stream
+    // goes on (A yields: it takes no new requests meanwhile).
     let endless = format!(
         r#"{{"model":"{}","prompt":"Once upon a time","max_tokens":100000,"stream":true,"logit_bias":{{"2":-100}}}}"#,
         smol_id()
@@ -65,21 +66,30 @@ fn a_budget_for_one_model_swaps_them_and_never_evicts_a_busy_one() {
     let mut stream = sse_lines(s.port, "/v1/completions", &endless, Duration::from_secs(30));
     assert!(stream.nth(2).is_some(), "the stream started");
     let pid = s.worker_pid(&smol_id()).unwrap();
-    let (status, body) = complete(&s, &gemma_id());
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("not enough memory") && body.contains("serving"), "{body}");
-    assert!(body.to_ascii_lowercase().contains("retry-after"), "{body}");
+    let port = s.port;
+    let (gemma, smol) = (gemma_id(), smol_id());
+    let waiting = std::thread::spawn(move || {
+        let body =
+            format!(r#"{{"model":"{gemma}","prompt":"The capital of France is","max_tokens":4,"temperature":0}}"#);
+        model_bucket_tests::server::read_response(
+            model_bucket_tests::server::open(port, "POST", "/v1/completions", "", &body, None).unwrap(),
+        )
+    });
+    let queued = |s: &Server| {
+        let v = s.get_json("/admin/workers");
+        v["workers"].as_array().unwrap().iter().any(|w| w["model"] == gemma_id() && w["waiting"] == 1)
+    };
+    assert!(eventually(Duration::from_secs(10), || queued(&s)), "B waits: {}", s.get_json("/admin/workers"));
     assert!(stream.nth(5).is_some_and(|l| l.contains("\"text\"")), "A still streams");
     assert!(alive(pid), "the busy worker was not evicted");
-    // It yields: it finishes its stream but takes no new request until B has had its turn.
-    assert_eq!(s.model_state(&smol_id()).0, "draining");
-    // Once A's client hangs up, A is idle and B fits.
+    // It yields once its turn (twice its own swap) is over: it finishes its stream but takes
+    // no new request until B has had its turn.
+    assert!(eventually(Duration::from_secs(10), || s.model_state(&smol).0 == "draining"), "{}", s.log());
+    assert!(!waiting.is_finished(), "B is still waiting, not refused");
+    // Once A's client hangs up, A is idle and B's waiting request is served.
     drop(stream);
-    assert!(
-        eventually(Duration::from_secs(30), || complete(&s, &gemma_id()).0 == 200),
-        "B loads once A is idle:\n{}",
-        s.log()
-    );
+    let (status, body) = waiting.join().unwrap().unwrap();
+    assert_eq!(status, 200, "B loads once A is idle: {body}\n{}", s.log());
     assert!(!alive(pid));
     assert_under_budget(&s);
 

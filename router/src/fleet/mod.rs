@@ -95,6 +95,14 @@ impl Fleet {
         })
     }
 
+    /// Whether some usable peer has model `name` loaded now.
+    pub fn ready(&self, name: &str) -> bool {
+        let peers = self.peers.read().expect("fleet lock");
+        table::candidates(&peers, name, Instant::now())
+            .iter()
+            .any(|p| p.model(name).is_some_and(|m| m.state == "ready"))
+    }
+
     /// The entry of the peers' model `name` (ID or alias), with its node.
     pub fn entry(&self, name: &str) -> Option<Arc<Value>> {
         let peers = self.peers.read().expect("fleet lock");

@@ -141,17 +141,19 @@ impl IntoResponse for ApiError {
 }
 
 impl From<crate::registry::RegistryError> for ApiError {
-    /// The status each supervisor answer deserves: a model that cannot fit the budget at all is
-    /// a 507 (retrying will not help); one that failed while the request waited is a 502 (the
-    /// worker failed under it); everything else is a 503 with the time worth waiting.
+    /// The status each supervisor answer deserves: a model that cannot fit the budget at all (or
+    /// beside the pinned models) is a 507 (retrying will not help); one that failed while the
+    /// request waited is a 502 (the worker failed under it); a full queue is a 429 with the
+    /// time worth waiting; everything else is a 503 with the time worth waiting.
     fn from(e: crate::registry::RegistryError) -> ApiError {
         use crate::registry::RegistryError as E;
         let message = e.to_string();
         match e {
-            E::TooLarge { .. } => ApiError::insufficient_memory(message),
+            E::TooLarge { .. } | E::Pinned { .. } => ApiError::insufficient_memory(message),
+            E::QueueFull { retry_after, .. } => ApiError::too_many(message, retry_after),
             E::Failed { while_waiting: true, .. } => ApiError::bad_gateway(message),
             E::Failed { while_waiting: false, .. } => ApiError::unavailable(message, 30),
-            E::ShuttingDown | E::StillLoading { .. } | E::Queued { .. } | E::Evicting { .. } | E::NoMemory { .. } => {
+            E::ShuttingDown | E::StillLoading { .. } | E::Queued { .. } | E::WouldWait { .. } => {
                 ApiError::unavailable(message, 5)
             }
         }

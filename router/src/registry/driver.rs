@@ -6,7 +6,6 @@ use model_bucket_shared::protocol::ToWorker;
 use model_bucket_shared::{ModelId, ModelInfo};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, Notify};
 
@@ -14,7 +13,7 @@ use super::live::Live;
 use super::{process, Registry, State};
 use crate::metrics::ModelLabel;
 use crate::supervisor::error::RegistryError;
-use crate::supervisor::machine::{Effect, Gen, Input, Row, Supervisor, View, WaiterId};
+use crate::supervisor::machine::{Demand, Effect, Gen, Input, Row, Supervisor, View, WaiterId};
 
 /// What reaches the driver.
 pub enum Msg {
@@ -23,7 +22,7 @@ pub enum Msg {
     /// A fact, and a reply once it has been handled (and its effects carried out).
     FactThen(Input, oneshot::Sender<()>),
     /// A request waits for `model`; the reply says whether to take a lease now.
-    Demand { model: Box<ModelInfo>, need: u64, ttl: Option<Duration>, wait: Duration, reply: Reply },
+    Demand { model: Box<ModelInfo>, demand: Demand, reply: Reply },
     /// A worker loaded its model.
     Up(Arc<Live>),
     /// Worker `gen` of `model` has loaded this fraction (0–1) of its weights.
@@ -42,8 +41,8 @@ struct Driver {
     reg: Arc<Registry>,
     sup: Supervisor,
     facts: UnboundedSender<Msg>,
-    waiters: HashMap<WaiterId, Reply>,
-    next_waiter: WaiterId,
+    /// Each waiting request's reply, when it first asked, and for which model.
+    waiters: HashMap<WaiterId, (Reply, std::time::Instant, ModelId)>,
     /// The model each known ID was last asked for as, for spawning.
     infos: HashMap<ModelId, ModelInfo>,
     /// The worker of each model that is up, by generation.
@@ -68,7 +67,6 @@ pub(super) async fn run(
         sup,
         facts,
         waiters: HashMap::new(),
-        next_waiter: 0,
         infos: HashMap::new(),
         lives: HashMap::new(),
         kills: HashMap::new(),
@@ -98,19 +96,20 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 impl Driver {
     fn on(&mut self, msg: Msg) {
         match msg {
-            Msg::Fact(input) => self.feed(input),
+            Msg::Fact(input) => {
+                if let Input::Leave { waiter } = &input {
+                    self.waiters.remove(waiter);
+                }
+                self.feed(input)
+            }
             Msg::FactThen(input, done) => {
                 self.feed(input);
                 let _ = done.send(());
             }
-            Msg::Demand { model, need, ttl, wait, reply } => {
-                self.next_waiter += 1;
-                let waiter = self.next_waiter;
-                self.waiters.insert(waiter, reply);
-                let id = model.id.clone();
-                self.infos.insert(id.clone(), *model);
-                let deadline = std::time::Instant::now() + wait;
-                self.feed(Input::Demand { waiter, model: id, need, ttl, deadline });
+            Msg::Demand { model, demand, reply } => {
+                self.waiters.insert(demand.waiter, (reply, demand.since, demand.model.clone()));
+                self.infos.insert(model.id.clone(), *model);
+                self.feed(Input::Demand(demand));
             }
             Msg::Up(live) => {
                 let (model, gen, memory_bytes) = (live.model.clone(), live.gen, live.ready.memory_bytes);
@@ -224,13 +223,40 @@ impl Driver {
                 None
             }
             Effect::Admit { waiter } => {
-                if let Some(reply) = self.waiters.remove(&waiter) {
+                if let Some((reply, since, model)) = self.waiters.remove(&waiter) {
                     let _ = reply.send(Ok(()));
+                    let label = ModelLabel::new(model.as_str());
+                    self.reg.metrics.wait.get_or_create(&label).observe(since.elapsed().as_secs_f64());
                 }
                 None
             }
+            Effect::Reopen { model, gen } => {
+                if let Some(live) = self.live(&model, gen) {
+                    tracing::info!(model = %model, pid = live.pid, "nobody waits for its memory any more: it takes requests again");
+                    live.reopen();
+                }
+                None
+            }
+            Effect::Prefetch { model } => {
+                let path = self.reg.catalog().models.iter().find(|m| m.id == model).map(|m| m.path.clone());
+                if let Some(path) = path {
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = model_bucket_shared::page_cache::page_in(&path) {
+                            tracing::debug!(path = %path.display(), error = %e, "cannot read ahead");
+                        }
+                    });
+                }
+                None
+            }
+            Effect::Swapped { model, took } => {
+                tracing::info!(model = %model, took_ms = took.as_millis() as u64, "swapped in");
+                let label = ModelLabel::new(model.as_str());
+                self.reg.metrics.swaps.get_or_create(&label).inc();
+                self.reg.metrics.swap_time.get_or_create(&label).observe(took.as_secs_f64());
+                None
+            }
             Effect::Reject { waiter, error } => {
-                if let Some(reply) = self.waiters.remove(&waiter) {
+                if let Some((reply, _, _)) = self.waiters.remove(&waiter) {
                     let _ = reply.send(Err(error));
                 }
                 None

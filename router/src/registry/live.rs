@@ -87,6 +87,11 @@ impl Live {
         self.leases.fetch_or(CLOSED, Ordering::AcqRel);
     }
 
+    /// Takes leases again after [`Live::close`] (it no longer yields).
+    pub(super) fn reopen(&self) {
+        self.leases.fetch_and(!CLOSED, Ordering::AcqRel);
+    }
+
     fn fact(&self, input: Input) {
         // The driver is gone only when the server is: nothing is left to tell.
         let _ = self.facts.send(Msg::Fact(input));

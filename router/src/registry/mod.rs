@@ -18,14 +18,14 @@ use arc_swap::ArcSwap;
 use model_bucket_shared::{Catalog, Config, ModelConfig, ModelId, ModelInfo};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
 use crate::supervisor::lifecycle::Policy;
-use crate::supervisor::machine::{Input, Settings, Supervisor};
+use crate::supervisor::machine::{Demand, Input, Settings, Supervisor, WaiterId};
 use crate::worker::logs::LogTail;
 use driver::Msg;
 
@@ -43,7 +43,7 @@ pub struct Defaults {
     pub threads: Option<u32>,
     /// Longest a worker may take to load.
     pub load_timeout: Duration,
-    /// Longest a request waits for its model to load before a 503.
+    /// Longest a request waits for a load in progress before a 503.
     pub load_wait: Duration,
     /// Requests that may wait for a slot of one worker.
     pub max_queue: u32,
@@ -62,8 +62,12 @@ pub struct Limits {
     pub ram_budget: u64,
     /// Unload a worker idle this long, unless its model's config says otherwise; `None`: never.
     pub idle_ttl: Option<Duration>,
-    /// Longest a request waits for busy workers to free memory before a 503.
-    pub evict_wait: Duration,
+    /// Longest a request waits for its model to get memory and start before a 503.
+    pub queue_timeout: Duration,
+    /// Which policy decides whose turn it is to get memory.
+    pub sched: crate::supervisor::turn::Sched,
+    /// How long a model swapped in keeps its memory while others wait (see [`crate::supervisor::turn`]).
+    pub quantum: Duration,
     /// Time a drained worker gets to finish its requests (unload, restart, shutdown).
     pub drain_grace: Duration,
     /// Restart backoff and the crash loop that fails a model.
@@ -93,6 +97,37 @@ impl State {
     }
 }
 
+/// How a request asks for a worker.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ask {
+    /// Its class when models wait for memory (a task's priority); `None`: its model's.
+    pub class: Option<model_bucket_shared::Priority>,
+    /// It has somewhere else that serves now: refuse it at once rather than make it wait.
+    pub pass: bool,
+}
+
+/// A request waiting in the supervisor: if it goes away before its answer (the client left),
+/// the supervisor forgets it at once, so that it never loads a model for nobody.
+struct Waiting<'a> {
+    reg: &'a Registry,
+    waiter: WaiterId,
+    answered: bool,
+}
+
+impl Waiting<'_> {
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.reg.tell(Input::Leave { waiter: self.waiter });
+        }
+    }
+}
+
 /// Time beyond the drain grace a draining worker gets before it is killed.
 const DRAIN_MARGIN: Duration = Duration::from_secs(3);
 
@@ -115,6 +150,8 @@ pub struct Registry {
     rescans: tokio::sync::Mutex<()>,
     /// Set at shutdown: requests are refused without asking the supervisor.
     stopping: AtomicBool,
+    /// The last waiting request's number.
+    waiters: AtomicU64,
     /// The cores workers may be pinned to.
     all_cores: Vec<usize>,
     /// Starts workers: processes, or in-memory ones in the router's own tests.
@@ -160,7 +197,10 @@ impl Registry {
             policy: limits.policy.clone(),
             drain_grace: limits.drain_grace,
             kill_margin: DRAIN_MARGIN,
-            evict_wait: limits.evict_wait,
+            sched: limits.sched,
+            quantum: limits.quantum,
+            max_turn: limits.queue_timeout / 4,
+            load_wait: defaults.load_wait,
             idle_ttl: limits.idle_ttl,
         };
         let (facts, rx) = mpsc::unbounded_channel();
@@ -176,6 +216,7 @@ impl Registry {
             facts: facts.clone(),
             rescans: tokio::sync::Mutex::new(()),
             stopping: AtomicBool::new(false),
+            waiters: AtomicU64::new(0),
             all_cores: crate::supervisor::cores::allowed(),
             launch,
             logs: Default::default(),
@@ -298,10 +339,16 @@ impl Registry {
         rx.await.ok()
     }
 
-    /// A lease on `m`'s ready worker: starts it when needed (making room under the budget) and
-    /// waits, bounded, for it to load.
+    /// A lease on `m`'s ready worker: starts it when needed (in its turn, see
+    /// [`crate::supervisor::turn`]) and waits, bounded by `--queue-timeout`, for it.
     pub async fn lease(&self, m: &ModelInfo) -> Result<Lease, RegistryError> {
-        let deadline = tokio::time::Instant::now() + self.defaults.load_wait;
+        self.lease_as(m, Ask::default()).await
+    }
+
+    /// [`Registry::lease`] for a request that asks as `ask` says.
+    pub async fn lease_as(&self, m: &ModelInfo, ask: Ask) -> Result<Lease, RegistryError> {
+        let since = std::time::Instant::now();
+        let deadline = since + self.limits.queue_timeout;
         loop {
             if self.stopping.load(Ordering::SeqCst) {
                 return Err(RegistryError::ShuttingDown);
@@ -319,14 +366,26 @@ impl Registry {
             }
             let mc = self.model_config(m);
             let spec = worker_spec(m, &mc, &self.defaults);
-            let ttl = mc.ttl_secs.map(Duration::from_secs);
-            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
             let (reply, answer) = oneshot::channel();
-            let demand = Msg::Demand { model: Box::new(m.clone()), need: estimate(m, &spec), ttl, wait, reply };
-            if self.facts.send(demand).is_err() {
+            let demand = Demand {
+                waiter: self.waiters.fetch_add(1, Ordering::Relaxed) + 1,
+                model: m.id.clone(),
+                need: estimate(m, &spec),
+                ttl: mc.ttl_secs.map(Duration::from_secs),
+                deadline,
+                since,
+                class: ask.class.or(mc.priority).unwrap_or_default(),
+                pinned: mc.resident.unwrap_or(false),
+                room: spec.parallel as usize + spec.max_queue as usize,
+                pass: ask.pass,
+            };
+            let waiting = Waiting { reg: self, waiter: demand.waiter, answered: false };
+            if self.facts.send(Msg::Demand { model: Box::new(m.clone()), demand, reply }).is_err() {
                 return Err(RegistryError::ShuttingDown);
             }
-            answer.await.unwrap_or(Err(RegistryError::ShuttingDown))?;
+            let answer = answer.await;
+            waiting.answered();
+            answer.unwrap_or(Err(RegistryError::ShuttingDown))?;
         }
     }
 

@@ -45,6 +45,10 @@ pub struct WorkerView {
     pub slots_busy: usize,
     /// Requests beyond the slots, waiting in the worker's queue.
     pub queued: usize,
+    /// Requests waiting for the model to get memory and start (or to load).
+    pub waiting: usize,
+    /// Never evicted (`resident = true`).
+    pub pinned: bool,
     pub restarts: u32,
     pub evictions: u64,
     pub last_exit: Option<String>,
@@ -159,14 +163,35 @@ impl Registry {
                     *self.config.write().expect("config lock") = Arc::new(c);
                     tracing::info!(path = %path.display(), "config reloaded");
                     for m in self.catalog().models.iter().filter(|m| m.lora.is_none()) {
-                        let ttl = self.model_config(m).ttl_secs.map(Duration::from_secs);
-                        self.tell(Input::Configure { model: m.id.clone(), ttl });
+                        let mc = self.model_config(m);
+                        let ttl = mc.ttl_secs.map(Duration::from_secs);
+                        let pinned = mc.resident.unwrap_or(false);
+                        self.tell(Input::Configure { model: m.id.clone(), ttl, pinned });
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "config not reloaded: keeping the old one"),
             }
         }
-        self.rescan(true, SETTLE).await
+        let report = self.rescan(true, SETTLE).await;
+        self.load_pinned();
+        report
+    }
+
+    /// Loads every model the config pins in memory (`resident = true`) that is not loaded, in
+    /// the background; failures are logged (a request then sees them).
+    pub fn load_pinned(self: &Arc<Self>) {
+        for m in self.catalog().models.iter().filter(|m| m.lora.is_none()) {
+            if self.model_config(m).resident != Some(true) || !matches!(self.state(&m.id), State::Unloaded) {
+                continue;
+            }
+            let (r, m) = (self.clone(), m.clone());
+            tokio::spawn(async move {
+                tracing::info!(model = %m.id, "loading a pinned model");
+                if let Err(e) = r.lease(&m).await {
+                    tracing::error!(model = %m.id, error = %e, "a pinned model did not load");
+                }
+            });
+        }
     }
 
     /// Every model that has (or had) a worker and is not simply stopped.
@@ -191,6 +216,8 @@ impl Registry {
                     slots: n_slots,
                     slots_busy: active.min(cap),
                     queued: active.saturating_sub(cap),
+                    waiting: row.queued,
+                    pinned: row.pinned,
                     restarts: row.restarts,
                     evictions: row.evictions,
                     last_exit: row.last_exit,

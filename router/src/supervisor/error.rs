@@ -15,10 +15,15 @@ pub enum RegistryError {
     Failed { model: ModelId, reason: String, while_waiting: bool },
     #[error("model {model} is still loading; retry shortly")]
     StillLoading { model: ModelId },
-    #[error("model {model} is waiting for other models to load; retry shortly")]
-    Queued { model: ModelId },
-    #[error("model {model} is waiting for other workers to free memory; retry shortly")]
-    Evicting { model: ModelId },
+    /// It waited `waited` seconds, its whole `--queue-timeout`, for memory.
+    #[error("model {model} did not get memory within {waited} s (--queue-timeout); retry later")]
+    Queued { model: ModelId, waited: u64 },
+    /// Too many requests already wait for it to start.
+    #[error("too many requests already wait for model {model} to start; retry in {retry_after} s")]
+    QueueFull { model: ModelId, retry_after: u64 },
+    /// The request has somewhere else that serves now, and would wait here.
+    #[error("model {model} cannot serve now without waiting")]
+    WouldWait { model: ModelId },
     /// Sizes in bytes.
     #[error(
         "model {model} needs about {} but the RAM budget is {}; raise --ram-budget or lower its ctx/parallel",
@@ -26,12 +31,12 @@ pub enum RegistryError {
         human(*budget)
     )]
     TooLarge { model: ModelId, need: u64, budget: u64 },
-    /// Sizes in bytes; `busy`: what workers that are serving hold.
+    /// Sizes in bytes: `room` is what the pinned models `by` leave of the budget.
     #[error(
-        "not enough memory for model {model} (needs about {}; budget {}, {} held by workers that are serving); retry later",
+        "model {model} needs about {} but the models pinned in memory ({}) leave {} of the RAM budget; raise --ram-budget or unpin one",
         human(*need),
-        human(*budget),
-        human(*busy)
+        by.join(", "),
+        human(*room)
     )]
-    NoMemory { model: ModelId, need: u64, budget: u64, busy: u64 },
+    Pinned { model: ModelId, need: u64, room: u64, by: Vec<String> },
 }

@@ -7,3 +7,4 @@ pub mod cores;
 pub mod error;
 pub mod lifecycle;
 pub mod machine;
+pub mod turn;

@@ -69,6 +69,7 @@ pub async fn metrics(State(r): State<Arc<Registry>>) -> impl IntoResponse {
     m.worker_memory.clear();
     m.slots_busy.clear();
     m.queue_depth.clear();
+    m.waiting.clear();
     let mut used = 0;
     for w in r.workers().await {
         let l = ModelLabel::new(&w.model);
@@ -78,6 +79,7 @@ pub async fn metrics(State(r): State<Arc<Registry>>) -> impl IntoResponse {
         }
         m.slots_busy.get_or_create(&l).set(w.slots_busy as i64);
         m.queue_depth.get_or_create(&l).set(w.queued as i64);
+        m.waiting.get_or_create(&l).set(w.waiting as i64);
     }
     m.used_bytes.set(used as i64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render())

@@ -9,7 +9,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::http::error::ApiError;
 use crate::metrics::{ModelLabel, SourceLabel};
-use crate::registry::{Lease, Registry};
+use crate::registry::{Ask, Lease, Registry};
 use crate::worker::Event;
 
 /// One request in flight on a worker. It holds the worker's lease until it ends; dropping it
@@ -31,8 +31,9 @@ pub async fn start(
     m: &ModelInfo,
     req: &GenerateRequest,
     started: Instant,
+    ask: Ask,
 ) -> Result<(Call, Event), ApiError> {
-    start_with(r, m, |id| ToWorker::Generate(Box::new(GenerateRequest { id, ..req.clone() })), started).await
+    start_with(r, m, |id| ToWorker::Generate(Box::new(GenerateRequest { id, ..req.clone() })), started, ask).await
 }
 
 /// [`start`] for any request: `msg` makes it for the ID it is given.
@@ -41,10 +42,11 @@ pub async fn start_with(
     m: &ModelInfo,
     msg: impl Fn(RequestId) -> ToWorker,
     started: Instant,
+    ask: Ask,
 ) -> Result<(Call, Event), ApiError> {
     let mut retried = false;
     loop {
-        let lease = r.lease(m).await?;
+        let lease = r.lease_as(m, ask).await?;
         let live = lease.live.clone();
         let id = live.client.next_id();
         let mut call = Call::new(lease, id, msg(id), Tally::new(r.clone(), &m.id, started));

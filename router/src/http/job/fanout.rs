@@ -16,7 +16,7 @@ use crate::http::job::Job;
 use crate::http::openai::request::{self as openai, CommonParams};
 use crate::http::openai::respond::{Finished, Kind, Meta};
 use crate::http::openai::stream;
-use crate::registry::Registry;
+use crate::registry::{Ask, Registry};
 use crate::worker::Event;
 
 pub async fn serve(
@@ -25,6 +25,7 @@ pub async fn serve(
     c: &CommonParams,
     m: &ModelInfo,
     started: Instant,
+    ask: Ask,
 ) -> Result<Response, ApiError> {
     let kind = job.kind;
     // A base plus an adapter runs on its base's worker.
@@ -98,7 +99,7 @@ pub async fn serve(
             ..base.clone()
         })
         .collect();
-    let starts = reqs.iter().map(|req| call::start(&r, w, req, started));
+    let starts = reqs.iter().map(|req| call::start(&r, w, req, started, ask));
     // All start together so the worker admits them in one step (one prompt's prefill is then
     // shared by its n sequences); the first failure fails the request and cancels the rest.
     let calls: Vec<(Call, Event)> = futures::future::try_join_all(starts).await?;

@@ -15,7 +15,7 @@ use crate::http::job::upstream;
 use crate::http::job::Job;
 use crate::http::openai::request::CommonParams;
 use crate::http::openai::respond::Kind;
-use crate::registry::Registry;
+use crate::registry::{Ask, Registry, State};
 use crate::routing;
 use model_bucket_shared::Catalog;
 
@@ -34,14 +34,16 @@ pub async fn route(
     let cat = r.catalog();
     let config = r.config();
     let path = if kind == Kind::Chat { "/v1/chat/completions" } else { "/v1/completions" };
-    let chain = match routing::task(&c.model, &config.tasks, cat.resolve(&c.model).is_some()) {
+    let task = routing::task(&c.model, &config.tasks, cat.resolve(&c.model).is_some());
+    let class = task.and_then(|t| config.tasks[t].priority());
+    let chain = match task {
         Some(task) => {
-            let found = routing::live_candidates(&r, &config.tasks[task], kind == Kind::Chat, peers);
+            let found = routing::live_candidates(&r, config.tasks[task].chain(), kind == Kind::Chat, peers);
             if found.is_empty() {
                 return Err(ApiError::unavailable(
                     format!(
                         "no model of task {task} can serve this request: {:?} are missing, failed, or cannot chat",
-                        config.tasks[task]
+                        config.tasks[task].chain()
                     ),
                     30,
                 ));
@@ -53,11 +55,17 @@ pub async fn route(
             None => return elsewhere(&cat, peers, path, raw, &c.model).await,
         },
     };
+    // A candidate that would wait for memory passes the request on when a later one (or, for
+    // a model by name, a peer) serves now.
+    let ready = |id: &str| cat.resolve(id).is_some_and(|m| matches!(r.state(m.worker_id()), State::Ready(_)));
+    let now = routing::serving_now(&chain, ready, |name| peers.is_some_and(|f| f.ready(name)));
+    let single_on_peer = chain.len() == 1 && peers.is_some_and(|f| f.ready(&c.model));
     let mut result = Err(ApiError::internal("empty chain"));
     for (i, candidate) in chain.iter().enumerate() {
+        let ask = Ask { class, pass: now[i + 1..].contains(&true) || single_on_peer };
         result = match candidate {
             routing::Candidate::Local(id) => match cat.models.iter().find(|m| &m.id == id) {
-                Some(m) => serve(r.clone(), job.clone(), c, m, started).await,
+                Some(m) => serve(r.clone(), job.clone(), c, m, started, ask).await,
                 None => Err(ApiError::model_not_found(id)),
             },
             routing::Candidate::Peer(model) => crate::http::job::peer::forward_as(peers, path, raw, model).await,
@@ -70,7 +78,11 @@ pub async fn route(
             },
         };
         match &result {
-            Err(e) if e.status.is_server_error() && i + 1 < chain.len() => {
+            // A full queue passes the request on too.
+            Err(e)
+                if (e.status.is_server_error() || e.status == axum::http::StatusCode::TOO_MANY_REQUESTS)
+                    && i + 1 < chain.len() =>
+            {
                 tracing::warn!(model = %c.model, candidate = ?candidate, error = %e.message, "trying the next model of the task");
             }
             _ => break,

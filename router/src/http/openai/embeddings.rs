@@ -108,7 +108,7 @@ async fn serve(
     let cat = r.catalog();
     let config = r.config();
     let id = match routing::task(&req.model, &config.tasks, cat.resolve(&req.model).is_some()) {
-        Some(task) => match routing::live_candidates(r, &config.tasks[task], false, peers)
+        Some(task) => match routing::live_candidates(r, config.tasks[task].chain(), false, peers)
             .into_iter()
             .find(|c| !matches!(c, routing::Candidate::Upstream(_)))
         {
@@ -122,7 +122,10 @@ async fn serve(
     let w = crate::http::job::lora::worker_of(&cat, m)?;
     let lora = crate::http::job::lora::uses(&cat, m, w, req.lora.as_deref())?;
     let msg = |id| ToWorker::Embed(Box::new(EmbedRequest { id, inputs: inputs.clone(), lora: lora.clone() }));
-    let (_call, first) = call::start_with(r, w, msg, started).await?;
+    let class = routing::task(&req.model, &config.tasks, cat.resolve(&req.model).is_some())
+        .and_then(|t| config.tasks[t].priority());
+    let ask = crate::registry::Ask { class, pass: false };
+    let (_call, first) = call::start_with(r, w, msg, started, ask).await?;
     let (vectors, prompt_tokens) = match first {
         Event::Embeddings { vectors, prompt_tokens } => (vectors, prompt_tokens),
         Event::Error { kind, message } => return Err(ApiError::from_worker(kind, message)),

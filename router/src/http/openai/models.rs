@@ -111,7 +111,7 @@ pub async fn list(
         }
     }
     for (name, chain) in &r.config().tasks {
-        data.push(task_object(&r, name, chain));
+        data.push(task_object(&r, name, chain.chain()));
     }
     #[derive(serde::Serialize)]
     struct List<'a> {
@@ -143,7 +143,7 @@ pub async fn retrieve(
     }
     let config = r.config();
     match routing::task(&id, &config.tasks, false) {
-        Some(task) => Ok(Json(task_object(&r, task, &config.tasks[task]))),
+        Some(task) => Ok(Json(task_object(&r, task, config.tasks[task].chain()))),
         None => Err(ApiError::model_not_found(&id)),
     }
 }

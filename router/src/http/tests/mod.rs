@@ -36,7 +36,9 @@ fn registry_with(catalog: Catalog, launch: crate::worker::Launch) -> Arc<Registr
     let limits = Limits {
         ram_budget: 1 << 30,
         idle_ttl: None,
-        evict_wait: Duration::from_secs(1),
+        queue_timeout: Duration::from_secs(1),
+        sched: crate::supervisor::turn::Sched::Turns,
+        quantum: Duration::from_secs(1),
         drain_grace: Duration::from_secs(1),
         policy: Default::default(),
     };

@@ -1,32 +1,21 @@
-//! Admission: a model that requests wait for and that has no worker starts once its estimate
-//! fits under the budget, after evicting idle workers (least recently used first). Models are
-//! admitted in the order their first request came, one at a time: the head of the queue waits
-//! for the memory it was promised before a later model may take any.
-//!
-//! When idle workers are not enough, the least recently used busy ones that would make room
-//! yield: they take no new requests, finish those they hold, and are evicted once idle (their
-//! own requests wait, and start them again in turn). A model is never starved by others that
-//! stay busy, and no request in flight is cut.
+//! Admission: models that requests wait for start when [`turn::next`] says it is their turn;
+//! the models it names make room: idle ones are evicted, busy ones yield (they take no new
+//! requests, finish those they hold, and are evicted once idle; their own new requests wait
+//! and start them again in their turn). No request in flight is cut.
 
-use model_bucket_shared::ModelId;
+use model_bucket_shared::{ModelId, Priority};
 use std::time::Instant;
 
-use super::{Admission, Effect, Supervisor};
-use crate::supervisor::budget::{self, Plan};
+use super::{Effect, Supervisor};
 use crate::supervisor::error::RegistryError;
 use crate::supervisor::lifecycle::{self, Phase};
+use crate::supervisor::turn::{self, Holding, Next, Refusal, Rules, Waiting};
+
+/// A request that waited this long goes ahead of its class's other models (when `--quantum`
+/// is shorter than half of it).
+const AGING_FLOOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Supervisor {
-    /// Queues every stopped model that has waiters and is not queued yet.
-    pub(super) fn requeue(&mut self) {
-        for (id, e) in &self.models {
-            let wanted = e.life.phase == Phase::Stopped && !e.waiters.is_empty();
-            if wanted && !self.admissions.iter().any(|a| &a.model == id) {
-                self.admissions.push_back(Admission { model: id.clone(), evict_deadline: None });
-            }
-        }
-    }
-
     /// Closes `victims` to new requests, unless they already are.
     fn ask_to_yield(&mut self, victims: Vec<String>, out: &mut Vec<Effect>) {
         for v in victims {
@@ -37,71 +26,141 @@ impl Supervisor {
         }
     }
 
-    /// Bytes held by yielding workers that still serve.
-    fn yielding_busy(&self, now: Instant) -> u64 {
-        self.models.values().filter(|e| e.yielding && e.held(now)).map(|e| e.bytes).sum()
-    }
-
     /// Evicts the workers that yielded once they are idle.
     pub(super) fn evict_yielded(&mut self, now: Instant, out: &mut Vec<Effect>) {
         for (id, e) in self.models.iter_mut() {
             if e.yielding && e.life.phase == Phase::Ready && !e.held(now) && !e.evicting {
                 e.evicting = true;
+                self.room_at = Some(now);
                 out.push(Effect::Evict { model: id.clone(), gen: e.gen, why: "yielding its memory to another model" });
             }
         }
     }
 
-    /// Starts queued models while they fit; evicts for the head when it does not.
+    /// Nobody waits for memory: workers that were yielding take requests again, and their own
+    /// waiting requests are admitted.
+    fn reopen(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        for (id, e) in self.models.iter_mut() {
+            if e.yielding && e.life.phase == Phase::Ready && !e.evicting {
+                e.yielding = false;
+                out.push(Effect::Reopen { model: id.clone(), gen: e.gen });
+                if !e.waiters.is_empty() {
+                    e.admitted_until = Some(now + super::ADMIT_GRACE);
+                }
+                for w in e.waiters.drain(..) {
+                    out.push(Effect::Admit { waiter: w.id });
+                }
+            }
+        }
+    }
+
+    fn rules(&self) -> Rules {
+        let s = &self.settings;
+        Rules { sched: s.sched, budget: s.budget, quantum: s.quantum, aging: (s.quantum * 2).max(AGING_FLOOR) }
+    }
+
+    /// The models that requests wait for and that have no worker. A request that has waited
+    /// half its time counts as high priority, whatever it asked: no class starves.
+    fn waiting(&self, now: Instant) -> Vec<Waiting> {
+        let wanted = self.models.iter().filter(|(_, e)| e.life.phase == Phase::Stopped && !e.waiters.is_empty());
+        let class = |w: &super::Waiter| {
+            let half = w.deadline.saturating_duration_since(w.since) / 2;
+            if now >= w.since + half {
+                Priority::High
+            } else {
+                w.class
+            }
+        };
+        wanted
+            .map(|(id, e)| Waiting {
+                id: id.to_string(),
+                need: e.need,
+                class: e.waiters.iter().map(class).max().unwrap_or_default(),
+                since: e.waiters.iter().map(|w| w.since).min().expect("waiters"),
+                pinned: e.pinned,
+            })
+            .collect()
+    }
+
+    /// The models that hold memory.
+    fn holding(&self, now: Instant) -> Vec<Holding> {
+        let holding = self.models.iter().filter(|(_, e)| e.bytes > 0);
+        holding
+            .map(|(id, e)| Holding {
+                id: id.to_string(),
+                bytes: e.bytes,
+                held: e.held(now),
+                // A model waiting to restart after a crash holds no process: evicting it frees
+                // its reservation at once. One whose admitted requests have not leased it yet
+                // is not asked: they would find it closed.
+                evictable: matches!(e.life.phase, Phase::Ready | Phase::Backoff)
+                    && !e.evicting
+                    && e.admitted_until.is_none_or(|t| t <= now),
+                // A busy worker that yields goes once idle: its bytes count as on their way out.
+                leaving: e.life.phase == (Phase::Draining { restart: false })
+                    || e.evicting
+                    || (e.yielding && e.held(now)),
+                pinned: e.pinned,
+                class: e.turn_class,
+                turn_ends: e.turn_ends.filter(|_| e.life.phase == Phase::Ready),
+                turn: e.turn,
+                last_used: e.last_used,
+            })
+            .collect()
+    }
+
+    /// Starts the models whose turn it is while they fit; makes room for the next.
     pub(super) fn admit(&mut self, now: Instant, out: &mut Vec<Effect>) {
-        while let Some(head) = self.admissions.front_mut() {
-            let id = head.model.clone();
-            let e = &self.models[&id];
-            if e.waiters.is_empty() || e.life.phase != Phase::Stopped {
-                self.admissions.pop_front();
-                continue;
-            }
-            let deadline = *head.evict_deadline.get_or_insert(now + self.settings.evict_wait);
-            let (need, budget) = (e.need, self.settings.budget);
-            let rejection = match budget::plan(need, budget, &self.residents(now, Some(&id))) {
-                Plan::Fits => {
-                    self.models.get_mut(&id).expect("queued").bytes = need;
+        self.wake = None;
+        if self.stopping {
+            return;
+        }
+        // A swap nobody waits for any more is forgotten.
+        for e in self.models.values_mut().filter(|e| e.life.phase == Phase::Stopped && e.waiters.is_empty()) {
+            e.swap_from = None;
+        }
+        loop {
+            match turn::next(now, &self.rules(), &self.waiting(now), &self.holding(now)) {
+                Next::Nothing => {
+                    self.reopen(now, out);
+                    return;
+                }
+                Next::Start(id) => {
+                    let id = ModelId::from(id.as_str());
+                    let e = self.models.get_mut(&id).expect("waiting");
+                    e.bytes = e.need;
+                    e.turn_class = e.waiters.iter().map(|w| w.class).max().unwrap_or_default();
                     self.step(&id, lifecycle::Event::Demand, now, out);
-                    self.admissions.pop_front();
-                    continue;
                 }
-                Plan::TooLarge => RegistryError::TooLarge { model: id.clone(), need, budget },
-                Plan::Evict(victims) if now < deadline => {
-                    self.evict(victims, "to make room for another model", out);
-                    return;
-                }
-                Plan::Wait if now < deadline => return,
-                Plan::NoRoom { .. } if now < deadline => {
-                    // A worker whose admitted requests have not leased it yet is not asked:
-                    // they would find it closed.
-                    let mut rs = self.residents(now, Some(&id));
-                    for r in &mut rs {
-                        let e = &self.models[r.id.as_str()];
-                        r.evictable &= e.admitted_until.is_none_or(|t| t <= now);
+                Next::MakeRoom { model, evict, yielders } => {
+                    if let Some(e) = self.models.get_mut(model.as_str()).filter(|e| e.swap_from.is_none()) {
+                        e.swap_from = Some(now);
+                        out.push(Effect::Prefetch { model: ModelId::from(model.as_str()) });
                     }
-                    let victims = budget::yielders(need, budget, &rs);
-                    self.ask_to_yield(victims, out);
+                    if !evict.is_empty() {
+                        self.room_at = Some(now);
+                    }
+                    self.evict(evict, "to make room for another model", out);
+                    self.ask_to_yield(yielders, out);
                     return;
                 }
-                // Still waiting for busy workers that yield: they are serving.
-                Plan::Wait if self.yielding_busy(now) > 0 => {
-                    RegistryError::NoMemory { model: id.clone(), need, budget, busy: self.yielding_busy(now) }
+                Next::Wait { until, .. } => {
+                    self.wake = until;
+                    return;
                 }
-                Plan::Evict(_) | Plan::Wait => RegistryError::Evicting { model: id.clone() },
-                Plan::NoRoom { busy_bytes } => {
-                    RegistryError::NoMemory { model: id.clone(), need, budget, busy: busy_bytes }
+                Next::Refuse { model, why } => {
+                    let id = ModelId::from(model.as_str());
+                    let e = self.models.get_mut(&id).expect("waiting");
+                    let (need, budget) = (e.need, self.settings.budget);
+                    let error = match why {
+                        Refusal::TooLarge => RegistryError::TooLarge { model: id.clone(), need, budget },
+                        Refusal::Pinned { by, room } => RegistryError::Pinned { model: id.clone(), need, room, by },
+                    };
+                    for w in e.waiters.drain(..) {
+                        out.push(Effect::Reject { waiter: w.id, error: error.clone() });
+                    }
                 }
-            };
-            let e = self.models.get_mut(&id).expect("queued");
-            for w in e.waiters.drain(..) {
-                out.push(Effect::Reject { waiter: w.id, error: rejection.clone() });
             }
-            self.admissions.pop_front();
         }
     }
 }

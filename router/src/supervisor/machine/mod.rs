@@ -15,23 +15,28 @@
 //!   driver carries out only if the worker's lease count is zero, atomically with refusing new
 //!   leases, and answers [`Input::EvictRefused`] otherwise;
 //! - every waiting request gets exactly one answer, [`Effect::Admit`] or [`Effect::Reject`],
-//!   by its deadline at the latest.
+//!   by its deadline at the latest, unless it left first ([`Input::Leave`]);
+//! - whose turn it is to get memory is decided by [`super::turn::next`] alone.
 
 mod admission;
 #[cfg(test)]
 mod tests;
 
-use model_bucket_shared::ModelId;
-use std::collections::{BTreeMap, VecDeque};
+use model_bucket_shared::{ModelId, Priority};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::budget::{self, Plan, Resident};
 use super::error::RegistryError;
 use super::lifecycle::{self, Lifecycle, Phase, Policy};
+use super::turn::Sched;
 
 /// How long requests admitted to a ready worker have to take their leases before it may be
 /// evicted under them.
 const ADMIT_GRACE: Duration = Duration::from_secs(1);
+
+/// A model swapped in keeps its memory for at least this many times what the swap took.
+const TURN_PER_SWAP: u32 = 2;
 
 /// A worker process's number, unique over the server's life.
 pub type Gen = u64;
@@ -48,8 +53,15 @@ pub struct Settings {
     pub drain_grace: Duration,
     /// Time beyond the grace before a draining worker is killed.
     pub kill_margin: Duration,
-    /// Longest an admission waits for other workers to free memory.
-    pub evict_wait: Duration,
+    /// Which policy decides whose turn it is.
+    pub sched: Sched,
+    /// The least time a model swapped in keeps its memory while others of its class wait (a
+    /// turn lasts at least [`TURN_PER_SWAP`] times its swap too).
+    pub quantum: Duration,
+    /// The longest a turn lasts, however costly its swap.
+    pub max_turn: Duration,
+    /// Longest a request waits for a load in progress.
+    pub load_wait: Duration,
     /// Idle time after which a ready worker is unloaded, unless its model sets its own.
     pub idle_ttl: Option<Duration>,
 }
@@ -57,9 +69,10 @@ pub struct Settings {
 /// A fact.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
-    /// A request wants `model`, which needs `need` bytes and unloads after `ttl` idle (`None`:
-    /// the server's); it waits as `waiter` until `deadline`.
-    Demand { waiter: WaiterId, model: ModelId, need: u64, ttl: Option<Duration>, deadline: Instant },
+    /// A request wants `model`; it waits as `waiter` until `deadline` at the latest.
+    Demand(Demand),
+    /// The request waiting as `waiter` went away.
+    Leave { waiter: WaiterId },
     /// The worker of `gen` was given these cores (`None`: all).
     Placed { model: ModelId, gen: Gen, cores: Option<Vec<usize>> },
     /// The worker loaded its model and holds `memory_bytes`.
@@ -89,10 +102,32 @@ pub enum Input {
     Restart { model: ModelId },
     /// Forget a failure (SIGHUP, rescan, an explicit load).
     Reset { model: ModelId },
-    /// The model's idle TTL changed (a config reload); `None`: the server's.
-    Configure { model: ModelId, ttl: Option<Duration> },
+    /// The model's idle TTL (`None`: the server's) or pinning changed (a config reload).
+    Configure { model: ModelId, ttl: Option<Duration>, pinned: bool },
     /// The server is stopping: no new workers; every worker drains.
     Shutdown,
+}
+
+/// A request's wish for a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Demand {
+    pub waiter: WaiterId,
+    pub model: ModelId,
+    /// Bytes the model needs.
+    pub need: u64,
+    /// Its idle time before it is unloaded (`None`: the server's).
+    pub ttl: Option<Duration>,
+    pub deadline: Instant,
+    /// When the request first asked (it may ask again after finding its worker closed).
+    pub since: Instant,
+    pub class: Priority,
+    /// The model is never evicted.
+    pub pinned: bool,
+    /// The most requests that may wait for the model; more are refused as a full queue.
+    pub room: usize,
+    /// The request has somewhere else to go that serves now: it is refused at once
+    /// ([`RegistryError::WouldWait`]) unless the model is ready or starts at once.
+    pub pass: bool,
 }
 
 /// What requests see of a model.
@@ -165,6 +200,20 @@ pub enum Effect {
         waiter: WaiterId,
         error: RegistryError,
     },
+    /// Take leases on the worker again: nobody waits for the memory it was yielding.
+    Reopen {
+        model: ModelId,
+        gen: Gen,
+    },
+    /// Others are making room for `model`: read its file into memory meanwhile.
+    Prefetch {
+        model: ModelId,
+    },
+    /// Others made room for `model` and its worker is ready, `took` after they were asked.
+    Swapped {
+        model: ModelId,
+        took: Duration,
+    },
     /// A ready worker crashed; `failed`: too often, the model is now failed.
     Crashed {
         model: ModelId,
@@ -178,6 +227,8 @@ pub enum Effect {
 struct Waiter {
     id: WaiterId,
     deadline: Instant,
+    since: Instant,
+    class: Priority,
 }
 
 /// One model's supervision state.
@@ -216,6 +267,20 @@ struct Entry {
     evictions: u64,
     waiters: Vec<Waiter>,
     published: View,
+    /// Never evicted (`resident = true`).
+    pinned: bool,
+    /// When its current turn ends (it has the memory while others of its class wait), and how
+    /// long it lasts.
+    turn_ends: Option<Instant>,
+    turn: Duration,
+    /// The class of the requests it was started for.
+    turn_class: Priority,
+    /// When its worker was started, while it loads.
+    loading_since: Option<Instant>,
+    /// How long its last load took.
+    load_time: Option<Duration>,
+    /// When others were first asked to make room for it, until it is ready.
+    swap_from: Option<Instant>,
 }
 
 impl Entry {
@@ -240,6 +305,13 @@ impl Entry {
             evictions: 0,
             waiters: Vec::new(),
             published: View::Unloaded,
+            pinned: false,
+            turn_ends: None,
+            turn: Duration::ZERO,
+            turn_class: Priority::Normal,
+            loading_since: None,
+            load_time: None,
+            swap_from: None,
         }
     }
 
@@ -261,14 +333,6 @@ impl Entry {
     }
 }
 
-/// A model waiting for memory to start, in arrival order.
-#[derive(Debug, Clone)]
-struct Admission {
-    model: ModelId,
-    /// Set when it reaches the head of the queue: it waits for evictions until then.
-    evict_deadline: Option<Instant>,
-}
-
 /// One model as `/admin/workers` shows it.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -279,6 +343,9 @@ pub struct Row {
     pub budget_bytes: u64,
     pub restarts: u32,
     pub evictions: u64,
+    /// Requests waiting for it to start.
+    pub queued: usize,
+    pub pinned: bool,
     pub last_exit: Option<String>,
     pub error: Option<String>,
 }
@@ -286,14 +353,17 @@ pub struct Row {
 pub struct Supervisor {
     settings: Settings,
     models: BTreeMap<ModelId, Entry>,
-    admissions: VecDeque<Admission>,
     next_gen: Gen,
     stopping: bool,
+    /// When the policy wants to look again (a turn ends, a request ages).
+    wake: Option<Instant>,
+    /// When a worker was last evicted to make room for another.
+    room_at: Option<Instant>,
 }
 
 impl Supervisor {
     pub fn new(settings: Settings) -> Supervisor {
-        Supervisor { settings, models: BTreeMap::new(), admissions: VecDeque::new(), next_gen: 0, stopping: false }
+        Supervisor { settings, models: BTreeMap::new(), next_gen: 0, stopping: false, wake: None, room_at: None }
     }
 
     /// Applies `input` at `now`; returns what to carry out, in order.
@@ -302,7 +372,6 @@ impl Supervisor {
         self.apply(now, input, &mut out);
         self.expire(now, &mut out);
         self.evict_yielded(now, &mut out);
-        self.requeue();
         self.admit(now, &mut out);
         // What requests see changes first: a request admitted or a worker drained below
         // finds the new state already published.
@@ -316,10 +385,10 @@ impl Supervisor {
     pub fn next_deadline(&self) -> Option<Instant> {
         let per_model = self.models.values().flat_map(|e| {
             let kill = e.kill_at.filter(|_| e.process && !e.killed);
-            let waits = e.waiters.iter().map(|w| w.deadline);
+            let waits = e.waiters.iter().map(|w| self.give_up_at(e, w));
             kill.into_iter().chain(e.retry_at).chain(e.admitted_until).chain(waits)
         });
-        per_model.chain(self.admissions.iter().filter_map(|a| a.evict_deadline)).min()
+        per_model.chain(self.wake).min()
     }
 
     /// Whether any worker process still exists.
@@ -337,9 +406,10 @@ impl Supervisor {
         self.models.iter().filter(|(_, e)| e.life.phase == Phase::Ready).map(|(id, _)| id.clone()).collect()
     }
 
-    /// Every model that has (or had) a worker and is not simply stopped.
+    /// Every model that has (or had) a worker and is not simply stopped, and every model that
+    /// requests wait for.
     pub fn rows(&self) -> Vec<Row> {
-        let rows = self.models.iter().filter(|(_, e)| e.life.phase != Phase::Stopped);
+        let rows = self.models.iter().filter(|(_, e)| e.life.phase != Phase::Stopped || !e.waiters.is_empty());
         rows.map(|(id, e)| Row {
             model: id.clone(),
             phase: e.life.phase.name(),
@@ -348,6 +418,8 @@ impl Supervisor {
             budget_bytes: e.bytes,
             restarts: e.life.restarts,
             evictions: e.evictions,
+            queued: e.waiters.len(),
+            pinned: e.pinned,
             last_exit: e.life.last_exit.clone(),
             error: match &e.life.phase {
                 Phase::Failed(r) => Some(r.clone()),
@@ -373,8 +445,11 @@ impl Supervisor {
 
     fn apply(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
         match input {
-            Input::Demand { waiter, model, need, ttl, deadline } => {
-                self.demand(now, waiter, model, need, ttl, deadline, out)
+            Input::Demand(d) => self.demand(now, d, out),
+            Input::Leave { waiter } => {
+                for e in self.models.values_mut() {
+                    e.waiters.retain(|w| w.id != waiter);
+                }
             }
             Input::Placed { model, gen, cores } => {
                 if let Some(e) = self.current(&model, gen) {
@@ -382,9 +457,21 @@ impl Supervisor {
                 }
             }
             Input::Ready { model, gen, memory_bytes } => {
+                let (quantum, max_turn, room_at) = (self.settings.quantum, self.settings.max_turn, self.room_at);
                 if let Some(e) = self.current(&model, gen) {
                     e.bytes = e.need.max(memory_bytes);
                     e.last_used = now;
+                    e.load_time = e.loading_since.take().map(|t| now.duration_since(t));
+                    // A turn pays for the swap that began it: the quantum, or twice the time
+                    // nobody could be served (from the last eviction made for room, not from
+                    // waiting for a yielder's requests to end), up to the longest turn.
+                    let swap_from = e.swap_from.take();
+                    let dead = swap_from.map(|t| now.duration_since(t.max(room_at.unwrap_or(t))));
+                    e.turn = quantum.max(dead.unwrap_or_default() * TURN_PER_SWAP).min(max_turn);
+                    e.turn_ends = Some(now + e.turn);
+                    if let Some(t) = swap_from {
+                        out.push(Effect::Swapped { model: model.clone(), took: now.duration_since(t) });
+                    }
                     e.busy = false;
                     e.reachable = true;
                     self.step(&model, lifecycle::Event::Ready, now, out);
@@ -466,9 +553,10 @@ impl Supervisor {
                     self.step(&model, lifecycle::Event::Restart, now, out);
                 }
             }
-            Input::Configure { model, ttl } => {
+            Input::Configure { model, ttl, pinned } => {
                 if let Some(e) = self.models.get_mut(&model) {
                     e.ttl = ttl;
+                    e.pinned = pinned;
                 }
             }
             Input::Reset { model } => {
@@ -478,7 +566,6 @@ impl Supervisor {
             }
             Input::Shutdown => {
                 self.stopping = true;
-                self.admissions.clear();
                 let ids: Vec<ModelId> = self.models.keys().cloned().collect();
                 for id in ids {
                     for w in std::mem::take(&mut self.entry(&id, now).waiters) {
@@ -490,26 +577,22 @@ impl Supervisor {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn demand(
-        &mut self,
-        now: Instant,
-        waiter: WaiterId,
-        model: ModelId,
-        need: u64,
-        ttl: Option<Duration>,
-        deadline: Instant,
-        out: &mut Vec<Effect>,
-    ) {
+    fn demand(&mut self, now: Instant, d: Demand, out: &mut Vec<Effect>) {
+        let waiter = d.waiter;
         if self.stopping {
             out.push(Effect::Reject { waiter, error: RegistryError::ShuttingDown });
             return;
         }
-        let e = self.entry(&model, now);
-        e.ttl = ttl;
+        // Passing is for a model that would start now: it fits, and no other model waits.
+        let starts_now = self.reserved() + d.need <= self.settings.budget
+            && self.models.iter().all(|(id, e)| id == &d.model || e.waiters.is_empty());
+        let e = self.entry(&d.model, now);
+        e.ttl = d.ttl;
+        e.pinned = d.pinned;
         if e.life.phase == Phase::Stopped {
-            e.need = need;
+            e.need = d.need;
         }
+        let model = d.model;
         match e.view() {
             // The request raced a publish: it can take a lease now.
             View::Ready(_) => {
@@ -518,7 +601,38 @@ impl Supervisor {
             }
             View::Failed(reason) => out
                 .push(Effect::Reject { waiter, error: RegistryError::Failed { model, reason, while_waiting: false } }),
-            _ => e.waiters.push(Waiter { id: waiter, deadline }),
+            // It has somewhere that serves now, and would wait here: it goes there, and the
+            // model it preferred is wished for in its place (an answered waiter), so that it
+            // gets its turn and serves the next such request itself.
+            _ if d.pass && !(e.life.phase == Phase::Stopped && starts_now) => {
+                if e.life.phase == Phase::Stopped && e.waiters.is_empty() {
+                    e.waiters.push(Waiter { id: waiter, deadline: d.deadline, since: d.since, class: d.class });
+                }
+                out.push(Effect::Reject { waiter, error: RegistryError::WouldWait { model } })
+            }
+            _ if e.waiters.len() >= d.room => {
+                let retry_after = self.retry_after(now, &model);
+                out.push(Effect::Reject { waiter, error: RegistryError::QueueFull { model, retry_after } })
+            }
+            _ => e.waiters.push(Waiter { id: waiter, deadline: d.deadline, since: d.since, class: d.class }),
+        }
+    }
+
+    /// Seconds worth waiting before asking for `model` again: until the turns that keep it
+    /// out end, plus its last load time; 1 to 60.
+    fn retry_after(&self, now: Instant, model: &ModelId) -> u64 {
+        let others = self.models.iter().filter(|(id, _)| *id != model).map(|(_, e)| e);
+        let turns = others.filter_map(|e| e.turn_ends).map(|t| t.saturating_duration_since(now)).max();
+        let load = self.models.get(model).and_then(|e| e.load_time).unwrap_or(Duration::from_secs(1));
+        (turns.unwrap_or_default() + load).as_secs_f64().ceil().clamp(1.0, 60.0) as u64
+    }
+
+    /// When `w` stops waiting for `e`: its deadline, or sooner when its model is loading and
+    /// the load wait ends first.
+    fn give_up_at(&self, e: &Entry, w: &Waiter) -> Instant {
+        match e.loading_since {
+            Some(t) if e.life.phase == Phase::Starting => w.deadline.min(t.max(w.since) + self.settings.load_wait),
+            _ => w.deadline,
         }
     }
 
@@ -538,6 +652,8 @@ impl Supervisor {
                 e.busy = false;
                 e.admitted_until = None;
                 e.yielding = false;
+                e.turn_ends = None;
+                e.loading_since = Some(now);
                 out.push(Effect::Spawn { model: model.clone(), gen: e.gen });
             }
             Some(lifecycle::Effect::RetryAfter(delay)) => e.retry_at = Some(now + delay),
@@ -553,6 +669,11 @@ impl Supervisor {
                 e.bytes = 0;
                 e.cores = None;
                 e.retry_at = None;
+                e.turn_ends = None;
+                e.loading_since = None;
+                if e.waiters.is_empty() {
+                    e.swap_from = None;
+                }
             }
             Phase::Backoff => {}
             _ => e.retry_at = None,
@@ -579,26 +700,21 @@ impl Supervisor {
 
     /// Deadlines that have passed: waiters answered, backoffs over, drains past their grace.
     fn expire(&mut self, now: Instant, out: &mut Vec<Effect>) {
-        let head = self.admissions.front().map(|a| a.model.clone());
         let ids: Vec<ModelId> = self.models.keys().cloned().collect();
         for id in ids {
-            let queued = self.admissions.iter().any(|a| a.model == id);
-            let e = self.models.get_mut(&id).expect("listed");
-            let mut kept = Vec::with_capacity(e.waiters.len());
-            for w in e.waiters.drain(..) {
-                if w.deadline > now {
-                    kept.push(w);
-                    continue;
-                }
-                let error = if !queued {
+            let e = &self.models[&id];
+            let loading = e.life.phase == Phase::Starting;
+            let (kept, gone): (Vec<Waiter>, Vec<Waiter>) =
+                e.waiters.iter().cloned().partition(|w| self.give_up_at(e, w) > now);
+            for w in gone {
+                let error = if loading {
                     RegistryError::StillLoading { model: id.clone() }
-                } else if head.as_ref() == Some(&id) {
-                    RegistryError::Evicting { model: id.clone() }
                 } else {
-                    RegistryError::Queued { model: id.clone() }
+                    RegistryError::Queued { model: id.clone(), waited: now.duration_since(w.since).as_secs() }
                 };
                 out.push(Effect::Reject { waiter: w.id, error });
             }
+            let e = self.models.get_mut(&id).expect("listed");
             e.waiters = kept;
             if e.admitted_until.is_some_and(|t| t <= now) {
                 e.admitted_until = None;
@@ -619,28 +735,28 @@ impl Supervisor {
         let default_ttl = self.settings.idle_ttl;
         for (id, e) in self.models.iter_mut() {
             let ttl = e.ttl.or(default_ttl).filter(|t| !t.is_zero());
-            let idle = e.life.phase == Phase::Ready && e.reachable && !e.held(now) && !e.evicting;
+            let idle = e.life.phase == Phase::Ready && e.reachable && !e.held(now) && !e.evicting && !e.pinned;
             if idle && ttl.is_some_and(|t| now.duration_since(e.last_used) >= t) {
                 e.evicting = true;
                 out.push(Effect::Evict { model: id.clone(), gen: e.gen, why: "idle past its ttl" });
             }
         }
-        if let Plan::Evict(victims) = budget::plan(0, self.settings.budget, &self.residents(now, None)) {
+        if let Plan::Evict(victims) = budget::plan(0, self.settings.budget, &self.residents(now)) {
             self.evict(victims, "workers grew over the RAM budget", out);
         }
     }
 
-    /// What the budget planner needs to know about every model but `except`.
-    fn residents(&self, now: Instant, except: Option<&ModelId>) -> Vec<Resident> {
-        let others = self.models.iter().filter(|(id, e)| Some(*id) != except && e.bytes > 0);
-        others
+    /// What the budget planner needs to know about every model holding memory.
+    fn residents(&self, now: Instant) -> Vec<Resident> {
+        let holding = self.models.iter().filter(|(_, e)| e.bytes > 0);
+        holding
             .map(|(id, e)| Resident {
                 id: id.to_string(),
                 bytes: e.bytes,
                 busy: e.held(now),
                 // A model waiting to restart after a crash holds no process: evicting it frees
                 // its reservation at once. One already being evicted is not chosen twice.
-                evictable: matches!(e.life.phase, Phase::Ready | Phase::Backoff) && !e.evicting,
+                evictable: matches!(e.life.phase, Phase::Ready | Phase::Backoff) && !e.evicting && !e.pinned,
                 // A busy worker that yields goes once idle: its bytes count as on their way out.
                 leaving: e.life.phase == (Phase::Draining { restart: false })
                     || e.evicting

@@ -3,6 +3,8 @@
 
 use super::*;
 
+mod turns;
+
 const MIB: u64 = 1 << 20;
 
 fn settings() -> Settings {
@@ -16,7 +18,11 @@ fn settings() -> Settings {
         },
         drain_grace: Duration::from_secs(10),
         kill_margin: Duration::from_secs(3),
-        evict_wait: Duration::from_secs(30),
+        sched: Sched::Turns,
+        // No turns: each replay here is about one mechanism; turns have their own.
+        quantum: Duration::ZERO,
+        max_turn: Duration::from_secs(60),
+        load_wait: Duration::from_secs(30),
         idle_ttl: None,
     }
 }
@@ -53,8 +59,24 @@ impl Replay {
 
     /// A request for `model` (needing `mib`) waiting 60 s at most.
     fn demand(&mut self, waiter: WaiterId, model: &str, mib: u64) -> Vec<Effect> {
-        let deadline = self.now + Duration::from_secs(60);
-        self.feed(Input::Demand { waiter, model: id(model), need: mib * MIB, ttl: None, deadline })
+        let d = self.wish(waiter, model, mib);
+        self.feed(Input::Demand(d))
+    }
+
+    /// The demand [`Replay::demand`] feeds, to be changed before it is.
+    fn wish(&self, waiter: WaiterId, model: &str, mib: u64) -> Demand {
+        Demand {
+            waiter,
+            model: id(model),
+            need: mib * MIB,
+            ttl: None,
+            deadline: self.now + Duration::from_secs(60),
+            since: self.now,
+            class: Priority::Normal,
+            pinned: false,
+            room: 100,
+            pass: false,
+        }
     }
 
     /// `model` started as `gen` and is ready; returns the effects of the ready.
@@ -131,10 +153,12 @@ fn a_worker_that_never_goes_idle_yields_to_a_waiting_model() {
     let out = r.demand(2, "b", 200);
     assert!(evicted(&out).is_empty() && spawned(&out, "b").is_none(), "{out:?}");
     assert!(out.contains(&Effect::Close { model: id("a"), gen: a }), "{out:?}");
+    // b's file is read into memory while a finishes, once.
+    assert!(out.contains(&Effect::Prefetch { model: id("b") }), "{out:?}");
     assert!(out.contains(&Effect::Publish { model: id("a"), view: View::Draining }), "{out:?}");
     // Asked once only.
     let out = r.at(1).feed(Input::Tick);
-    assert!(!out.iter().any(|e| matches!(e, Effect::Close { .. })), "{out:?}");
+    assert!(!out.iter().any(|e| matches!(e, Effect::Close { .. } | Effect::Prefetch { .. })), "{out:?}");
     // A request for a now waits instead of being admitted to the closing worker.
     let out = r.demand(3, "a", 200);
     assert!(out.is_empty(), "{out:?}");
@@ -146,9 +170,12 @@ fn a_worker_that_never_goes_idle_yields_to_a_waiting_model() {
     let b = spawned(&out, "b").expect("b starts");
     let out = r.ready("b", b);
     assert!(out.contains(&Effect::Admit { waiter: 2 }));
+    // A swap: a was asked to make room at 0, b was ready at 2.
+    assert!(out.contains(&Effect::Swapped { model: id("b"), took: Duration::from_secs(2) }), "{out:?}");
     // a waits next in line, but b is not closed before the request it admitted leases it.
     assert!(!out.iter().any(|e| matches!(e, Effect::Close { .. })), "{out:?}");
-    // b serves and goes idle: a takes its memory back.
+    // b serves and goes idle: its swap cost no time once a was gone (a replay's load is
+    // instant), so it has no turn to keep: a takes its memory back.
     r.feed(Input::Busy { model: id("b"), gen: b });
     let out = r.at(3).feed(Input::Idle { model: id("b"), gen: b });
     assert_eq!(evicted(&out), vec!["b"], "{out:?}");
@@ -374,36 +401,34 @@ fn a_load_that_fails_rejects_its_waiters_as_seen_failing() {
 }
 
 #[test]
-fn too_large_no_memory_and_deadlines() {
-    let mut r = Replay::with(Settings { budget: 300 * MIB, evict_wait: Duration::from_secs(5), ..settings() });
+fn too_large_queue_timeout_and_load_wait() {
+    let mut r = Replay::with(Settings { budget: 300 * MIB, ..settings() });
     let out = r.demand(1, "huge", 400);
     assert!(matches!(rejection(&out, 1), Some(RegistryError::TooLarge { .. })));
     let a = r.load(2, "a", 200);
     r.feed(Input::Busy { model: id("a"), gen: a });
-    // Busy a holds the memory: it is asked to yield, and b waits for the evict wait.
+    // Busy a holds the memory: it is asked to yield, and b waits.
     assert!(r.demand(3, "b", 200).contains(&Effect::Close { model: id("a"), gen: a }));
-    // c queues behind b.
-    assert!(r.demand(4, "c", 50).is_empty());
-    assert_eq!(r.s.next_deadline(), Some(r.t0 + Duration::from_secs(5)));
-    // a's request outlasts the wait: b gets a clear answer.
-    let out = r.at(5).feed(Input::Tick);
-    assert_eq!(
-        rejection(&out, 3),
-        Some(RegistryError::NoMemory { model: id("b"), need: 200 * MIB, budget: 300 * MIB, busy: 200 * MIB })
-    );
-    // Then c, which fits, starts.
-    assert!(spawned(&out, "c").is_some(), "{out:?}");
-    // A waiter whose own deadline passes while its model loads is told so.
+    // c fits beside a: it does not queue behind b.
+    assert!(spawned(&r.demand(4, "c", 50), "c").is_some());
+    // a's request outlasts b's whole wait (60 s here): b is told it waited that long, and
+    // never before.
+    assert!(rejection(&r.at(59).feed(Input::Tick), 3).is_none());
     let out = r.at(60).feed(Input::Tick);
-    assert_eq!(rejection(&out, 4), Some(RegistryError::StillLoading { model: id("c") }));
+    assert_eq!(rejection(&out, 3), Some(RegistryError::Queued { model: id("b"), waited: 60 }));
+    // c's load took longer than the load wait (30 s): its waiter was told so at 30 s.
+    let mut r = Replay::with(Settings { budget: 300 * MIB, ..settings() });
+    assert!(spawned(&r.demand(1, "c", 50), "c").is_some());
+    assert_eq!(r.s.next_deadline(), Some(r.t0 + Duration::from_secs(30)));
+    let out = r.at(30).feed(Input::Tick);
+    assert_eq!(rejection(&out, 1), Some(RegistryError::StillLoading { model: id("c") }));
 }
 
 #[test]
 fn idle_ttl_evicts_per_model_and_growth_over_budget_evicts_lru() {
     let mut r = Replay::with(Settings { budget: 500 * MIB, idle_ttl: Some(Duration::from_secs(100)), ..settings() });
-    let deadline = r.now + Duration::from_secs(60);
     let ttl = Some(Duration::from_secs(10));
-    let out = r.feed(Input::Demand { waiter: 1, model: id("short"), need: 100 * MIB, ttl, deadline });
+    let out = r.feed(Input::Demand(Demand { ttl, ..r.wish(1, "short", 100) }));
     let short = spawned(&out, "short").unwrap();
     r.ready("short", short);
     let long = r.load(2, "long", 100);
@@ -412,9 +437,8 @@ fn idle_ttl_evicts_per_model_and_growth_over_budget_evicts_lru() {
     assert!(evicted(&r.at(11).feed(Input::Tick)).is_empty(), "asked once");
     r.feed(Input::Evicted { model: id("short"), gen: short });
     r.feed(Input::Exited { model: id("short"), gen: short, reason: "exit status: 0".into() });
-    let deadline = r.now + Duration::from_secs(60);
     let ttl = Some(Duration::from_secs(1000));
-    let x = spawned(&r.feed(Input::Demand { waiter: 3, model: id("x"), need: 100 * MIB, ttl, deadline }), "x").unwrap();
+    let x = spawned(&r.feed(Input::Demand(Demand { ttl, ..r.wish(3, "x", 100) })), "x").unwrap();
     r.ready("x", x);
     // Busy workers never expire.
     r.feed(Input::Busy { model: id("long"), gen: long });
@@ -425,7 +449,7 @@ fn idle_ttl_evicts_per_model_and_growth_over_budget_evicts_lru() {
     let out = r.at(151).feed(Input::Tick);
     assert_eq!(evicted(&out), vec!["x"], "{out:?}");
     // A reload that shortens long's ttl applies to the running worker.
-    r.feed(Input::Configure { model: id("long"), ttl: Some(Duration::from_secs(5)) });
+    r.feed(Input::Configure { model: id("long"), ttl: Some(Duration::from_secs(5)), pinned: false });
     assert!(evicted(&r.at(156).feed(Input::Tick)).contains(&"long".to_string()));
 }
 

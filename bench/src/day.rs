@@ -378,10 +378,10 @@ pub fn markdown(o: &Opts, r: &DayResults) -> String {
     let _ = writeln!(s, "## A daemon day under a budget for one model\n");
     let _ = writeln!(
         s,
-        "- Machine: {}; commit {}; command `cargo run --release -p model-bucket-bench -- --only-day --day-seconds {}`",
+        "- Machine: {}; commit {}; command `cargo run --release -p model-bucket-bench -- {}`",
         crate::report::machine(),
         crate::report::commit(),
-        r.seconds
+        crate::report::args()
     );
     let _ = writeln!(
         s,

@@ -3,7 +3,7 @@
 //! `docs/BENCHMARKS.md` and its plots.
 //!
 //! ```sh
-//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds 150] [--day-variant FLAGS]... [--day-no-anchor] [--only-switch] [--llama-server-arg ARG]...
+//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds 150] [--day-variant FLAGS]... [--day-no-anchor] [--only-switch] [--switch-size GB]... [--llama-server-arg ARG]...
 //! ```
 //! Without `--llama-server` (or `$LLAMA_SERVER`) it builds llama-server once into
 //! `~/.cache/model-bucket`. Run `scripts/setup` first (binaries and models).
@@ -53,6 +53,9 @@ pub struct Opts {
     /// Run only the switch to models of real sizes, print its section and write its raw
     /// measurements to `OUT/switch.json`.
     pub only_switch: bool,
+    /// The synthetic sizes to switch to (`--switch-size`, repeatable: 0.5, 1.5 or 4; default
+    /// all three).
+    pub switch_sizes: Vec<String>,
     /// Extra llama-server arguments for the LoRA workloads (`--llama-server-arg`, repeatable),
     /// for a machine where one of its defaults cannot run; the report names them.
     pub ls_extra: Vec<String>,
@@ -74,6 +77,7 @@ fn main() -> Result<()> {
         day_variants: Vec::new(),
         day_no_anchor: false,
         only_switch: false,
+        switch_sizes: Vec::new(),
         ls_extra: Vec::new(),
         out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")),
     };
@@ -95,9 +99,10 @@ fn main() -> Result<()> {
             "--day-variant" => o.day_variants.push(val()?),
             "--day-no-anchor" => o.day_no_anchor = true,
             "--only-switch" => o.only_switch = true,
+            "--switch-size" => o.switch_sizes.push(val()?),
             "--llama-server-arg" => o.ls_extra.push(val()?),
             "-h" | "--help" => {
-                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds N] [--day-variant FLAGS]... [--day-no-anchor] [--only-switch] [--llama-server-arg ARG]...");
+                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds N] [--day-variant FLAGS]... [--day-no-anchor] [--only-switch] [--switch-size GB]... [--llama-server-arg ARG]...");
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other}"),

@@ -21,6 +21,12 @@ pub fn machine() -> String {
     format!("{cpu}, {cores} cores available, {mem} GiB memory, no GPU used")
 }
 
+/// The arguments this run was given, as a shell would show them.
+pub fn args() -> String {
+    let quote = |a: String| if a.contains(' ') { format!("\"{a}\"") } else { a };
+    std::env::args().skip(1).map(quote).collect::<Vec<_>>().join(" ")
+}
+
 /// The commit the run was built from (`+dirty` with changes not committed).
 pub fn commit() -> String {
     let git = |args: &[&str]| {

@@ -157,6 +157,27 @@ pub fn get_rate(port: u16, path: &str, clients: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
+/// The sum of the `/metrics` series of `port` whose lines start with `prefix`.
+pub fn metric_sum(port: u16, prefix: &str) -> u64 {
+    let body = get(port, "/metrics").map(|(_, b)| b).unwrap_or_default();
+    body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+}
+
+/// The model IDs `port` lists (`/v1/models`) that contain each of `parts` (lower case).
+pub fn ids_containing(port: u16, parts: &[&str]) -> anyhow::Result<Vec<String>> {
+    let (_, listing) = get(port, "/v1/models")?;
+    let v: serde_json::Value = serde_json::from_str(&listing)?;
+    let ids: Vec<String> =
+        v["data"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str().map(String::from)).collect();
+    parts
+        .iter()
+        .map(|part| {
+            let found = ids.iter().find(|id| id.to_ascii_lowercase().contains(part)).cloned();
+            found.ok_or_else(|| anyhow::anyhow!("no model containing {part:?} in {ids:?}"))
+        })
+        .collect()
+}
+
 /// Resident memory of `pid`, in MiB.
 pub fn rss_mib(pid: u32) -> f64 {
     model_bucket_shared::mem::rss_bytes(Some(pid)).unwrap_or(0) as f64 / (1u64 << 20) as f64

@@ -228,11 +228,6 @@ fn drive(port: u16, smol: &str, gemma: &str, secs: u64) -> Vec<Record> {
     records
 }
 
-fn metric_sum(port: u16, prefix: &str) -> u64 {
-    let body = model_bucket_tests::server::get(port, "/metrics").map(|(_, b)| b).unwrap_or_default();
-    body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
-}
-
 fn mb_flags<'a>(t: &'a str, slots: &'a str, ctx: &'a str) -> Vec<&'a str> {
     vec!["--threads", t, "--parallel", slots, "--ctx", ctx]
 }
@@ -296,7 +291,7 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<DayResults> {
         args.extend(variant.split_whitespace());
         let s = Server::start(dir.path(), &args);
         let records = drive(s.port, &smol_id(), &gemma_id(), secs);
-        let swaps = metric_sum(s.port, "model_bucket_evictions_total{");
+        let swaps = crate::client::metric_sum(s.port, "model_bucket_evictions_total{");
         let took: Vec<f64> = s
             .log()
             .lines()
@@ -306,32 +301,15 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<DayResults> {
             .collect();
         runs.push(Run { name: format!("Model Bucket, {variant}"), records, swaps: Some(swaps), swap_time: took });
     }
-    if o.day_no_anchor {
-        return Ok(DayResults {
-            budget_mib,
-            smol_mib: smol_b >> 20,
-            gemma_mib: gemma_b >> 20,
-            smol_counted_mib: smol_c >> 20,
-            gemma_counted_mib: gemma_c >> 20,
-            seconds: secs,
-            runs,
-        });
+    if !o.day_no_anchor {
+        eprintln!("bench: day: llama-server router mode, --models-max 1, {secs} s");
+        let ls = LlamaServer::start_router(ls_bin, dir.path(), o.threads, SLOTS, CTX, 1)?;
+        let [smol, gemma]: [String; 2] =
+            crate::client::ids_containing(ls.port, &["smollm2", "gemma"])?.try_into().expect("two parts, two ids");
+        let records = drive(ls.port, &smol, &gemma, secs);
+        let name = "llama-server router mode, --models-max 1".to_string();
+        runs.push(Run { name, records, swaps: None, swap_time: Vec::new() });
     }
-    eprintln!("bench: day: llama-server router mode, --models-max 1, {secs} s");
-    let ls = LlamaServer::start_router(ls_bin, dir.path(), o.threads, SLOTS, CTX, 1)?;
-    let (_, listing) = crate::client::get(ls.port, "/v1/models")?;
-    let v: Value = serde_json::from_str(&listing)?;
-    let ids: Vec<String> =
-        v["data"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str().map(String::from)).collect();
-    let find = |part: &str| ids.iter().find(|id| id.to_ascii_lowercase().contains(part)).cloned();
-    let (smol, gemma) = (find("smollm2").context("no SmolLM2")?, find("gemma").context("no Gemma")?);
-    let records = drive(ls.port, &smol, &gemma, secs);
-    runs.push(Run {
-        name: "llama-server router mode, --models-max 1".into(),
-        records,
-        swaps: None,
-        swap_time: Vec::new(),
-    });
     Ok(DayResults {
         budget_mib,
         smol_mib: smol_b >> 20,

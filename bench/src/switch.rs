@@ -38,6 +38,10 @@ pub struct Size {
     pub read_cached: f64,
     pub read_disk: f64,
     pub prefill: f64,
+    /// What the server estimates its worker needs, and what the worker holds once it has
+    /// served (resident memory less its evictable memory), in bytes.
+    pub estimate: u64,
+    pub steady: u64,
     pub mb_cached: Vec<f64>,
     pub mb_disk: Vec<f64>,
     pub ls_cached: Vec<f64>,
@@ -71,14 +75,19 @@ fn ttft(t: &Target) -> Result<f64> {
     Ok(t.stream(PROMPT, 1)?.first.as_secs_f64())
 }
 
-/// What the server counts `model` as, after a request to it.
-fn counted(s: &Server, model: &str) -> Result<u64> {
+/// `field` of `model`'s `/admin/workers` row.
+fn row_field(s: &Server, model: &str, field: &str) -> Result<u64> {
     let v = s.get_json("/admin/workers");
     v["workers"]
         .as_array()
         .and_then(|ws| ws.iter().find(|w| w["model"] == model))
-        .and_then(|w| w["budget_bytes"].as_u64())
-        .with_context(|| format!("{model} is not loaded: {v}"))
+        .and_then(|w| w[field].as_u64())
+        .with_context(|| format!("{model} has no {field}: {v}"))
+}
+
+/// What the server counts `model` as, after a request to it.
+fn counted(s: &Server, model: &str) -> Result<u64> {
+    row_field(s, model, "budget_bytes")
 }
 
 /// The ID of the one model of the folder that is not `other`.
@@ -111,6 +120,9 @@ fn measure(o: &Opts, ls_bin: &Path, size: &str) -> Result<Size> {
         let target = Target { port: s.port, dialect: Dialect::ModelBucket, model: Some(big.clone()), eos: EOS };
         ttft(&target)?;
         r.prefill = median(&(0..ROUNDS).map(|_| ttft(&target)).collect::<Result<Vec<_>>>()?);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        r.estimate = row_field(&s, &big, "estimate_bytes")?;
+        r.steady = row_field(&s, &big, "memory_bytes")? - row_field(&s, &big, "evictable_bytes")?;
         let small = Target { port: s.port, dialect: Dialect::ModelBucket, model: Some(smol.clone()), eos: EOS };
         ttft(&small)?;
         // The larger and a quarter of the smaller: either fits alone, never both, whether
@@ -180,6 +192,7 @@ pub fn raw(sizes: &[Size]) -> Value {
             json!({
                 "model": r.name, "file_bytes": r.file_bytes, "read_cached_s": r.read_cached,
                 "read_disk_s": r.read_disk, "prefill_s": r.prefill,
+                "estimate_bytes": r.estimate, "steady_resident_bytes": r.steady,
                 "model_bucket_cached_s": r.mb_cached, "model_bucket_disk_s": r.mb_disk,
                 "llama_server_router_cached_s": r.ls_cached, "llama_server_router_disk_s": r.ls_disk
             })
@@ -205,15 +218,18 @@ pub fn markdown(o: &Opts, sizes: &[Size]) -> String {
     );
     let _ = writeln!(
         s,
-        "| model | file | read (cache / disk) | one prefill | Model Bucket switch (cache / disk) | llama-server router mode (cache / disk) | Model Bucket ÷ (read + prefill) (cache / disk) |\n|---|---|---|---|---|---|---|"
+        "| model | file | estimate / held | read (cache / disk) | one prefill | Model Bucket switch (cache / disk) | llama-server router mode (cache / disk) | Model Bucket ÷ (read + prefill) (cache / disk) |\n|---|---|---|---|---|---|---|---|"
     );
     for r in sizes {
         let (mc, md) = (median(&r.mb_cached), median(&r.mb_disk));
         let _ = writeln!(
             s,
-            "| {} | {:.2} GB | {:.2} / {:.2} s | {:.2} s | {:.2} / {:.2} s | {:.2} / {:.2} s | {:.2}× / {:.2}× |",
+            "| {} | {:.2} GB | {} / {} MiB ({:.2}×) | {:.2} / {:.2} s | {:.2} s | {:.2} / {:.2} s | {:.2} / {:.2} s | {:.2}× / {:.2}× |",
             r.name,
             r.file_bytes as f64 / 1e9,
+            r.estimate >> 20,
+            r.steady >> 20,
+            r.estimate as f64 / r.steady.max(1) as f64,
             r.read_cached,
             r.read_disk,
             r.prefill,

@@ -189,7 +189,7 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<Results> {
         link_model(GEMMA_FILE, both.path(), GEMMA_FILE);
         let t = o.threads.to_string();
         let mb =
-            Server::start(both.path(), &["--threads", &t, "--parallel", "2", "--ctx", "512", "--ram-budget", "480MiB"]);
+            Server::start(both.path(), &["--threads", &t, "--parallel", "2", "--ctx", "512", "--ram-budget", "400MiB"]);
         let gemma = gemma_id();
         for i in 0..(2 * o.rounds + 1) {
             let model = if i % 2 == 0 { smol_id() } else { gemma.clone() };

@@ -96,7 +96,9 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
             let event = tokio::select! {
                 e = events.recv() => e,
                 Some(m) = w.unsolicited.recv() => {
-                    tracing::warn!(message = ?m, "worker");
+                    if !matches!(m, model_bucket_shared::protocol::FromWorker::Held { .. }) {
+                        tracing::warn!(message = ?m, "worker");
+                    }
                     continue;
                 }
                 _ = tokio::signal::ctrl_c(), if !interrupted => {

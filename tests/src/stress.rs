@@ -200,7 +200,7 @@ pub fn soak(duration: Duration, clients: u64) -> (Report, u64) {
     let dir = bucket(true);
     let s = crate::Server::start(
         dir.path(),
-        &["--ram-budget", "480MiB", "--ctx", "512", "--parallel", "2", "--queue-timeout", "45"],
+        &["--ram-budget", "400MiB", "--ctx", "512", "--parallel", "2", "--queue-timeout", "45"],
     );
     let r = run(&Plan::mixed(s.port, clients, duration, None), Arc::new(AtomicBool::new(false)));
     let metrics = s.get("/metrics").map(|(_, b)| b).unwrap_or_default();

@@ -21,6 +21,9 @@ pub struct TestWorker {
     pub socket: PathBuf,
     /// The loading progress it reported before `Ready`, in order.
     pub loading: Vec<f32>,
+    /// The evictable memory it reported while [`TestWorker::generate`] waited, in order:
+    /// (prompt cache, embedding context) bytes.
+    pub held: Vec<(u64, u64)>,
     buf: Vec<u8>,
     _dir: tempfile::TempDir,
 }
@@ -91,6 +94,7 @@ impl TestWorker {
             pid,
             socket,
             loading: Vec::new(),
+            held: Vec::new(),
             buf: Vec::new(),
             _dir: dir,
         };
@@ -131,6 +135,7 @@ impl TestWorker {
             match self.recv() {
                 FromWorker::Tokens { id: i, text: t, .. } if i == id => text.push_str(&t),
                 FromWorker::Done(d) if d.id == id => return (text, *d),
+                FromWorker::Held { cache_bytes, embed_bytes } => self.held.push((cache_bytes, embed_bytes)),
                 FromWorker::Error { id: i, kind, message } if i == Some(id) || i.is_none() => {
                     panic!("request {id} failed: {kind:?}: {message}")
                 }

@@ -389,7 +389,7 @@ fn metrics_has_every_series_the_readme_lists() {
         "ok",
         &[SMOLLM2_FILE, GEMMA_FILE],
         None,
-        &["--ram-budget", "480MiB", "--quantum", "0", "--ctx", "512", "--parallel", "2"],
+        &["--ram-budget", "400MiB", "--quantum", "0", "--ctx", "512", "--parallel", "2"],
     );
     let (smol, gemma) = (smol_id(), gemma_id());
     assert_eq!(f.server.post("/v1/completions", &completion(&smol, 4)).unwrap().0, 200);
@@ -424,7 +424,7 @@ fn metrics_has_every_series_the_readme_lists() {
         ("queue depth", &loaded, format!("model_bucket_queue_depth{m} 0")),
         ("restarts", &loaded, format!("model_bucket_worker_restarts_total{m} 1")),
         ("evictions", &later, format!("model_bucket_evictions_total{m} 1")),
-        ("budget and its use", &later, format!("model_bucket_ram_budget_bytes {}", 480u64 << 20)),
+        ("budget and its use", &later, format!("model_bucket_ram_budget_bytes {}", 400u64 << 20)),
         ("budget and its use", &later, "model_bucket_ram_used_bytes ".to_string()),
     ];
     for (phrase, text, needle) in series {

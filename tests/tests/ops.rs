@@ -23,7 +23,7 @@ fn complete(s: &Server, model: &str) -> (u16, String) {
 const SMALL: [&str; 4] = ["--ctx", "512", "--parallel", "2"];
 
 /// A budget that holds either default model but not both.
-const ONE_MODEL_BUDGET: &str = "480MiB";
+const ONE_MODEL_BUDGET: &str = "400MiB";
 
 fn budget_server(dir: &std::path::Path, extra: &[&str]) -> Server {
     // No turns: each request for the other model swaps at once (turns have their own tests).
@@ -36,7 +36,7 @@ fn budget_server(dir: &std::path::Path, extra: &[&str]) -> Server {
 fn assert_under_budget(s: &Server) {
     let v = s.get_json("/admin/workers");
     let budget = v["ram_budget_bytes"].as_u64().unwrap();
-    assert_eq!(budget, 480 << 20);
+    assert_eq!(budget, 400 << 20);
     let used = v["ram_used_bytes"].as_u64().unwrap();
     let rss: u64 = v["workers"].as_array().unwrap().iter().map(|w| w["memory_bytes"].as_u64().unwrap_or(0)).sum();
     assert!(used <= budget && rss <= budget, "over budget: counted {used}, resident {rss}, budget {budget}: {v}");

@@ -128,7 +128,7 @@ fn a_prefix_survives_its_workers_eviction_under_a_one_model_budget() {
     let dir = tempfile::tempdir().unwrap();
     link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
     link_model(GEMMA_FILE, dir.path(), GEMMA_FILE);
-    let s = Server::start(dir.path(), &["--ram-budget", "480MiB", "--quantum", "0", "--ctx", "512", "--parallel", "2"]);
+    let s = Server::start(dir.path(), &["--ram-budget", "400MiB", "--quantum", "0", "--ctx", "512", "--parallel", "2"]);
     let a = task_a();
     ask(&s, &smol_id(), &a, true);
     let slot = ask(&s, &smol_id(), &a, true);

@@ -11,7 +11,7 @@ use std::time::Duration;
 const SMALL: [&str; 4] = ["--ctx", "512", "--parallel", "2"];
 
 /// A budget that holds either default model but not both.
-const ONE_MODEL_BUDGET: &str = "480MiB";
+const ONE_MODEL_BUDGET: &str = "400MiB";
 
 fn both() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -271,3 +271,39 @@ fn garbage_frames_are_clean_errors() {
     w.writer.write_all(&[0xff; HEADER_BYTES]).unwrap();
     assert!(matches!(w.recv(), FromWorker::Error { kind: ErrorKind::BadFrame, .. }));
 }
+
+#[test]
+fn evictable_memory_stays_within_what_the_router_allows() {
+    let (mut w, _) = smol(&["--ctx", "512", "--parallel", "1", "--prompt-cache-bytes", &(64u64 << 20).to_string()]);
+    w.send(&ToWorker::Allow { bytes: 64 << 20, embed_bytes: 0 });
+    assert_eq!(
+        w.recv(),
+        FromWorker::Held { cache_bytes: 0, embed_bytes: 0 },
+        "told an allowance, it says what it holds"
+    );
+    // A second prompt takes the slot of the first: the first's state goes to the host cache.
+    let long = |topic: &str| Prompt::Text(format!("{topic}, ").repeat(50));
+    w.generate(greedy(1, long("apples"), 2));
+    w.generate(greedy(2, long("pears"), 2));
+    let (cache, _) = w.held.last().copied().expect("a report once the cache grew");
+    assert!(cache > 1 << 20, "{:?}", w.held);
+    // Allowed less than it holds: it drops it and says so; what comes next is not kept.
+    w.send(&ToWorker::Allow { bytes: cache / 2, embed_bytes: 0 });
+    assert_eq!(w.recv(), FromWorker::Held { cache_bytes: 0, embed_bytes: 0 });
+    w.generate(greedy(3, long("plums"), 2));
+    w.send(&ToWorker::Allow { bytes: cache / 2, embed_bytes: 0 });
+    assert_eq!(w.recv(), FromWorker::Held { cache_bytes: 0, embed_bytes: 0 }, "pears' state did not fit: not kept");
+    // The embedding context counts for what the router says it comes to hold...
+    w.send(&ToWorker::Allow { bytes: 256 << 20, embed_bytes: 100 << 20 });
+    assert!(matches!(w.recv(), FromWorker::Held { embed_bytes: 0, .. }));
+    let input = EmbedRequest { id: RequestId(4), inputs: vec![Prompt::Text("a note".into())], lora: vec![] };
+    w.send(&ToWorker::Embed(Box::new(input)));
+    assert!(matches!(w.recv(), FromWorker::Embeddings { id: RequestId(4), .. }));
+    assert!(matches!(w.recv(), FromWorker::Held { embed_bytes, .. } if embed_bytes == 100 << 20));
+    w.generate(greedy(5, long("figs"), 2));
+    let (cache, embed) = w.held.last().copied().expect("plums' state went to the cache");
+    assert!(cache > 1 << 20 && embed == 100 << 20, "{:?}", w.held);
+    // ... and goes first when the allowance cannot hold it: the prompt cache stays.
+    w.send(&ToWorker::Allow { bytes: 50 << 20, embed_bytes: 100 << 20 });
+    assert_eq!(w.recv(), FromWorker::Held { cache_bytes: cache, embed_bytes: 0 });
+}

@@ -80,6 +80,7 @@ pub fn spawn_reader(mut reader: BufReader<Half>, cmds: Sender<Command>) {
                     Ok(Some(ToWorker::Generate(req))) => Command::Generate(req),
                     Ok(Some(ToWorker::Cancel { id })) => Command::Cancel(id),
                     Ok(Some(ToWorker::Embed(req))) => Command::Embed(req),
+                    Ok(Some(ToWorker::Allow { bytes, embed_bytes })) => Command::Allow { bytes, embed_bytes },
                     Ok(Some(ToWorker::Shutdown { grace_ms })) => {
                         Command::Shutdown { grace: Duration::from_millis(grace_ms) }
                     }

@@ -248,6 +248,13 @@ impl Driver {
                 }
                 None
             }
+            Effect::Allow { model, gen, bytes, embed_bytes } => {
+                if let Some(live) = self.live(&model, gen) {
+                    tracing::debug!(model = %model, bytes, "evictable memory allowed");
+                    live.client.send(ToWorker::Allow { bytes, embed_bytes });
+                }
+                None
+            }
             Effect::Swapped { model, took } => {
                 tracing::info!(model = %model, took_ms = took.as_millis() as u64, "swapped in");
                 let label = ModelLabel::new(model.as_str());

@@ -32,7 +32,7 @@ use driver::Msg;
 pub use crate::supervisor::error::RegistryError;
 pub use live::{Lease, Live};
 pub use ops::{RescanReport, WorkerView, SETTLE};
-pub use spec::{ctx_slot, estimate, worker_spec};
+pub use spec::{ctx_slot, embedding_context, estimate, worker_spec};
 
 /// Server-wide worker defaults (flags and environment).
 #[derive(Debug, Clone)]
@@ -371,6 +371,8 @@ impl Registry {
                 waiter: self.waiters.fetch_add(1, Ordering::Relaxed) + 1,
                 model: m.id.clone(),
                 need: estimate(m, &spec),
+                spare: spec.prompt_cache.saturating_add(embedding_context(m, &spec)),
+                embed: embedding_context(m, &spec),
                 ttl: mc.ttl_secs.map(Duration::from_secs),
                 deadline,
                 since,

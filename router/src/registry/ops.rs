@@ -39,8 +39,16 @@ pub struct WorkerView {
     pub gpus: Option<Vec<u32>>,
     /// Resident memory now, in bytes.
     pub memory_bytes: Option<u64>,
-    /// What it counts against the budget, in bytes.
+    /// What it counts against the budget, in bytes: the larger of its estimate plus its
+    /// evictable memory and its resident memory.
     pub budget_bytes: u64,
+    /// What it is expected to hold whatever it serves (weights, the slots' KV cache, compute
+    /// buffers), in bytes.
+    pub estimate_bytes: u64,
+    /// Evictable memory it holds (host prompt cache, embedding context), in bytes.
+    pub evictable_bytes: u64,
+    /// Evictable memory it may hold now, in bytes (the budget's room, shared out).
+    pub evictable_allowed_bytes: Option<u64>,
     pub slots: Option<u32>,
     pub slots_busy: usize,
     /// Requests beyond the slots, waiting in the worker's queue.
@@ -213,6 +221,9 @@ impl Registry {
                     gpus: live.and_then(|l| l.gpus.clone()),
                     memory_bytes: pid.and_then(|p| model_bucket_shared::mem::rss_bytes(Some(p))),
                     budget_bytes: row.budget_bytes,
+                    estimate_bytes: row.need_bytes,
+                    evictable_bytes: row.held_bytes,
+                    evictable_allowed_bytes: row.allowed_bytes,
                     slots: n_slots,
                     slots_busy: active.min(cap),
                     queued: active.saturating_sub(cap),

@@ -1,6 +1,7 @@
 //! One worker process from spawn to exit: reports to the supervisor that it loaded (or could
 //! not), that its connection was lost, and how it ended; kills it when told to.
 
+use model_bucket_shared::protocol::FromWorker;
 use model_bucket_shared::ModelId;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,11 @@ pub(super) async fn run(
     let status = loop {
         tokio::select! {
             msg = w.unsolicited.recv(), if connected => match msg {
+                Some(FromWorker::Held { cache_bytes, embed_bytes }) => {
+                    // What it dropped is measured, not taken on its word.
+                    let rss = model_bucket_shared::mem::rss_bytes(Some(w.pid));
+                    tell(Input::Held { model: model.clone(), gen, cache: cache_bytes, embed: embed_bytes, rss });
+                }
                 Some(msg) => tracing::warn!(model = %model, ?msg, "worker message"),
                 // The connection is gone but perhaps not the process (a frame the router could
                 // not read): the supervisor decides what follows.

@@ -39,21 +39,23 @@ pub fn ctx_slot(m: &ModelInfo, configured: Option<u32>) -> u64 {
     model_bucket_shared::ctx_per_slot(configured, m.context_length) as u64
 }
 
-/// Bytes `m`'s worker is expected to need with `spec`, its prompt cache and its embedding
-/// context included (made on the first embeddings request, counted from the start so that an
-/// embeddings request never pushes a worker past its reservation), and its LoRA adapters (held
-/// in full, as their files).
+/// Bytes `m`'s worker holds with `spec` whatever it serves: weights, the slots' KV cache,
+/// compute buffers, and its LoRA adapters (held in full, as their files). Its evictable memory
+/// (the host prompt cache and the embedding context) is counted apart, for what it holds
+/// ([`evictable`]).
 pub fn estimate(m: &ModelInfo, spec: &WorkerSpec) -> u64 {
-    let slot = ctx_slot(m, spec.ctx);
-    let embed = slot.min(model_bucket_shared::EMBED_CTX_TOKENS as u64);
-    let ctx = slot * spec.parallel as u64 + embed;
-    // The embedding context's logits, in its output and its compute buffer: one chunk of
-    // tokens × the vocabulary, in f32, twice.
-    let embed_logits = 2 * model_bucket_shared::EMBED_CHUNK_TOKENS as u64 * m.n_vocab.unwrap_or(128_000) * 4;
+    let ctx = ctx_slot(m, spec.ctx) * spec.parallel as u64;
     budget::estimate(m.size_bytes, m.kv_bytes_per_token, m.n_vocab, ctx)
-        .saturating_add(spec.prompt_cache)
-        .saturating_add(embed_logits)
         .saturating_add(m.adapters.iter().map(|a| a.size_bytes).sum())
+}
+
+/// What `m`'s embedding context holds once its buffers are full (it is made on the first
+/// embeddings request and is evictable): its KV cache and one chunk of tokens × the
+/// vocabulary of logits, in f32, in its output and its compute buffer.
+pub fn embedding_context(m: &ModelInfo, spec: &WorkerSpec) -> u64 {
+    let embed_ctx = ctx_slot(m, spec.ctx).min(model_bucket_shared::EMBED_CTX_TOKENS as u64);
+    let embed_logits = 2 * model_bucket_shared::EMBED_CHUNK_TOKENS as u64 * m.n_vocab.unwrap_or(128_000) * 4;
+    budget::kv_bytes(m.size_bytes, m.kv_bytes_per_token, embed_ctx).saturating_add(embed_logits)
 }
 
 impl Registry {

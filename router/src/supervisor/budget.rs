@@ -83,6 +83,8 @@ pub struct Resident {
     pub evictable: bool,
     /// Already on its way out (draining to stop): its bytes will be free soon.
     pub leaving: bool,
+    /// Of its bytes, what it can drop without going (prompt cache, embedding context).
+    pub trimmable: u64,
     pub last_used: Instant,
 }
 
@@ -94,6 +96,8 @@ pub enum Plan {
     Evict(Vec<String>),
     /// It fits once the workers already leaving are gone: wait, evict nothing more.
     Wait,
+    /// It fits once workers drop evictable memory ([`allowances`]): evict nobody.
+    Trim,
     /// It does not fit even after evicting every idle worker; busy ones hold `busy_bytes`.
     NoRoom { busy_bytes: u64 },
     /// It is larger than the whole budget.
@@ -152,6 +156,10 @@ pub fn plan(need: u64, budget: u64, resident: &[Resident]) -> Plan {
     if used - leaving + need <= budget {
         return Plan::Wait;
     }
+    let trimmable: u64 = resident.iter().filter(|r| !r.leaving).map(|r| r.trimmable).sum();
+    if used - leaving - trimmable + need <= budget {
+        return Plan::Trim;
+    }
     // What is leaving counts as gone; evict only for the rest.
     let used = used - leaving;
     let idle = resident.iter().filter(|r| r.evictable && !r.busy && !r.leaving);
@@ -159,6 +167,56 @@ pub fn plan(need: u64, budget: u64, resident: &[Resident]) -> Plan {
         Some(victims) => Plan::Evict(victims),
         None => Plan::NoRoom { busy_bytes: resident.iter().filter(|r| r.busy).map(|r| r.bytes).sum() },
     }
+}
+
+/// Room is shared out in multiples of this many bytes.
+pub const SHARE_STEP: u64 = 4 << 20;
+
+/// A ready worker's evictable memory (its prompt cache, its embedding context), as
+/// [`allowances`] sees it.
+#[derive(Debug, Clone)]
+pub struct Spare {
+    pub id: String,
+    /// What it holds now.
+    pub held: u64,
+    /// The most it would hold, with room to spare.
+    pub cap: u64,
+    pub last_used: Instant,
+}
+
+/// How much evictable memory each worker of `spares` may hold, given `room`: the budget less
+/// everything counted (what they hold included) and less what a waiting model needs. Short of
+/// room (`room` < 0), the least recently used give up theirs first, as much as is short; with
+/// room, it is shared out evenly, each up to its cap, beyond what each holds, in whole
+/// [`SHARE_STEP`]s.
+pub fn allowances(room: i64, spares: &[Spare]) -> Vec<(String, u64)> {
+    let mut order: Vec<&Spare> = spares.iter().collect();
+    if room < 0 {
+        let mut short = room.unsigned_abs();
+        order.sort_by_key(|s| s.last_used);
+        return order
+            .into_iter()
+            .map(|s| {
+                let cut = short.min(s.held);
+                short -= cut;
+                (s.id.clone(), s.held - cut)
+            })
+            .collect();
+    }
+    // Even shares, the smallest wants first so that what they leave goes to the rest.
+    order.sort_by_key(|s| s.cap.saturating_sub(s.held));
+    let mut left = room as u64;
+    let n = order.len() as u64;
+    order
+        .into_iter()
+        .enumerate()
+        .map(|(k, s)| {
+            let even = left / (n - k as u64) / SHARE_STEP * SHARE_STEP;
+            let share = even.min(s.cap.saturating_sub(s.held));
+            left -= share;
+            (s.id.clone(), s.held.saturating_add(share))
+        })
+        .collect()
 }
 
 pub use model_bucket_shared::mem::human;
@@ -175,6 +233,7 @@ mod tests {
             busy,
             evictable: true,
             leaving: false,
+            trimmable: 0,
             last_used: now - Duration::from_secs(age_s),
         }
     }
@@ -198,6 +257,42 @@ mod tests {
         // What is leaving already counts as gone.
         let leaving = Resident { leaving: true, ..r("leaving", 400, false, 0, now) };
         assert!(yielders(mib(500), mib(1000), &[leaving, r("b", 500, true, 3, now)]).is_empty());
+    }
+
+    #[test]
+    fn shrinking_evictable_memory_comes_before_evicting() {
+        let now = Instant::now();
+        let a = Resident { trimmable: 300 << 20, ..r("a", 700, false, 5, now) };
+        assert_eq!(plan(0, 500 << 20, std::slice::from_ref(&a)), Plan::Trim);
+        assert_eq!(plan(0, 300 << 20, &[a]), Plan::Evict(vec!["a".into()]));
+    }
+
+    #[test]
+    fn allowances_cut_the_least_recent_first_and_share_room_evenly() {
+        let now = Instant::now();
+        let mib = |m: u64| m << 20;
+        let s = |id: &str, held: u64, cap: u64, age: u64| Spare {
+            id: id.into(),
+            held: mib(held),
+            cap: mib(cap),
+            last_used: now - Duration::from_secs(age),
+        };
+        let get = |v: Vec<(String, u64)>, id: &str| v.into_iter().find(|(i, _)| i == id).map(|(_, b)| b >> 20);
+        let spares = [s("old", 100, 300, 20), s("new", 100, 300, 1), s("full", 52, 52, 5)];
+        // 160 MiB short: the oldest gives all 100, the next 60 (by age: full's 52, then new's 8).
+        let cut = allowances(-(mib(160) as i64), &spares);
+        assert_eq!((get(cut.clone(), "old"), get(cut.clone(), "full"), get(cut, "new")), (Some(0), Some(0), Some(92)));
+        // 242 MiB of room: full wants nothing, the other two 120 each in whole 4 MiB steps.
+        let grow = allowances(mib(242) as i64, &spares);
+        assert_eq!(
+            (get(grow.clone(), "old"), get(grow.clone(), "new"), get(grow, "full")),
+            (Some(220), Some(220), Some(52))
+        );
+        // More room than they want: each up to its cap.
+        let all = allowances(mib(10_000) as i64, &spares);
+        assert_eq!((get(all.clone(), "old"), get(all, "new")), (Some(300), Some(300)));
+        // No room: they keep what they hold, and grow no further.
+        assert_eq!(get(allowances(0, &spares), "new"), Some(100));
     }
 
     #[test]

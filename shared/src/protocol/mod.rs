@@ -13,7 +13,7 @@ pub mod frame;
 use serde::{Deserialize, Serialize};
 
 /// Version of the message set below. Both sides must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Exit code of a worker whose peer spoke another protocol version.
 pub const EXIT_PROTOCOL_MISMATCH: i32 = 3;
@@ -52,6 +52,15 @@ pub enum ToWorker {
     },
     /// Embed texts; answered by one [`FromWorker::Embeddings`] or an `Error`.
     Embed(Box<EmbedRequest>),
+    /// Hold at most `bytes` of evictable memory (the host prompt cache and the embedding
+    /// context): drop the least recently used beyond it at once (prefixes go to the disk cache
+    /// first) and grow no further. Answered by [`FromWorker::Held`]. The embedding context
+    /// counts for `embed_bytes` while it exists (its buffers fill as inputs come), or for what
+    /// its making grew the worker by, if more.
+    Allow {
+        bytes: u64,
+        embed_bytes: u64,
+    },
 }
 
 /// Texts (or token arrays) to embed, each on its own.
@@ -113,6 +122,13 @@ pub enum FromWorker {
     /// between `HelloAck` and `Ready`, each time it has grown by at least a hundredth.
     Loading {
         progress: f32,
+    },
+    /// The evictable memory the worker holds now, in bytes: the host prompt cache's states and
+    /// the embedding context. Sent after each [`ToWorker::Allow`] and, once one came, whenever
+    /// it changes.
+    Held {
+        cache_bytes: u64,
+        embed_bytes: u64,
     },
 }
 

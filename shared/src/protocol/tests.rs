@@ -58,6 +58,7 @@ fn every_to_worker() -> Vec<ToWorker> {
             lora: vec![LoraUse { path: "/m/pirate.gguf".into(), scale: 0.5 }],
         })),
         ToWorker::Shutdown { grace_ms: 5000 },
+        ToWorker::Allow { bytes: 64 << 20, embed_bytes: 8 << 20 },
     ]
 }
 
@@ -97,6 +98,7 @@ fn every_from_worker() -> Vec<FromWorker> {
         FromWorker::Embeddings { id: RequestId(9), vectors: vec![vec![0.5, -0.25], vec![]], prompt_tokens: 7 },
         FromWorker::Error { id: None, kind: ErrorKind::ProtocolMismatch, message: "v2".into() },
         FromWorker::Loading { progress: 0.5 },
+        FromWorker::Held { cache_bytes: 3 << 20, embed_bytes: 0 },
     ]
 }
 

@@ -92,6 +92,18 @@ impl MemoryCache {
         true
     }
 
+    /// Changes the bytes it may hold; entries beyond it must be taken out first
+    /// ([`MemoryCache::pop_oldest`]), so that they can be written elsewhere before they go.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
+    /// Takes out the least recently used entry, if any.
+    pub fn pop_oldest(&mut self) -> Option<Entry> {
+        let oldest = (0..self.entries.len()).min_by_key(|&i| self.entries[i].used)?;
+        Some(self.take(oldest))
+    }
+
     /// Takes entry `i` out (its state moves into a slot, which holds it from then on).
     pub fn take(&mut self, i: usize) -> Entry {
         let e = self.entries.swap_remove(i);
@@ -159,6 +171,22 @@ mod tests {
         assert_eq!((e.tokens, c.bytes(), c.entries().len()), (toks(&[1]), 10, 1));
         assert!(c.insert(toks(&[3]), vec![0; 10], 3));
         assert_eq!(c.entries().len(), 2, "nothing else had to go");
+    }
+
+    #[test]
+    fn shrinking_takes_the_least_recently_used_out_first() {
+        let mut c = MemoryCache::new(30);
+        c.insert(toks(&[1]), vec![0; 10], 1);
+        c.insert(toks(&[2]), vec![0; 10], 3);
+        c.insert(toks(&[3]), vec![0; 10], 2);
+        c.set_limit(15);
+        let mut out = vec![];
+        while c.bytes() > c.limit() {
+            out.push(c.pop_oldest().expect("over the limit").tokens[0].0);
+        }
+        assert_eq!((out, c.bytes()), (vec![1, 3], 10));
+        assert!(!c.insert(toks(&[4]), vec![0; 16], 4), "the new limit holds");
+        assert!(c.pop_oldest().is_some() && c.pop_oldest().is_none());
     }
 
     #[test]

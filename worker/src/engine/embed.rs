@@ -26,7 +26,8 @@ use super::lora::AdapterSet;
 use super::Engine;
 
 /// The longest input of the embedding context, in tokens, unless the context per slot is
-/// smaller (also its KV cache size, which the router counts in the model's memory estimate).
+/// smaller (also its KV cache size). The context is evictable memory: the worker reports what
+/// it holds and drops it when the router lowers its allowance ([`super::held`]).
 pub const EMBED_CTX: u32 = model_bucket_shared::EMBED_CTX_TOKENS;
 /// Tokens per decode of a generative model's input.
 pub const CHUNK: u32 = model_bucket_shared::EMBED_CHUNK_TOKENS;
@@ -46,6 +47,11 @@ pub struct Embedder<'m> {
     ctx: Option<(LlamaContext<'m>, LlamaBatch<'static>)>,
     /// The running sum of hidden states (mean pooling).
     sum: Vec<f64>,
+    /// What the context holds, in bytes: the growth of the worker's resident memory over its
+    /// creation and first use (llama.cpp touches its buffers only then). 0 while there is none.
+    bytes: usize,
+    /// The resident memory before the context was made, until its first use is measured.
+    rss_before: Option<u64>,
 }
 
 /// An embeddings request in progress.
@@ -65,11 +71,57 @@ impl<'m> Embedder<'m> {
         let model_pooling = matches!(model.meta_val_str(&format!("{arch}.pooling_type")), Ok(p) if p != "0");
         let most = if model_pooling { POOLED_CTX } else { EMBED_CTX };
         let n_ctx = n_ctx_slot.clamp(16, most);
-        Embedder { model, backend, threads, n_ctx, model_pooling, ctx: None, sum: Vec::new() }
+        Embedder {
+            model,
+            backend,
+            threads,
+            n_ctx,
+            model_pooling,
+            ctx: None,
+            sum: Vec::new(),
+            bytes: 0,
+            rss_before: None,
+        }
+    }
+
+    /// Bytes the context holds (0: none, or not measured yet).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether the context exists.
+    pub fn made(&self) -> bool {
+        self.ctx.is_some()
+    }
+
+    /// Drops the context; the next embeddings request makes it again. Returns whether there was
+    /// one.
+    pub fn release(&mut self) -> bool {
+        self.bytes = 0;
+        self.rss_before = None;
+        self.ctx.take().is_some()
+    }
+
+    /// The normalised embedding of `tokens`, measuring the context's memory on its first use.
+    pub fn embed(
+        &mut self,
+        tokens: &[LlamaToken],
+        adapters: &mut [LlamaLoraAdapter],
+        set: AdapterSet,
+    ) -> Result<Vec<f32>, String> {
+        if self.ctx.is_none() {
+            self.rss_before = model_bucket_shared::mem::rss_bytes(None);
+        }
+        let v = self.embed_in_context(tokens, adapters, set);
+        if let Some(before) = self.rss_before.take() {
+            let after = model_bucket_shared::mem::rss_bytes(None).unwrap_or(before);
+            self.bytes = after.saturating_sub(before) as usize;
+        }
+        v
     }
 
     /// The normalised embedding of `tokens` (at most `n_ctx` of them), with the adapters of `set`.
-    pub fn embed(
+    fn embed_in_context(
         &mut self,
         tokens: &[LlamaToken],
         adapters: &mut [LlamaLoraAdapter],

@@ -12,6 +12,7 @@
 //! rest dropped) and runs on to its `max_tokens` (see [`slot::when_full`]).
 
 pub mod embed;
+mod held;
 pub mod helper;
 mod helping;
 mod logprob;
@@ -67,6 +68,12 @@ pub enum Command {
     Picked(Box<helper::Picked>),
     /// A helper's task for this request panicked.
     HelperFailed(RequestId),
+    /// Hold at most `bytes` of evictable memory, the embedding context counted as
+    /// `embed_bytes` at least (see [`held`]).
+    Allow {
+        bytes: u64,
+        embed_bytes: u64,
+    },
 }
 
 /// Engine limits, and the adapters loaded with the model.
@@ -107,6 +114,14 @@ pub struct Engine<'m> {
     /// Counts slot admissions; orders uses for the caches.
     tick: u64,
     memory: MemoryCache,
+    /// The most the host prompt cache may hold, whatever the router allows.
+    cache_capacity: usize,
+    /// Evictable memory the router allows (see [`held`]); unbounded until it says.
+    allowed: usize,
+    /// The (prompt cache, embedding context) bytes last reported.
+    reported_held: (usize, usize),
+    /// The least the embedding context counts for while it exists, as the router counts it.
+    embed_counted: usize,
     disk: Option<DiskCache>,
     queue: VecDeque<Queued>,
     batch: LlamaBatch<'static>,
@@ -184,6 +199,10 @@ impl<'m> Engine<'m> {
             cells: (0..slots).map(|_| Cells::default()).collect(),
             tick: 0,
             memory: MemoryCache::new(cache.memory_bytes),
+            cache_capacity: cache.memory_bytes,
+            allowed: usize::MAX,
+            reported_held: (0, 0),
+            embed_counted: 0,
             disk,
             queue: VecDeque::new(),
             batch,
@@ -252,6 +271,10 @@ impl<'m> Engine<'m> {
                 }
             }
             self.embed_next();
+            if self.embed_held() != self.reported_held.1 || self.over_allowance() {
+                self.fit_allowance();
+            }
+            self.report_held(false);
         }
     }
 
@@ -282,6 +305,7 @@ impl<'m> Engine<'m> {
             Command::Read(r) => self.queue_read(*r),
             Command::Picked(p) => self.picked(*p),
             Command::HelperFailed(id) => self.helper_failed(id),
+            Command::Allow { bytes, embed_bytes } => self.allow(bytes, embed_bytes),
             Command::Cancel(id) => self.cancel(id),
             Command::Shutdown { grace } => {
                 // Requests already received (running or queued) may finish; new ones are refused.

@@ -97,9 +97,8 @@ impl Supervisor {
                     && !e.evicting
                     && e.admitted_until.is_none_or(|t| t <= now),
                 // A busy worker that yields goes once idle: its bytes count as on their way out.
-                leaving: e.life.phase == (Phase::Draining { restart: false })
-                    || e.evicting
-                    || (e.yielding && e.held(now)),
+                leaving: e.leaving(now),
+                trimmable: e.trimmable(now),
                 pinned: e.pinned,
                 class: e.turn_class,
                 turn_ends: e.turn_ends.filter(|_| e.life.phase == Phase::Ready),
@@ -112,6 +111,8 @@ impl Supervisor {
     /// Starts the models whose turn it is while they fit; makes room for the next.
     pub(super) fn admit(&mut self, now: Instant, out: &mut Vec<Effect>) {
         self.wake = None;
+        self.short = None;
+        self.pending = None;
         if self.stopping {
             return;
         }
@@ -133,6 +134,7 @@ impl Supervisor {
                     self.step(&id, lifecycle::Event::Demand, now, out);
                 }
                 Next::MakeRoom { model, evict, yielders } => {
+                    self.pending = self.models.get(model.as_str()).map(|e| e.need);
                     if let Some(e) = self.models.get_mut(model.as_str()).filter(|e| e.swap_from.is_none()) {
                         e.swap_from = Some(now);
                         out.push(Effect::Prefetch { model: ModelId::from(model.as_str()) });
@@ -144,8 +146,14 @@ impl Supervisor {
                     self.ask_to_yield(yielders, out);
                     return;
                 }
-                Next::Wait { until, .. } => {
+                Next::Wait { model, until } => {
+                    self.pending = self.models.get(model.as_str()).map(|e| e.need);
                     self.wake = until;
+                    return;
+                }
+                // The workers are told to shrink (`apportion`); what they report wakes this.
+                Next::Trim { short, .. } => {
+                    self.short = Some(short);
                     return;
                 }
                 Next::Refuse { model, why } => {

@@ -35,6 +35,10 @@ use super::turn::Sched;
 /// evicted under them.
 const ADMIT_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a worker asked to shrink its evictable memory has to do it before it counts as
+/// unable to (then models may be evicted to make room instead).
+const TRIM_WAIT: Duration = Duration::from_secs(2);
+
 /// A model swapped in keeps its memory for at least this many times what the swap took.
 const TURN_PER_SWAP: u32 = 2;
 
@@ -94,6 +98,10 @@ pub enum Input {
     EvictRefused { model: ModelId, gen: Gen },
     /// The worker's resident memory, in bytes.
     Measured { model: ModelId, gen: Gen, bytes: u64 },
+    /// The worker of `gen` holds `cache` bytes of prompt cache states and an embedding context
+    /// that has grown to `embed` bytes (0: none); its resident memory, read right after, was
+    /// `rss`.
+    Held { model: ModelId, gen: Gen, cache: u64, embed: u64, rss: Option<u64> },
     /// Time passed: deadlines, idle TTLs, the budget.
     Tick,
     /// Unload (an operator, or the file left the folder).
@@ -113,8 +121,13 @@ pub enum Input {
 pub struct Demand {
     pub waiter: WaiterId,
     pub model: ModelId,
-    /// Bytes the model needs.
+    /// Bytes the model needs whatever it serves.
     pub need: u64,
+    /// The most evictable memory it may come to hold beyond `need` (its prompt cache and
+    /// embedding context), as far as the budget allows.
+    pub spare: u64,
+    /// Of `spare`, what its embedding context holds once its buffers are full.
+    pub embed: u64,
     /// Its idle time before it is unloaded (`None`: the server's).
     pub ttl: Option<Duration>,
     pub deadline: Instant,
@@ -209,6 +222,14 @@ pub enum Effect {
     Prefetch {
         model: ModelId,
     },
+    /// Let the worker hold at most `bytes` of evictable memory (it drops what is beyond).
+    /// Its embedding context counts for `embed_bytes` while it exists.
+    Allow {
+        model: ModelId,
+        gen: Gen,
+        bytes: u64,
+        embed_bytes: u64,
+    },
     /// Others made room for `model` and its worker is ready, `took` after they were asked.
     Swapped {
         model: ModelId,
@@ -246,11 +267,27 @@ struct Entry {
     killed: bool,
     /// When the backoff ends.
     retry_at: Option<Instant>,
-    /// What it counts against the budget, in bytes: the estimate while loading, then the
-    /// larger of the estimate and the measured memory; 0 when stopped or failed.
+    /// What it counts against the budget, in bytes: the estimate while loading, then `base`
+    /// plus its evictable memory; 0 when stopped or failed.
     bytes: u64,
     /// The estimate of the last admission, in bytes.
     need: u64,
+    /// The most evictable memory it may come to hold (see [`Demand::spare`]).
+    spare: u64,
+    /// What its embedding context comes to hold (see [`Demand::embed`]), or more once it
+    /// grew past that, up to `embed_max`.
+    embed: u64,
+    embed_max: u64,
+    /// The evictable memory its worker reports holding (at most `spare`).
+    evictable: u64,
+    /// When it was allowed less evictable memory than it holds, until it reports holding no
+    /// more than allowed; after [`TRIM_WAIT`] what it holds no longer counts as trimmable.
+    cut_at: Option<Instant>,
+    /// The evictable memory its worker was last allowed (`None`: not told yet).
+    allowed: Option<u64>,
+    /// What its worker holds beyond its evictable memory: its estimate, or what was measured
+    /// less its evictable memory when that is more.
+    base: u64,
     cores: Option<Vec<usize>>,
     busy: bool,
     /// Requests were admitted to it and have not taken their leases yet: it counts as busy
@@ -295,6 +332,13 @@ impl Entry {
             retry_at: None,
             bytes: 0,
             need: 0,
+            spare: 0,
+            embed: 0,
+            embed_max: 0,
+            evictable: 0,
+            cut_at: None,
+            allowed: None,
+            base: 0,
             cores: None,
             busy: false,
             admitted_until: None,
@@ -313,6 +357,39 @@ impl Entry {
             load_time: None,
             swap_from: None,
         }
+    }
+
+    /// A ready worker that is told how much evictable memory it may hold.
+    fn takes_allowance(&self) -> bool {
+        self.life.phase == Phase::Ready && self.reachable && !self.evicting && self.spare > 0
+    }
+
+    /// Evictable memory it can drop now without going: none once it was asked to and has not
+    /// within [`TRIM_WAIT`] (an embeddings request under way, or a worker that does not listen).
+    fn trimmable(&self, now: Instant) -> u64 {
+        let late = self.cut_at.is_some_and(|t| now >= t + TRIM_WAIT);
+        if self.takes_allowance() && !late {
+            self.evictable
+        } else {
+            0
+        }
+    }
+
+    /// Its resident memory `rss` was measured: what it holds beyond its evictable memory
+    /// (its estimate at least) is that, less its evictable memory.
+    fn measured(&mut self, rss: u64) {
+        self.base = self.need.max(rss.saturating_sub(self.evictable));
+    }
+
+    /// What it counts against the budget: what it holds beyond its evictable memory, plus that
+    /// (so that a change in its evictable memory shows at once, between measures).
+    fn recount(&mut self) {
+        self.bytes = self.base.saturating_add(self.evictable);
+    }
+
+    /// On its way out: draining to stop, being evicted, or yielding (it goes once idle).
+    fn leaving(&self, now: Instant) -> bool {
+        self.life.phase == (Phase::Draining { restart: false }) || self.evicting || (self.yielding && self.held(now))
     }
 
     /// Held by a request now, or about to be by one it admitted.
@@ -341,6 +418,9 @@ pub struct Row {
     pub gen: Gen,
     pub cores: Option<Vec<usize>>,
     pub budget_bytes: u64,
+    pub need_bytes: u64,
+    pub held_bytes: u64,
+    pub allowed_bytes: Option<u64>,
     pub restarts: u32,
     pub evictions: u64,
     /// Requests waiting for it to start.
@@ -359,11 +439,26 @@ pub struct Supervisor {
     wake: Option<Instant>,
     /// When a worker was last evicted to make room for another.
     room_at: Option<Instant>,
+    /// Bytes of evictable memory the loaded models must drop for the next model to start
+    /// ([`turn::Next::Trim`]).
+    short: Option<u64>,
+    /// What the model whose turn is next needs while it waits for room: evictable memory does
+    /// not grow into it.
+    pending: Option<u64>,
 }
 
 impl Supervisor {
     pub fn new(settings: Settings) -> Supervisor {
-        Supervisor { settings, models: BTreeMap::new(), next_gen: 0, stopping: false, wake: None, room_at: None }
+        Supervisor {
+            settings,
+            models: BTreeMap::new(),
+            next_gen: 0,
+            stopping: false,
+            wake: None,
+            room_at: None,
+            short: None,
+            pending: None,
+        }
     }
 
     /// Applies `input` at `now`; returns what to carry out, in order.
@@ -373,6 +468,7 @@ impl Supervisor {
         self.expire(now, &mut out);
         self.evict_yielded(now, &mut out);
         self.admit(now, &mut out);
+        self.apportion(now, &mut out);
         // What requests see changes first: a request admitted or a worker drained below
         // finds the new state already published.
         let mut effects = Vec::with_capacity(out.len() + 1);
@@ -386,7 +482,8 @@ impl Supervisor {
         let per_model = self.models.values().flat_map(|e| {
             let kill = e.kill_at.filter(|_| e.process && !e.killed);
             let waits = e.waiters.iter().map(|w| self.give_up_at(e, w));
-            kill.into_iter().chain(e.retry_at).chain(e.admitted_until).chain(waits)
+            let cut = e.cut_at.map(|t| t + TRIM_WAIT);
+            kill.into_iter().chain(e.retry_at).chain(e.admitted_until).chain(waits).chain(cut)
         });
         per_model.chain(self.wake).min()
     }
@@ -416,6 +513,9 @@ impl Supervisor {
             gen: e.gen,
             cores: e.cores.clone(),
             budget_bytes: e.bytes,
+            need_bytes: e.need,
+            held_bytes: e.evictable,
+            allowed_bytes: e.allowed,
             restarts: e.life.restarts,
             evictions: e.evictions,
             queued: e.waiters.len(),
@@ -459,7 +559,11 @@ impl Supervisor {
             Input::Ready { model, gen, memory_bytes } => {
                 let (quantum, max_turn, room_at) = (self.settings.quantum, self.settings.max_turn, self.room_at);
                 if let Some(e) = self.current(&model, gen) {
-                    e.bytes = e.need.max(memory_bytes);
+                    e.measured(memory_bytes);
+                    e.evictable = 0;
+                    e.allowed = None;
+                    e.cut_at = None;
+                    e.recount();
                     e.last_used = now;
                     e.load_time = e.loading_since.take().map(|t| now.duration_since(t));
                     // A turn pays for the swap that began it: the quantum, or twice the time
@@ -539,7 +643,30 @@ impl Supervisor {
             }
             Input::Measured { model, gen, bytes } => {
                 if let Some(e) = self.current(&model, gen).filter(|e| e.bytes > 0) {
-                    e.bytes = e.need.max(bytes);
+                    e.measured(bytes);
+                    e.recount();
+                }
+            }
+            Input::Held { model, gen, cache, embed, rss } => {
+                if let Some(e) = self.current(&model, gen).filter(|e| e.bytes > 0) {
+                    // An embedding context that grew past what it was expected to hold counts
+                    // (and may be held) as what it grew to, up to twice that.
+                    let embed_now = embed.min(e.embed_max);
+                    if embed_now > e.embed {
+                        e.spare = e.spare.saturating_add(embed_now - e.embed);
+                        e.embed = embed_now;
+                    }
+                    // It fills its buffers as inputs come: it counts as full from the start.
+                    let bytes = cache.saturating_add(if embed > 0 { embed_now.max(e.embed) } else { 0 });
+                    // Nothing a worker says counts for more than it may hold.
+                    e.evictable = bytes.min(e.spare);
+                    if e.allowed.is_none_or(|a| e.evictable <= a) {
+                        e.cut_at = None;
+                    }
+                    if let Some(rss) = rss {
+                        e.measured(rss);
+                    }
+                    e.recount();
                 }
             }
             Input::Tick => self.housekeep(now, out),
@@ -584,13 +711,17 @@ impl Supervisor {
             return;
         }
         // Passing is for a model that would start now: it fits, and no other model waits.
-        let starts_now = self.reserved() + d.need <= self.settings.budget
+        let trimmable: u64 = self.models.values().filter(|e| !e.leaving(now)).map(|e| e.trimmable(now)).sum();
+        let starts_now = self.reserved() - trimmable + d.need <= self.settings.budget
             && self.models.iter().all(|(id, e)| id == &d.model || e.waiters.is_empty());
         let e = self.entry(&d.model, now);
         e.ttl = d.ttl;
         e.pinned = d.pinned;
         if e.life.phase == Phase::Stopped {
             e.need = d.need;
+            e.spare = d.spare;
+            e.embed = d.embed;
+            e.embed_max = d.embed.saturating_mul(2);
         }
         let model = d.model;
         match e.view() {
@@ -654,6 +785,9 @@ impl Supervisor {
                 e.yielding = false;
                 e.turn_ends = None;
                 e.loading_since = Some(now);
+                e.evictable = 0;
+                e.allowed = None;
+                e.cut_at = None;
                 out.push(Effect::Spawn { model: model.clone(), gen: e.gen });
             }
             Some(lifecycle::Effect::RetryAfter(delay)) => e.retry_at = Some(now + delay),
@@ -667,6 +801,10 @@ impl Supervisor {
         match &e.life.phase {
             Phase::Stopped | Phase::Failed(_) => {
                 e.bytes = 0;
+                e.evictable = 0;
+                e.base = 0;
+                e.allowed = None;
+                e.cut_at = None;
                 e.cores = None;
                 e.retry_at = None;
                 e.turn_ends = None;
@@ -741,6 +879,8 @@ impl Supervisor {
                 out.push(Effect::Evict { model: id.clone(), gen: e.gen, why: "idle past its ttl" });
             }
         }
+        // Over the budget by less than the workers' evictable memory: they shrink (see
+        // `apportion`) and nobody is evicted.
         if let Plan::Evict(victims) = budget::plan(0, self.settings.budget, &self.residents(now)) {
             self.evict(victims, "workers grew over the RAM budget", out);
         }
@@ -758,12 +898,66 @@ impl Supervisor {
                 // its reservation at once. One already being evicted is not chosen twice.
                 evictable: matches!(e.life.phase, Phase::Ready | Phase::Backoff) && !e.evicting && !e.pinned,
                 // A busy worker that yields goes once idle: its bytes count as on their way out.
-                leaving: e.life.phase == (Phase::Draining { restart: false })
-                    || e.evicting
-                    || (e.yielding && e.held(now)),
+                leaving: e.leaving(now),
+                trimmable: e.trimmable(now),
                 last_used: e.last_used,
             })
             .collect()
+    }
+
+    /// Tells each ready worker how much evictable memory it may hold ([`budget::allowances`]):
+    /// what the budget leaves beside everything counted, or less what a waiting model is short.
+    /// Nothing grows into memory that is still leaving; nothing shrinks for what leaving or an
+    /// eviction (at the next tick) frees.
+    fn apportion(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        if self.stopping {
+            return;
+        }
+        let signed = |b: u64| b.min(i64::MAX as u64) as i64;
+        let budget = signed(self.settings.budget);
+        let staying = signed(self.models.values().filter(|e| !e.leaving(now)).map(|e| e.bytes).sum());
+        let room = match self.short {
+            Some(short) => -signed(short),
+            None => {
+                let room = match budget::plan(0, self.settings.budget, &self.residents(now)) {
+                    Plan::Fits => budget - signed(self.reserved()),
+                    Plan::Wait | Plan::Evict(_) => 0,
+                    Plan::Trim | Plan::NoRoom { .. } | Plan::TooLarge => (budget - staying).min(0),
+                };
+                match self.pending {
+                    Some(need) => room.min((budget - staying - signed(need)).max(0)),
+                    None => room,
+                }
+            }
+        };
+        // Workers on their way out are not asked: what they hold goes with them. A busy one
+        // counts as used now.
+        let spares: Vec<budget::Spare> = self
+            .models
+            .iter()
+            .filter(|(_, e)| e.takes_allowance() && !e.leaving(now))
+            .map(|(id, e)| budget::Spare {
+                id: id.to_string(),
+                held: e.evictable,
+                cap: e.spare,
+                last_used: if e.held(now) { now } else { e.last_used },
+            })
+            .collect();
+        for (id, bytes) in budget::allowances(room, &spares) {
+            let e = self.models.get_mut(id.as_str()).expect("listed");
+            // Less is always said (the budget holds); more only in whole steps, so that every
+            // small change in what others hold does not tell every worker again.
+            let tell = e.allowed.is_none_or(|a| bytes < a || bytes >= a.saturating_add(budget::SHARE_STEP));
+            if tell {
+                e.allowed = Some(bytes);
+                if bytes < e.evictable {
+                    e.cut_at.get_or_insert(now);
+                } else {
+                    e.cut_at = None;
+                }
+                out.push(Effect::Allow { model: ModelId::from(id.as_str()), gen: e.gen, bytes, embed_bytes: e.embed });
+            }
+        }
     }
 
     fn evict(&mut self, victims: Vec<String>, why: &'static str, out: &mut Vec<Effect>) {

@@ -17,6 +17,10 @@
 //!    paid for by a longer batch, a cheap one is not made to wait for.
 //! 5. Of the rest, a model that fits without a swap goes first; then the longest waiting.
 //!
+//! Room is made the cheapest way that suffices: by waiting for what is already leaving, then
+//! by shrinking the evictable memory of loaded models (prompt caches, embedding contexts),
+//! and only then by evicting models.
+//!
 //! [`Sched::Fifo`] keeps the earlier policy for comparison: arrival order, no turns, classes
 //! or aging (pinned models stay pinned).
 
@@ -74,6 +78,8 @@ pub struct Holding {
     pub evictable: bool,
     /// On its way out: its bytes will be free soon.
     pub leaving: bool,
+    /// Of its bytes, what it can drop without going (its prompt cache, its embedding context).
+    pub trimmable: u64,
     pub pinned: bool,
     /// The class of the turn it runs.
     pub class: Priority,
@@ -106,6 +112,9 @@ pub enum Next {
     /// `model` goes next once what is leaving has gone, or (`until`) once a turn ends or it has
     /// aged; nothing is asked of anyone now.
     Wait { model: String, until: Option<Instant> },
+    /// `model` goes next once the models that hold memory drop `short` bytes of their
+    /// evictable memory: nobody is evicted.
+    Trim { model: String, short: u64 },
     /// `model` can never start.
     Refuse { model: String, why: Refusal },
 }
@@ -122,7 +131,7 @@ pub fn next(now: Instant, rules: &Rules, waiting: &[Waiting], holding: &[Holding
         let pinned = holding.iter().filter(|h| h.pinned && h.id != except && !h.leaving);
         pinned.fold((0, Vec::new()), |(b, mut ids), h| {
             ids.push(h.id.clone());
-            (b + h.bytes, ids)
+            (b + h.bytes - h.trimmable, ids)
         })
     };
     for w in waiting {
@@ -136,7 +145,10 @@ pub fn next(now: Instant, rules: &Rules, waiting: &[Waiting], holding: &[Holding
         }
     }
     let used: u64 = holding.iter().map(|h| h.bytes).sum();
-    let fits = |w: &Waiting| used + w.need <= rules.budget;
+    let leaving: u64 = holding.iter().filter(|h| h.leaving).map(|h| h.bytes).sum();
+    let trimmable: u64 = holding.iter().filter(|h| !h.leaving).map(|h| h.trimmable).sum();
+    // Fits without a swap: now, or once evictable memory is shrunk.
+    let fits = |w: &Waiting| used - trimmable + w.need <= rules.budget;
     let head = match rules.sched {
         Sched::Fifo => waiting.iter().min_by_key(|w| w.since),
         Sched::Turns => {
@@ -144,16 +156,19 @@ pub fn next(now: Instant, rules: &Rules, waiting: &[Waiting], holding: &[Holding
         }
     };
     let Some(head) = head else { return Next::Nothing };
-    if fits(head) {
+    if used + head.need <= rules.budget {
         return Next::Start(head.id.clone());
     }
-    let leaving: u64 = holding.iter().filter(|h| h.leaving).map(|h| h.bytes).sum();
     let model = head.id.clone();
     if used - leaving + head.need <= rules.budget {
         return Next::Wait { model, until: None };
     }
-    // What is leaving counts as gone; room is made only for the rest.
-    let mut short = used - leaving + head.need - rules.budget;
+    if used - leaving - trimmable + head.need <= rules.budget {
+        return Next::Trim { model, short: used - leaving + head.need - rules.budget };
+    }
+    // What is leaving counts as gone, and what the others can shrink as shrunk; room is made
+    // only for the rest: each model that goes frees what it holds beyond that.
+    let mut short = used - leaving - trimmable + head.need - rules.budget;
     let protected = |h: &Holding| protects(now, rules, h, head);
     let movable = |h: &&Holding| h.evictable && !h.leaving && !h.pinned;
     let mut idle: Vec<&Holding> = holding.iter().filter(movable).filter(|h| !h.held && !protected(h)).collect();
@@ -165,7 +180,7 @@ pub fn next(now: Instant, rules: &Rules, waiting: &[Waiting], holding: &[Holding
         if short == 0 {
             break;
         }
-        short = short.saturating_sub(h.bytes);
+        short = short.saturating_sub(h.bytes - h.trimmable);
         evict.push(h.id.clone());
     }
     let mut yielders = Vec::new();
@@ -173,7 +188,7 @@ pub fn next(now: Instant, rules: &Rules, waiting: &[Waiting], holding: &[Holding
         if short == 0 {
             break;
         }
-        short = short.saturating_sub(h.bytes);
+        short = short.saturating_sub(h.bytes - h.trimmable);
         yielders.push(h.id.clone());
     }
     if short == 0 {

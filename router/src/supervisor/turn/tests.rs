@@ -33,6 +33,7 @@ fn holding(id: &str, mib: u64, turn_ends: Option<Instant>, last_used: Instant) -
         held: false,
         evictable: true,
         leaving: false,
+        trimmable: 0,
         pinned: false,
         class: Priority::Normal,
         turn_ends,
@@ -55,6 +56,47 @@ fn nothing_waits_or_the_head_fits() {
     assert_eq!(next(at.s(0), &rules(), &[], &[holding("a", 900, None, at.s(0))]), Next::Nothing);
     let w = [waiting("b", 100, at.s(0))];
     assert_eq!(next(at.s(1), &rules(), &w, &[holding("a", 900, None, at.s(0))]), Next::Start("b".into()));
+}
+
+#[test]
+fn evictable_memory_is_shrunk_before_anyone_is_evicted() {
+    let at = At::new();
+    // a holds 700 MiB, 250 of them its prompt cache; b needs 500 of the 1000.
+    let a = Holding { trimmable: 250 * MIB, ..holding("a", 700, None, at.s(0)) };
+    let w = [waiting("b", 500, at.s(1))];
+    assert_eq!(
+        next(at.s(2), &rules(), &w, std::slice::from_ref(&a)),
+        Next::Trim { model: "b".into(), short: 200 * MIB }
+    );
+    // Busy or in its turn, it is shrunk all the same: nothing it runs is cut.
+    let busy = Holding { held: true, turn_ends: Some(at.s(30)), ..a.clone() };
+    assert_eq!(next(at.s(2), &rules(), &w, &[busy]), Next::Trim { model: "b".into(), short: 200 * MIB });
+    // What is leaving already is waited for first.
+    let leaving = Holding { leaving: true, ..holding("c", 400, None, at.s(0)) };
+    let a500 = Holding { bytes: 500 * MIB, ..a.clone() };
+    assert_eq!(next(at.s(2), &rules(), &w, &[a500, leaving]), Next::Wait { model: "b".into(), until: None });
+    // Not enough to shrink: a is evicted whole, its cache with it.
+    let small = Holding { trimmable: 100 * MIB, ..a };
+    assert_eq!(next(at.s(2), &rules(), &w, &[small]), make_room("b", &["a"], &[]));
+}
+
+#[test]
+fn models_go_only_for_what_shrinking_the_others_cannot_free() {
+    let at = At::new();
+    // 900 of 1000 held; c can shrink by 150. d needs 350: 250 short, 100 after c shrinks.
+    let a = holding("a", 200, None, at.s(0));
+    let b = holding("b", 300, None, at.s(1));
+    let c = Holding { trimmable: 150 * MIB, ..holding("c", 400, None, at.s(2)) };
+    let w = [waiting("d", 350, at.s(3))];
+    assert_eq!(next(at.s(4), &rules(), &w, &[a, b, c]), make_room("d", &["a"], &[]));
+}
+
+#[test]
+fn a_pinned_models_evictable_memory_makes_room_too() {
+    let at = At::new();
+    let p = Holding { pinned: true, trimmable: 300 * MIB, ..holding("p", 700, None, at.s(0)) };
+    let w = [waiting("w", 500, at.s(1))];
+    assert_eq!(next(at.s(2), &rules(), &w, &[p]), Next::Trim { model: "w".into(), short: 200 * MIB });
 }
 
 #[test]

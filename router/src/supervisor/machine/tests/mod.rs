@@ -3,6 +3,7 @@
 
 use super::*;
 
+mod evictable;
 mod turns;
 
 const MIB: u64 = 1 << 20;
@@ -69,6 +70,8 @@ impl Replay {
             waiter,
             model: id(model),
             need: mib * MIB,
+            spare: 0,
+            embed: 0,
             ttl: None,
             deadline: self.now + Duration::from_secs(60),
             since: self.now,

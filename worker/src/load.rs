@@ -47,6 +47,11 @@ pub fn load_and_run(
     let mut model = LlamaModel::load_from_file(&backend, &args.model, &params)
         .with_context(|| format!("llama.cpp could not load {}", args.model.display()))?;
     let (adapters, adapter_failures) = load_adapters(&mut model, &args.lora);
+    // The weights llama.cpp copied (repacked) are not counted twice (see `mapped`).
+    match crate::mapped::release(&args.model) {
+        Ok(bytes) => tracing::debug!(bytes, "model file pages released"),
+        Err(e) => tracing::warn!(error = %e, "cannot release the model file's pages"),
+    }
     // The model lives as long as the process: helper threads read it, and one may still be in
     // a llama.cpp call for a request that has ended when the worker exits.
     let model: &'static LlamaModel = Box::leak(Box::new(model));

@@ -10,6 +10,7 @@ mod cache;
 mod conn;
 mod engine;
 mod load;
+mod mapped;
 
 use clap::Parser;
 use model_bucket_shared::protocol::{

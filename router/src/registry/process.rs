@@ -14,7 +14,7 @@ use crate::supervisor::machine::{Gen, Input};
 use crate::worker::logs::LogTail;
 use crate::worker::{Launch, WorkerSpec};
 
-/// Time the log follower gets to catch a dying worker's last lines before they go into the
+/// Time the log follower gets to catch a failed worker's last lines before they go into the
 /// exit reason.
 const LAST_WORDS: Duration = Duration::from_millis(50);
 
@@ -80,7 +80,10 @@ pub(super) async fn run(
             () = kill.notified() => w.child.kill(),
         }
     };
-    tokio::time::sleep(LAST_WORDS).await;
+    // A worker that exited cleanly (it drained) has no last words worth its successor's wait.
+    if status != "exit status: 0" {
+        tokio::time::sleep(LAST_WORDS).await;
+    }
     let reason = format!("worker exited ({status}); last log: {}", w.stderr_tail.last(3));
     tracing::info!(model = %model, pid = w.pid, %status, "worker process ended");
     tell(Input::Exited { model, gen, reason });

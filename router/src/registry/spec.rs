@@ -45,7 +45,7 @@ pub fn ctx_slot(m: &ModelInfo, configured: Option<u32>) -> u64 {
 /// ([`evictable`]).
 pub fn estimate(m: &ModelInfo, spec: &WorkerSpec) -> u64 {
     let ctx = ctx_slot(m, spec.ctx) * spec.parallel as u64;
-    budget::estimate(m.size_bytes, m.kv_bytes_per_token, m.n_vocab, ctx)
+    budget::estimate(m.size_bytes, m.kv_bytes_per_token, m.n_vocab, m.embedding_length, ctx)
         .saturating_add(m.adapters.iter().map(|a| a.size_bytes).sum())
 }
 

@@ -7,8 +7,14 @@ use std::time::Instant;
 /// runtime and the smallest compute buffers, in bytes (measured: 16–20 MiB on CPU).
 const WORKER_BASE_BYTES: u64 = 16 << 20;
 /// Compute buffers grow with the vocabulary (the output projection of a batch), in bytes per
-/// vocabulary entry (measured on SmolLM2 and Gemma 3: 190–250).
+/// vocabulary entry (measured on SmolLM2 and Gemma 3: 190–250)...
 const BYTES_PER_VOCAB_ENTRY: u64 = 256;
+/// ... or, for wider models, with the hidden state of a batch of [`UBATCH`] tokens, in bytes
+/// per token and hidden unit (llama.cpp's CPU compute buffer of the synthetic Llama models of
+/// 2,048 and 2,560 units: 55 and 54).
+const BYTES_PER_BATCH_UNIT: u64 = 56;
+/// Tokens per llama.cpp micro-batch, as the worker sets it.
+const UBATCH: u64 = 512;
 
 /// Parses a size such as `512MiB`, `8GiB`, `1.5G`, `300MB` or plain bytes. Binary and decimal
 /// units are both accepted (`K`/`KB` decimal, `KiB` binary, and so on); case does not matter.
@@ -50,14 +56,23 @@ pub fn default_budget(total: u64) -> u64 {
     total / 4 * 3
 }
 
-/// What one worker is expected to take, in bytes: the weights (mapped from the file), the KV
-/// cache for every slot's context (f16), and compute buffers.
+/// What one worker is expected to take, in bytes: the weights (mapped from the file, or
+/// repacked by llama.cpp, whose mapped pages the worker then lets go), the KV cache for every
+/// slot's context (f16), and compute buffers.
 ///
 /// `kv_bytes_per_token` and `n_vocab` come from the GGUF header; when unknown the KV cache is
 /// guessed at a tenth of the file per 4096 tokens.
-pub fn estimate(file_bytes: u64, kv_bytes_per_token: Option<u64>, n_vocab: Option<u64>, ctx_tokens: u64) -> u64 {
+pub fn estimate(
+    file_bytes: u64,
+    kv_bytes_per_token: Option<u64>,
+    n_vocab: Option<u64>,
+    n_embd: Option<u64>,
+    ctx_tokens: u64,
+) -> u64 {
     let kv = kv_bytes(file_bytes, kv_bytes_per_token, ctx_tokens);
-    let compute = WORKER_BASE_BYTES + n_vocab.unwrap_or(128_000) * BYTES_PER_VOCAB_ENTRY;
+    let by_vocab = n_vocab.unwrap_or(128_000) * BYTES_PER_VOCAB_ENTRY;
+    let by_width = n_embd.unwrap_or(0).saturating_mul(UBATCH * BYTES_PER_BATCH_UNIT);
+    let compute = WORKER_BASE_BYTES + by_vocab.max(by_width);
     file_bytes.saturating_add(kv).saturating_add(compute)
 }
 
@@ -313,11 +328,15 @@ mod tests {
     fn estimate_matches_measured_workers() {
         // SmolLM2-135M Q4_1 and Gemma 3 270M Q4_K_M with 2 slots of 512 tokens measured
         // 148 MB and 334 MB of RSS right after load.
-        let smol = estimate(98_362_432, Some(23_040), Some(49_152), 1024);
-        let gemma = estimate(253_113_024, Some(18_432), Some(262_144), 1024);
+        let smol = estimate(98_362_432, Some(23_040), Some(49_152), Some(576), 1024);
+        let gemma = estimate(253_113_024, Some(18_432), Some(262_144), Some(640), 1024);
         assert!((140_000_000..190_000_000).contains(&smol), "{smol}");
         assert!((330_000_000..390_000_000).contains(&gemma), "{gemma}");
-        assert!(estimate(1 << 30, None, None, 8192) > (1 << 30) + (200 << 20));
+        assert!(estimate(1 << 30, None, None, None, 8192) > (1 << 30) + (200 << 20));
+        // A synthetic Llama of 2,560 units (1.42 GB, 64 KiB of KV per token, 2,048 tokens)
+        // held 1,664 MiB once it had served, its compute buffer 67.5 MiB.
+        let wide = estimate(1_422_699_392, Some(65_536), Some(49_152), Some(2_560), 2048);
+        assert!((1_500u64 << 20..1_830 << 20).contains(&wide), "{}", wide >> 20);
     }
 
     #[test]

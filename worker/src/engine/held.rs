@@ -19,7 +19,7 @@ impl<'m> Engine<'m> {
     pub(super) fn allow(&mut self, bytes: u64, embed_bytes: u64) {
         self.allowed = usize::try_from(bytes).unwrap_or(usize::MAX);
         self.embed_counted = usize::try_from(embed_bytes).unwrap_or(usize::MAX);
-        self.fit_allowance();
+        self.fit_allowance(true);
         self.report_held(true);
     }
 
@@ -33,14 +33,17 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Drops what is beyond the allowance. The embedding context goes when the allowance
-    /// cannot hold it at all (it is made again in milliseconds), but not while an embeddings
-    /// request is under way; otherwise prompt cache entries go, least recently used first,
-    /// written to the disk cache first for at most [`TRIM_WRITE_TIME`]. The prompt cache may
-    /// grow only into what is left.
-    pub(super) fn fit_allowance(&mut self) {
+    /// Drops what is beyond the allowance. The embedding context goes (when `asked`: the
+    /// router lowered the allowance; a context that grew past it is reported, and the router
+    /// decides) when the allowance cannot hold it at all (it is made again in milliseconds),
+    /// but not while an embeddings request is under way: then it goes once that is done.
+    /// Otherwise prompt cache entries go, least recently used first, written to the disk cache
+    /// first for at most [`TRIM_WRITE_TIME`]. The prompt cache may grow only into what is left.
+    pub(super) fn fit_allowance(&mut self, asked: bool) {
         let mut dropped = false;
-        if self.embed_held() > self.allowed && self.embeds.is_empty() && self.embedder.release() {
+        let over = self.embed_held() > self.allowed;
+        self.shrink_pending = (asked || self.shrink_pending) && over && !self.embeds.is_empty();
+        if (asked || self.shrink_pending) && over && self.embeds.is_empty() && self.embedder.release() {
             tracing::info!("embedding context dropped: over the memory the router allows");
             dropped = true;
         }
@@ -71,10 +74,10 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Whether more evictable memory is held than allowed (an embedding context made while
-    /// the allowance could not hold it, kept until its request is done).
-    pub(super) fn over_allowance(&self) -> bool {
-        self.memory.bytes() + self.embed_held() > self.allowed
+    /// Whether the router asked for less than the embedding context while an embeddings
+    /// request was under way, and that request is done now.
+    pub(super) fn shrink_due(&self) -> bool {
+        self.shrink_pending && self.embeds.is_empty()
     }
 
     /// Tells the router what evictable memory is held, if it changed since the last report (or

@@ -122,6 +122,9 @@ pub struct Engine<'m> {
     reported_held: (usize, usize),
     /// The least the embedding context counts for while it exists, as the router counts it.
     embed_counted: usize,
+    /// The router asked for less than the embedding context while an embeddings request was
+    /// under way: it goes once that is done.
+    shrink_pending: bool,
     disk: Option<DiskCache>,
     queue: VecDeque<Queued>,
     batch: LlamaBatch<'static>,
@@ -203,6 +206,7 @@ impl<'m> Engine<'m> {
             allowed: usize::MAX,
             reported_held: (0, 0),
             embed_counted: 0,
+            shrink_pending: false,
             disk,
             queue: VecDeque::new(),
             batch,
@@ -271,8 +275,9 @@ impl<'m> Engine<'m> {
                 }
             }
             self.embed_next();
-            if self.embed_held() != self.reported_held.1 || self.over_allowance() {
-                self.fit_allowance();
+            if self.embed_held() != self.reported_held.1 || self.shrink_due() {
+                let due = self.shrink_due();
+                self.fit_allowance(due);
             }
             self.report_held(false);
         }

@@ -190,6 +190,7 @@ fn a_model_with_a_full_queue_answers_429_with_retry_after() {
     let refused = s.post("/v1/completions", &short).unwrap();
     assert_eq!(refused.0, 429, "{refused:?}");
     let lower = refused.1.to_ascii_lowercase();
+    // No request has ended yet, so nothing says how long one takes: a second.
     assert!(lower.contains("retry-after: 1") && lower.contains("queue_full"), "{}", refused.1);
     // The client of the stream leaves: the waiting request gets the slot.
     drop(busy);

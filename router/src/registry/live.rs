@@ -31,6 +31,8 @@ pub struct Live {
     leases: AtomicUsize,
     /// When the last lease was released, in ms since [`epoch`].
     last_used_ms: AtomicU64,
+    /// How long a lease is held, on average over the recent ones, in ms (0: none yet).
+    lease_ms: AtomicU64,
     facts: UnboundedSender<Msg>,
 }
 
@@ -53,6 +55,7 @@ impl Live {
             lora,
             leases: AtomicUsize::new(0),
             last_used_ms: AtomicU64::new(now_ms()),
+            lease_ms: AtomicU64::new(0),
             facts,
         }
     }
@@ -73,7 +76,13 @@ impl Live {
         if before == 0 {
             self.fact(Input::Busy { model: self.model.clone(), gen: self.gen });
         }
-        Some(Lease { live: self.clone() })
+        Some(Lease { live: self.clone(), since: Instant::now() })
+    }
+
+    /// Seconds a request turned away because the worker's queue is full should wait before
+    /// it asks again: until the requests ahead of it are through its slots.
+    pub fn retry_after(&self) -> u64 {
+        queue_wait_secs(self.active(), self.ready.slots, self.lease_ms.load(Ordering::Relaxed))
     }
 
     /// Closes the worker to new leases if none is held (or finds it closed with none held);
@@ -102,16 +111,29 @@ impl Live {
 /// never evicted or unloaded for idleness.
 pub struct Lease {
     pub live: Arc<Live>,
+    since: Instant,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         let live = &self.live;
         live.last_used_ms.store(now_ms(), Ordering::Relaxed);
+        let held = self.since.elapsed().as_millis().min(u64::MAX as u128) as u64;
+        // A moving mean over about the last eight leases.
+        let _ = live.lease_ms.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+            Some(if m == 0 { held.max(1) } else { m.saturating_mul(7).saturating_add(held) / 8 })
+        });
         if live.leases.fetch_sub(1, Ordering::AcqRel) & !CLOSED == 1 {
             live.fact(Input::Idle { model: live.model.clone(), gen: live.gen });
         }
     }
+}
+
+/// Seconds until `active` leases, of which those beyond `slots` wait, have gone through
+/// `slots` slots, at `lease_ms` each on average: 1 to 60 (1 before any lease has ended).
+pub fn queue_wait_secs(active: usize, slots: u32, lease_ms: u64) -> u64 {
+    let rounds = (active as u64).div_ceil(u64::from(slots.max(1)));
+    (rounds.saturating_mul(lease_ms).div_ceil(1000)).clamp(1, 60)
 }
 
 /// Adds a lease to `count` unless it is closed; returns the count before.
@@ -141,6 +163,15 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_queue_is_told_when_the_requests_ahead_are_through() {
+        // 2 slots, 6 requests (2 running, 4 queued), 1.5 s each: three rounds, 4.5 s.
+        assert_eq!(queue_wait_secs(6, 2, 1500), 5);
+        assert_eq!(queue_wait_secs(1, 4, 200), 1, "at least a second");
+        assert_eq!(queue_wait_secs(80, 1, 30_000), 60, "at most a minute");
+        assert_eq!(queue_wait_secs(3, 0, 0), 1, "before any lease has ended");
+    }
 
     #[test]
     fn closes_only_when_idle_and_then_gives_no_lease() {

@@ -54,6 +54,10 @@ pub async fn start_with(
             // Leased just as the worker was told to drain (unload, rolling restart): nothing was
             // produced, so wait for what comes next, once.
             Event::Error { kind: ErrorKind::ShuttingDown, .. } if !retried => retried = true,
+            // Its queue is full: come back once the requests ahead are through.
+            Event::Error { kind: ErrorKind::Overloaded, message } => {
+                return Err(ApiError::too_many(message, live.retry_after()))
+            }
             Event::Error { kind, message } => return Err(ApiError::from_worker(kind, message)),
             Event::Gone if !retried => {
                 retried = true;

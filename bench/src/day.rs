@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result};
 use model_bucket_tests::server::{open, read_response};
-use model_bucket_tests::{gemma_id, link_model, smol_id, Server, GEMMA_FILE, SMOLLM2_FILE};
+use model_bucket_tests::{link_model, Server, GEMMA_FILE, SMOLLM2_FILE};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -79,6 +79,8 @@ pub struct Run {
 }
 
 pub struct DayResults {
+    /// The models of the chat tasks and of the others.
+    pub labels: [String; 2],
     pub budget_mib: u64,
     pub smol_mib: u64,
     pub gemma_mib: u64,
@@ -234,13 +236,14 @@ fn mb_flags<'a>(t: &'a str, slots: &'a str, ctx: &'a str) -> Vec<&'a str> {
 
 /// Each default model's worker's resident memory at these settings after a request, and what
 /// the server counts it as, in bytes: ((SmolLM2, Gemma) measured, (SmolLM2, Gemma) counted).
-fn measure(dir: &Path, o: &Opts) -> Result<((u64, u64), (u64, u64))> {
+fn measure(dir: &Path, o: &Opts, sizes: [u64; 2]) -> Result<((u64, u64), (u64, u64))> {
     let (t, slots, ctx) = (o.threads.to_string(), SLOTS.to_string(), CTX.to_string());
     let s = Server::start(dir, &mb_flags(&t, &slots, &ctx));
+    let [smol, gemma] = ids_of(&s, sizes)?;
     let mut turns = Vec::new();
     let t0 = Instant::now();
     for task in [Task::Thinking, Task::Memory] {
-        let model = if task.on_smol() { smol_id() } else { gemma_id() };
+        let model = if task.on_smol() { smol.clone() } else { gemma.clone() };
         let (path, b) = body(task, &model, 0, &mut turns);
         let (status, _) = send(s.port, path, &b, t0, &mut turns);
         anyhow::ensure!(status == 200, "{} answered {status}", task.name());
@@ -253,18 +256,51 @@ fn measure(dir: &Path, o: &Opts) -> Result<((u64, u64), (u64, u64))> {
             .and_then(|w| w[field].as_u64())
             .with_context(|| format!("no {field} for {id}: {v}"))
     };
-    let (smol, gemma) = (smol_id(), gemma_id());
     Ok((
         (read(&smol, "memory_bytes")?, read(&gemma, "memory_bytes")?),
         (read(&smol, "budget_bytes")?, read(&gemma, "budget_bytes")?),
     ))
 }
 
+/// Model Bucket's IDs of the two models, found by their files' sizes.
+fn ids_of(s: &Server, sizes: [u64; 2]) -> Result<[String; 2]> {
+    let v = s.get_json("/v1/models");
+    let find = |size: u64| {
+        let models = v["data"].as_array().into_iter().flatten();
+        let found = models.into_iter().find(|m| m["size_bytes"].as_u64() == Some(size));
+        found.and_then(|m| m["id"].as_str()).map(String::from).with_context(|| format!("no model of {size} bytes: {v}"))
+    };
+    Ok([find(sizes[0])?, find(sizes[1])?])
+}
+
 pub fn run(o: &Opts, ls_bin: &Path) -> Result<DayResults> {
     let dir = tempfile::tempdir()?;
-    link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
-    link_model(GEMMA_FILE, dir.path(), GEMMA_FILE);
-    let ((smol_b, gemma_b), (smol_c, gemma_c)) = measure(dir.path(), o)?;
+    // The chat tasks' model and the others', how each is labelled, and the part of its file
+    // name llama-server's ID has.
+    let (files, labels, keys) = match &o.day_synthetic {
+        None => (
+            [link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE), link_model(GEMMA_FILE, dir.path(), GEMMA_FILE)],
+            ["SmolLM2".to_string(), "Gemma 3 270M".to_string()],
+            ["smollm2".to_string(), "gemma".to_string()],
+        ),
+        Some((a, b)) => {
+            let mut files = Vec::new();
+            for size in [a, b] {
+                let path = crate::switch::synthetic(size)?;
+                let link = dir.path().join(path.file_name().context("file name")?);
+                std::os::unix::fs::symlink(&path, &link)?;
+                files.push(link);
+            }
+            let files: [std::path::PathBuf; 2] = files.try_into().expect("two");
+            (
+                files,
+                [format!("synthetic {a} GB"), format!("synthetic {b} GB")],
+                [format!("synthetic-{a}gb"), format!("synthetic-{b}gb")],
+            )
+        }
+    };
+    let sizes = [std::fs::metadata(&files[0])?.len(), std::fs::metadata(&files[1])?.len()];
+    let ((smol_b, gemma_b), (smol_c, gemma_c)) = measure(dir.path(), o, sizes)?;
     // The larger measured worker plus half the smaller: one fits at a time. Where the server
     // counts a model as more than that, the same rule on what it counts, so that both can run.
     let measured = smol_b.max(gemma_b) + smol_b.min(gemma_b) / 2;
@@ -272,9 +308,11 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<DayResults> {
     let budget = if smol_c.max(gemma_c) > measured { counted } else { measured };
     let budget_mib = budget >> 20;
     eprintln!(
-        "bench: day: SmolLM2 holds {} MiB (counted {}), Gemma {} MiB (counted {}): budget {budget_mib} MiB",
+        "bench: day: {} holds {} MiB (counted {}), {} {} MiB (counted {}): budget {budget_mib} MiB",
+        labels[0],
         smol_b >> 20,
         smol_c >> 20,
+        labels[1],
         gemma_b >> 20,
         gemma_c >> 20
     );
@@ -290,7 +328,8 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<DayResults> {
         args.extend(["--ram-budget", &budget_arg]);
         args.extend(variant.split_whitespace());
         let s = Server::start(dir.path(), &args);
-        let records = drive(s.port, &smol_id(), &gemma_id(), secs);
+        let [smol, gemma] = ids_of(&s, sizes)?;
+        let records = drive(s.port, &smol, &gemma, secs);
         let swaps = crate::client::metric_sum(s.port, "model_bucket_evictions_total{");
         let took: Vec<f64> = s
             .log()
@@ -305,12 +344,13 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<DayResults> {
         eprintln!("bench: day: llama-server router mode, --models-max 1, {secs} s");
         let ls = LlamaServer::start_router(ls_bin, dir.path(), o.threads, SLOTS, CTX, 1)?;
         let [smol, gemma]: [String; 2] =
-            crate::client::ids_containing(ls.port, &["smollm2", "gemma"])?.try_into().expect("two parts, two ids");
+            crate::client::ids_containing(ls.port, &[&keys[0], &keys[1]])?.try_into().expect("two parts, two ids");
         let records = drive(ls.port, &smol, &gemma, secs);
         let name = "llama-server router mode, --models-max 1".to_string();
         runs.push(Run { name, records, swaps: None, swap_time: Vec::new() });
     }
     Ok(DayResults {
+        labels,
         budget_mib,
         smol_mib: smol_b >> 20,
         gemma_mib: gemma_b >> 20,
@@ -363,13 +403,13 @@ pub fn markdown(o: &Opts, r: &DayResults) -> String {
     );
     let _ = writeln!(
         s,
-        "- Four loops for {} s each run, think time {}–{} ms: thinking (streamed chat, 48 tokens) and command (JSON schema, 40 tokens) on SmolLM2; intent (4 tokens) and memory (a summary, 48 tokens) on Gemma 3 270M. {} threads, {SLOTS} slots of {CTX} tokens per model.",
-        r.seconds, THINK_MS.0, THINK_MS.1, o.threads
+        "- Four loops for {} s each run, think time {}–{} ms: thinking (streamed chat, 48 tokens) and command (JSON schema, 40 tokens) on {}; intent (4 tokens) and memory (a summary, 48 tokens) on {}. {} threads, {SLOTS} slots of {CTX} tokens per model.",
+        r.seconds, THINK_MS.0, THINK_MS.1, r.labels[0], r.labels[1], o.threads
     );
     let _ = writeln!(
         s,
-        "- Budget {} MiB, the larger worker plus half the smaller, so one fits at a time: Gemma's worker measured {} MiB (counted as {} MiB) and SmolLM2's {} MiB (counted as {} MiB); where the count exceeds the measured rule, the rule is applied to the counts. llama-server holds one model (`--models-max 1`).\n",
-        r.budget_mib, r.gemma_mib, r.gemma_counted_mib, r.smol_mib, r.smol_counted_mib
+        "- Budget {} MiB, the larger worker plus half the smaller, so one fits at a time: {}'s worker measured {} MiB (counted as {} MiB) and {}'s {} MiB (counted as {} MiB); where the count exceeds the measured rule, the rule is applied to the counts. llama-server holds one model (`--models-max 1`).\n",
+        r.budget_mib, r.labels[1], r.gemma_mib, r.gemma_counted_mib, r.labels[0], r.smol_mib, r.smol_counted_mib
     );
     let _ = writeln!(
         s,

@@ -3,7 +3,7 @@
 //! `docs/BENCHMARKS.md` and its plots.
 //!
 //! ```sh
-//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds 150] [--day-variant FLAGS]... [--day-no-anchor] [--only-switch] [--switch-size GB]... [--llama-server-arg ARG]...
+//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds 150] [--day-variant FLAGS]... [--day-no-anchor] [--day-synthetic A,B] [--only-switch] [--switch-size GB]... [--llama-server-arg ARG]...
 //! ```
 //! Without `--llama-server` (or `$LLAMA_SERVER`) it builds llama-server once into
 //! `~/.cache/model-bucket`. Run `scripts/setup` first (binaries and models).
@@ -50,6 +50,9 @@ pub struct Opts {
     pub day_variants: Vec<String>,
     /// Leave llama-server out of the daemon day (`--day-no-anchor`), to compare settings.
     pub day_no_anchor: bool,
+    /// Run the daemon day on two synthetic models instead (`--day-synthetic 1.5,4`): the
+    /// chat tasks on the first, the others on the second.
+    pub day_synthetic: Option<(String, String)>,
     /// Run only the switch to models of real sizes, print its section and write its raw
     /// measurements to `OUT/switch.json`.
     pub only_switch: bool,
@@ -76,6 +79,7 @@ fn main() -> Result<()> {
         day_seconds: 150,
         day_variants: Vec::new(),
         day_no_anchor: false,
+        day_synthetic: None,
         only_switch: false,
         switch_sizes: Vec::new(),
         ls_extra: Vec::new(),
@@ -98,11 +102,17 @@ fn main() -> Result<()> {
             "--day-seconds" => o.day_seconds = val()?.parse()?,
             "--day-variant" => o.day_variants.push(val()?),
             "--day-no-anchor" => o.day_no_anchor = true,
+            "--day-synthetic" => {
+                let v = val()?;
+                let (a, b) =
+                    anyhow::Context::context(v.split_once(','), "--day-synthetic A,B (sizes in GB: 0.5, 1.5 or 4)")?;
+                o.day_synthetic = Some((a.to_string(), b.to_string()));
+            }
             "--only-switch" => o.only_switch = true,
             "--switch-size" => o.switch_sizes.push(val()?),
             "--llama-server-arg" => o.ls_extra.push(val()?),
             "-h" | "--help" => {
-                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds N] [--day-variant FLAGS]... [--day-no-anchor] [--only-switch] [--switch-size GB]... [--llama-server-arg ARG]...");
+                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds N] [--day-variant FLAGS]... [--day-no-anchor] [--day-synthetic A,B] [--only-switch] [--switch-size GB]... [--llama-server-arg ARG]...");
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other}"),
@@ -116,9 +126,10 @@ fn main() -> Result<()> {
     if o.only_day {
         let r = day::run(&o, &ls)?;
         std::fs::create_dir_all(&o.out)?;
-        std::fs::write(o.out.join("day.json"), serde_json::to_string_pretty(&day::raw(&r))?)?;
+        let file = if o.day_synthetic.is_some() { "day-synthetic.json" } else { "day.json" };
+        std::fs::write(o.out.join(file), serde_json::to_string_pretty(&day::raw(&r))?)?;
         println!("{}", day::markdown(&o, &r));
-        eprintln!("bench: wrote {}", o.out.join("day.json").display());
+        eprintln!("bench: wrote {}", o.out.join(file).display());
         return Ok(());
     }
     if o.only_switch {

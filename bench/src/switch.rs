@@ -48,7 +48,7 @@ pub struct Size {
     pub ls_disk: Vec<f64>,
 }
 
-fn synthetic(size: &str) -> Result<PathBuf> {
+pub fn synthetic(size: &str) -> Result<PathBuf> {
     let dir = crate::llama::cache().join("synthetic");
     let path = dir.join(format!("synthetic-{size}gb.gguf"));
     if !path.is_file() {

@@ -681,3 +681,25 @@ fn every_flag_the_readme_states_exists_with_the_default_it_states() {
     }
     assert!(checked >= 5, "only {checked} stated defaults were checked");
 }
+
+// 12. "`--ram-budget` (...; default three quarters of the machine's memory or cgroup limit)"
+
+#[test]
+fn the_default_budget_is_three_quarters_of_memory_or_the_cgroup_limit() {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let total = cgroup.map_or(kib * 1024, |c| c.min(kib * 1024));
+    let dir = smol_bucket();
+    let s = Server::start(dir.path(), &[]);
+    let v = s.get_json("/admin/workers");
+    assert_eq!(v["ram_budget_bytes"].as_u64(), Some(total / 4 * 3), "memory {total}, cgroup {cgroup:?}: {v}");
+}

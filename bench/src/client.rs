@@ -178,6 +178,13 @@ pub fn ids_containing(port: u16, parts: &[&str]) -> anyhow::Result<Vec<String>> 
         .collect()
 }
 
+/// `field` of `model`'s row in an `/admin/workers` answer `v`.
+pub fn worker_field(v: &serde_json::Value, model: &str, field: &str) -> anyhow::Result<u64> {
+    let rows = v["workers"].as_array().into_iter().flatten();
+    let row = rows.into_iter().find(|w| w["model"] == model);
+    row.and_then(|w| w[field].as_u64()).ok_or_else(|| anyhow::anyhow!("no {field} for {model}: {v}"))
+}
+
 /// Resident memory of `pid`, in MiB.
 pub fn rss_mib(pid: u32) -> f64 {
     model_bucket_shared::mem::rss_bytes(Some(pid)).unwrap_or(0) as f64 / (1u64 << 20) as f64

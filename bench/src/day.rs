@@ -249,13 +249,7 @@ fn measure(dir: &Path, o: &Opts, sizes: [u64; 2]) -> Result<((u64, u64), (u64, u
         anyhow::ensure!(status == 200, "{} answered {status}", task.name());
     }
     let v = s.get_json("/admin/workers");
-    let read = |id: &str, field: &str| -> Result<u64> {
-        v["workers"]
-            .as_array()
-            .and_then(|ws| ws.iter().find(|w| w["model"] == id))
-            .and_then(|w| w[field].as_u64())
-            .with_context(|| format!("no {field} for {id}: {v}"))
-    };
+    let read = |id: &str, field: &str| crate::client::worker_field(&v, id, field);
     Ok((
         (read(&smol, "memory_bytes")?, read(&gemma, "memory_bytes")?),
         (read(&smol, "budget_bytes")?, read(&gemma, "budget_bytes")?),
@@ -394,13 +388,7 @@ pub fn raw(r: &DayResults) -> Value {
 pub fn markdown(o: &Opts, r: &DayResults) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## A daemon day under a budget for one model\n");
-    let _ = writeln!(
-        s,
-        "- Machine: {}; commit {}; command `cargo run --release -p model-bucket-bench -- {}`",
-        crate::report::machine(),
-        crate::report::commit(),
-        crate::report::args()
-    );
+    let _ = writeln!(s, "{}", crate::report::provenance());
     let _ = writeln!(
         s,
         "- Four loops for {} s each run, think time {}–{} ms: thinking (streamed chat, 48 tokens) and command (JSON schema, 40 tokens) on {}; intent (4 tokens) and memory (a summary, 48 tokens) on {}. {} threads, {SLOTS} slots of {CTX} tokens per model.",

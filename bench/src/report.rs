@@ -21,6 +21,16 @@ pub fn machine() -> String {
     format!("{cpu}, {cores} cores available, {mem} GiB memory, no GPU used")
 }
 
+/// The report line that says where a section's figures come from: machine, commit, command.
+pub fn provenance() -> String {
+    format!(
+        "- Machine: {}; commit {}; command `cargo run --release -p model-bucket-bench -- {}`",
+        machine(),
+        commit(),
+        args()
+    )
+}
+
 /// The arguments this run was given, as a shell would show them.
 pub fn args() -> String {
     let quote = |a: String| if a.contains(' ') { format!("\"{a}\"") } else { a };

@@ -77,12 +77,7 @@ fn ttft(t: &Target) -> Result<f64> {
 
 /// `field` of `model`'s `/admin/workers` row.
 fn row_field(s: &Server, model: &str, field: &str) -> Result<u64> {
-    let v = s.get_json("/admin/workers");
-    v["workers"]
-        .as_array()
-        .and_then(|ws| ws.iter().find(|w| w["model"] == model))
-        .and_then(|w| w[field].as_u64())
-        .with_context(|| format!("{model} has no {field}: {v}"))
+    crate::client::worker_field(&s.get_json("/admin/workers"), model, field)
 }
 
 /// What the server counts `model` as, after a request to it.
@@ -204,13 +199,7 @@ pub fn raw(sizes: &[Size]) -> Value {
 pub fn markdown(o: &Opts, sizes: &[Size]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## Switching to a model of a real size\n");
-    let _ = writeln!(
-        s,
-        "- Machine: {}; commit {}; command `cargo run --release -p model-bucket-bench -- {}`",
-        crate::report::machine(),
-        crate::report::commit(),
-        crate::report::args()
-    );
+    let _ = writeln!(s, "{}", crate::report::provenance());
     let _ = writeln!(
         s,
         "- Synthetic Llama models (`models/synthetic`, random weights, Q4_K_M), {} threads, one slot of {CTX} tokens; a budget for the larger of the model and SmolLM2 plus a quarter of the smaller, so every request to one swaps out the other. Time to first token of a 1-token request, median of {ROUNDS}; the goal is at most 1.5× the file's read time plus one prefill.\n",

@@ -87,6 +87,20 @@ impl Server {
         v["data"].as_array()?.iter().find(|m| m["id"] == model)?["worker"]["pid"].as_u64().map(|p| p as u32)
     }
 
+    /// `model`'s row of `/admin/workers` (`Null` when it has none).
+    pub fn worker_row(&self, model: &str) -> serde_json::Value {
+        let v = self.get_json("/admin/workers");
+        let rows = v["workers"].as_array().into_iter().flatten();
+        rows.into_iter().find(|w| w["model"] == model).cloned().unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The sum of the `/metrics` series whose lines start with `prefix` (a name and `{`).
+    pub fn metric_sum(&self, prefix: &str) -> u64 {
+        let metrics = self.get("/metrics").map(|r| r.1).unwrap_or_default();
+        let lines = metrics.lines().filter(|l| l.starts_with(prefix));
+        lines.filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+    }
+
     /// A plain HTTP/1.1 POST of a JSON body: (status, headers and body as one string).
     pub fn post(&self, path: &str, body: &str) -> std::io::Result<(u16, String)> {
         read_response(open_at(self.addr(), "POST", path, "", body, None)?)

@@ -70,8 +70,7 @@ fn completion(model: &str, max: u32) -> String {
 
 /// The `/admin/workers` entry of `model`.
 fn worker(s: &Server, model: &str) -> Value {
-    let v = s.get_json("/admin/workers");
-    v["workers"].as_array().unwrap().iter().find(|w| w["model"] == model).cloned().unwrap_or(Value::Null)
+    s.worker_row(model)
 }
 
 // 1. "a request that had not produced anything yet is retried once on the restarted worker"

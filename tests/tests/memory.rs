@@ -18,8 +18,7 @@ fn both() -> tempfile::TempDir {
 }
 
 fn row(s: &Server, model: &str) -> Value {
-    let v = s.get_json("/admin/workers");
-    v["workers"].as_array().unwrap().iter().find(|w| w["model"] == model).cloned().unwrap_or(Value::Null)
+    s.worker_row(model)
 }
 
 fn complete(s: &Server, model: &str, prompt: &str) {
@@ -35,9 +34,7 @@ fn embed(s: &Server, model: &str, input: &str) {
 }
 
 fn evictions(s: &Server) -> u64 {
-    let metrics = s.get("/metrics").unwrap().1;
-    let total = metrics.lines().filter(|l| l.starts_with("model_bucket_evictions_total{"));
-    total.filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+    s.metric_sum("model_bucket_evictions_total{")
 }
 
 /// The workers' resident memory, summed, as the system reports it.

@@ -26,12 +26,7 @@ fn complete(port: u16, model: &str) -> (u16, String) {
 }
 
 fn evictions(s: &Server) -> u64 {
-    let metrics = s.get("/metrics").unwrap().1;
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("model_bucket_evictions_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    s.metric_sum("model_bucket_evictions_total{")
 }
 
 #[test]
@@ -73,9 +68,8 @@ fn smol_copy(dir: &Path) -> String {
 }
 
 fn budget_of(s: &Server, model: &str) -> u64 {
-    let v = s.get_json("/admin/workers");
-    let w = v["workers"].as_array().unwrap().iter().find(|w| w["model"] == model).cloned();
-    w.and_then(|w| w["budget_bytes"].as_u64()).unwrap_or_else(|| panic!("{model} is not loaded: {v}"))
+    let w = s.worker_row(model);
+    w["budget_bytes"].as_u64().unwrap_or_else(|| panic!("{model} is not loaded: {}", s.get_json("/admin/workers")))
 }
 
 #[test]

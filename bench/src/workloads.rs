@@ -273,6 +273,7 @@ fn direct_one_token(w: &mut TestWorker, id: u64) {
         logprobs: None,
         tools: None,
         lora: Vec::new(),
+        count_only: false,
     })));
     loop {
         match w.recv() {

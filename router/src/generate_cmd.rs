@@ -87,6 +87,7 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
             logprobs: None,
             tools: None,
             lora,
+            count_only: false,
         };
         let id = req.id;
         let mut events = w.client.generate(req);

@@ -183,6 +183,7 @@ pub fn greedy(id: u64, prompt: Prompt, max_tokens: u32) -> GenerateRequest {
         logprobs: None,
         tools: None,
         lora: Vec::new(),
+        count_only: false,
     }
 }
 

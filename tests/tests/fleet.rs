@@ -369,3 +369,47 @@ fn a_name_that_means_two_local_models_is_refused_not_forwarded() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("several models") && message.contains(&smol_id()), "{message}");
 }
+
+#[test]
+fn anthropic_and_ollama_requests_reach_a_peers_model_in_openai_form() {
+    let (a_dir, b_dir) = (bucket_of(GEMMA_FILE), bucket_of(SMOLLM2_FILE));
+    let b_port = free_port("127.0.0.3");
+    let b_url = format!("http://127.0.0.3:{b_port}");
+    let a = node("127.0.0.2", 0, a_dir.path(), std::slice::from_ref(&b_url), &[], &[]);
+    let b = node("127.0.0.3", b_port, b_dir.path(), &[], &[], &[]);
+    let smol = smol_id();
+    assert!(eventually(Duration::from_secs(10), || listed(&a, &smol).is_some()));
+    let messages = json!([{ "role": "user", "content": "Name a colour." }]);
+    // What the model itself answers, asked on its own node.
+    let (status, _, direct) = post(
+        &b,
+        "/v1/chat/completions",
+        &json!({ "model": smol, "messages": messages, "max_tokens": 12, "temperature": 0 }),
+    );
+    assert_eq!(status, 200, "{direct}");
+    let text = direct["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+
+    let ask = json!({ "model": smol, "messages": messages, "max_tokens": 12, "temperature": 0 });
+    let (status, _, m) = post(&a, "/v1/messages", &ask);
+    assert_eq!(status, 200, "{m}");
+    assert_eq!(m["content"][0]["text"], text.as_str());
+    assert_eq!(m["usage"]["output_tokens"], direct["usage"]["completion_tokens"]);
+    // Streamed: the peer's whole answer comes back as the dialect's events.
+    let mut streamed_ask = ask.clone();
+    streamed_ask["stream"] = json!(true);
+    let streamed: String = sse(a.addr(), "/v1/messages", &streamed_ask)
+        .filter_map(|d| serde_json::from_str::<Value>(&d).ok())
+        .filter(|e| e["type"] == "content_block_delta")
+        .map(|e| e["delta"]["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(streamed, text);
+    let ollama = json!({ "model": smol, "messages": messages, "stream": false, "options": { "num_predict": 12, "temperature": 0 } });
+    let (status, _, o) = post(&a, "/api/chat", &ollama);
+    assert_eq!(status, 200, "{o}");
+    assert_eq!(o["message"]["content"], text.as_str());
+    // The peer served them: A has no worker for SmolLM2.
+    assert!(a.worker_pid(&smol).is_none());
+    // B took each as a Chat Completions request: the one asked directly and the three forwarded.
+    let chat = format!("model_bucket_requests_total{{model=\"{smol}\",endpoint=\"chat\",status=\"200\"}}");
+    assert_eq!(b.metric_sum(&chat), 4, "{}", b.get("/metrics").unwrap().1);
+}

@@ -1,13 +1,17 @@
-//! The HTTP API. Each dialect is a translator in its own folder ([`openai`]) that reads its
-//! requests into the one internal [`job`] and writes the job's events back in its own shapes;
-//! [`admin`] holds the ops endpoints, [`guard`] what every request passes first, and [`page`]
-//! the web page. [`error`] and [`json`] are the envelope and body reader they share.
+//! The HTTP API. Each dialect is a translator in its own folder ([`openai`], [`anthropic`],
+//! [`ollama`]) that reads its requests into the one internal [`job`] and writes the job's
+//! events back in its own shapes; [`admin`] holds the ops endpoints, [`guard`] what every
+//! request passes first, and [`page`] the web page. [`error`] and [`json`] are the error and
+//! body reader they share; [`envelope`] puts errors in each dialect's own shape.
 
 pub mod admin;
+pub mod anthropic;
+pub mod envelope;
 pub mod error;
 pub mod guard;
 pub mod job;
 pub mod json;
+pub mod ollama;
 pub mod openai;
 pub mod page;
 #[cfg(test)]
@@ -44,6 +48,16 @@ pub fn app(
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/embed", post(ollama::embed::embed))
+        .route("/api/embeddings", post(ollama::embed::embeddings_legacy))
+        .route("/api/tags", get(ollama::models::tags))
+        .route("/api/ps", get(ollama::models::ps))
+        .route("/api/show", post(ollama::models::show))
+        .route("/api/version", get(ollama::version))
         .route("/admin/workers", get(admin::ops::workers))
         .route("/admin/events", get(admin::events::events))
         .route("/admin/models", post(admin::add))
@@ -65,6 +79,7 @@ pub fn app(
         .layer(axum::middleware::from_fn_with_state(access, access::require_key))
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::origin::check))
         .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(axum::middleware::from_fn(envelope::rewrite))
         .with_state(registry);
     match access::cors(&cors_origins) {
         Some(cors) => router.layer(cors),

@@ -13,7 +13,7 @@ pub mod frame;
 use serde::{Deserialize, Serialize};
 
 /// Version of the message set below. Both sides must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Exit code of a worker whose peer spoke another protocol version.
 pub const EXIT_PROTOCOL_MISMATCH: i32 = 3;
@@ -299,6 +299,9 @@ pub struct GenerateRequest {
     pub tools: Option<String>,
     /// LoRA adapters applied to the model for this request (none: the base alone).
     pub lora: Vec<LoraUse>,
+    /// Only count the prompt's tokens, as it would be rendered and tokenized: answered by a
+    /// `Done` whose usage holds the count, without taking a slot or generating.
+    pub count_only: bool,
 }
 
 /// The longest grammar or schema text a request may carry, in bytes: it is compiled and run on

@@ -37,6 +37,7 @@ fn every_to_worker() -> Vec<ToWorker> {
             logprobs: Some(MAX_TOP_LOGPROBS),
             tools: Some("[]".into()),
             lora: Vec::new(),
+            count_only: false,
         })),
         ToWorker::Generate(Box::new(GenerateRequest {
             id: RequestId(u64::MAX),
@@ -50,6 +51,7 @@ fn every_to_worker() -> Vec<ToWorker> {
             logprobs: None,
             tools: None,
             lora: Vec::new(),
+            count_only: false,
         })),
         ToWorker::Cancel { id: RequestId(3) },
         ToWorker::Embed(Box::new(EmbedRequest {
@@ -177,6 +179,7 @@ fn oversized_frames_are_refused_before_allocation() {
         logprobs: None,
         tools: None,
         lora: Vec::new(),
+        count_only: false,
     }));
     assert!(encode_into(&huge, &mut Vec::new()).is_err());
 }

@@ -58,7 +58,8 @@ impl Reader {
                 Some(t) => tokenize(&t.render(messages, tools.as_ref()).map_err(bad)?),
             },
         };
-        let grammar = match &req.constraint {
+        // A count needs no constraint compiled.
+        let grammar = match req.constraint.as_ref().filter(|_| !req.count_only) {
             None => None,
             Some(c) => {
                 // The memo is not held while converting: one slow schema delays no other read.

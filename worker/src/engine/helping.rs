@@ -2,12 +2,12 @@
 //! constrained tokens as they are sampled, waiting for them at most half a step, and ending
 //! requests whose helper time ran past the budget.
 
-use model_bucket_shared::protocol::{ErrorKind, RequestId};
+use model_bucket_shared::protocol::{DoneInfo, ErrorKind, FinishReason, FromWorker, RequestId, Timings, Usage};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::slot::{Active, Queued};
-use super::{helper, Command, Engine};
+use super::{helper, ms, Command, Engine};
 
 impl<'m> Engine<'m> {
     /// Whether a step, an admission or an embedding has something to do now (otherwise only
@@ -100,6 +100,11 @@ impl<'m> Engine<'m> {
         };
         if tokens.is_empty() {
             return self.error(id, ErrorKind::BadRequest, "the prompt is empty".into());
+        }
+        if r.req.count_only {
+            let usage = Usage { prompt_tokens: tokens.len() as u32, ..Default::default() };
+            let timings = Timings { queue_ms: ms(since.elapsed()), ..Default::default() };
+            return self.send(FromWorker::Done(Box::new(DoneInfo { id, finish: FinishReason::Stop, usage, timings })));
         }
         if tokens.len() >= self.cfg.n_ctx_slot as usize {
             return self.error(

@@ -15,7 +15,9 @@
 //!   read a GET nor hold streams open through the user's browser.
 //! - A POST body must be JSON: a `Content-Type` other than `application/json` (the types a
 //!   page may send without asking first: `text/plain`, forms) gets 415. A POST without a
-//!   `Content-Type` is allowed, since a browser cannot send a body without one.
+//!   `Content-Type` is allowed, since a browser cannot send a body without one. Ollama's
+//!   documented `curl -d` examples send a form type: on `/api/*` it is waived for a request no
+//!   browser sent (no `Origin`, no `Sec-Fetch-Site`), see [`body_type_waived`].
 //!
 //! The decision is [`Guard::verdict`], a pure function of the method and headers.
 
@@ -44,8 +46,21 @@ pub async fn check(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Res
         req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).or(req.uri().authority().map(|a| a.as_str()));
     match g.verdict(req.method(), req.headers(), host) {
         Ok(()) => next.run(req).await,
+        // The body type is checked last: every other check passed.
+        Err(e)
+            if e.status == StatusCode::UNSUPPORTED_MEDIA_TYPE && body_type_waived(req.uri().path(), req.headers()) =>
+        {
+            next.run(req).await
+        }
         Err(e) => e.into_response(),
     }
+}
+
+/// Whether a request to `path` may send its JSON body under another `Content-Type`: only on
+/// the Ollama endpoints, and only when no browser sent it (browsers add `Origin` to a
+/// cross-origin POST and `Sec-Fetch-Site` to every request).
+pub fn body_type_waived(path: &str, headers: &HeaderMap) -> bool {
+    path.starts_with("/api/") && !headers.contains_key(header::ORIGIN) && !headers.contains_key("sec-fetch-site")
 }
 
 /// `host[:port]` without the port, lowercase; IPv6 literals without brackets.
@@ -148,6 +163,17 @@ mod tests {
 
     fn local() -> Guard {
         Guard { loopback: true, ..Default::default() }
+    }
+
+    #[test]
+    fn ollama_paths_take_a_form_type_only_from_non_browsers() {
+        let form = headers(&[("content-type", "application/x-www-form-urlencoded")]);
+        assert!(body_type_waived("/api/chat", &form));
+        assert!(!body_type_waived("/v1/chat/completions", &form));
+        let page = headers(&[("content-type", "text/plain"), ("sec-fetch-site", "same-origin")]);
+        assert!(!body_type_waived("/api/chat", &page));
+        let cross = headers(&[("content-type", "text/plain"), ("origin", "http://evil.example")]);
+        assert!(!body_type_waived("/api/generate", &cross));
     }
 
     #[test]

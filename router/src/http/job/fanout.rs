@@ -1,21 +1,20 @@
 //! Running a completion on one model: the request validated against what the model holds,
 //! fanned out into one worker request per choice (prompts × `n`) that start together so the
-//! worker batches them, then streamed as SSE or collected into one response.
+//! worker batches them. The dialect renders the calls' events.
 
-use axum::response::{IntoResponse, Response};
 use model_bucket_shared::protocol::{GenerateRequest, Prompt, RequestId};
 use model_bucket_shared::ModelInfo;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::http::error::ApiError;
-use crate::http::job::call::{self, gone, Call};
+use crate::http::job::call::{self, Call};
 use crate::http::job::lora;
+use crate::http::job::served::Started;
 use crate::http::job::tools;
 use crate::http::job::Job;
 use crate::http::openai::request::{self as openai, CommonParams};
-use crate::http::openai::respond::{Finished, Kind, Meta};
-use crate::http::openai::stream;
+use crate::http::openai::respond::Kind;
 use crate::registry::{Ask, Registry};
 use crate::worker::Event;
 
@@ -26,7 +25,7 @@ pub async fn serve(
     m: &ModelInfo,
     started: Instant,
     ask: Ask,
-) -> Result<Response, ApiError> {
+) -> Result<Started, ApiError> {
     let kind = job.kind;
     // A base plus an adapter runs on its base's worker.
     let cat = r.catalog();
@@ -63,6 +62,7 @@ pub async fn serve(
     }
     let mut base = openai::to_generate(RequestId(0), Prompt::Text(String::new()), c)?;
     base.lora = adapters;
+    base.count_only = job.count_only;
     if let Some(plan) = &job.tools {
         let tools = serde_json::Value::Array(plan.tools.clone()).to_string();
         if tools.len() > tools::MAX_TOOLS_BYTES {
@@ -103,38 +103,7 @@ pub async fn serve(
     // All start together so the worker admits them in one step (one prompt's prefill is then
     // shared by its n sequences); the first failure fails the request and cancels the rest.
     let calls: Vec<(Call, Event)> = futures::future::try_join_all(starts).await?;
-    let names = job.tools.as_ref().map(|p| p.names.clone());
-    let meta = Meta::new(kind, m.id.to_string(), names, n);
+    let tools = job.tools.as_ref().map(|p| p.names.clone());
     let logprobs = base.logprobs.is_some();
-    if base.stream {
-        Ok(stream::sse(meta, calls, logprobs, include_usage).into_response())
-    } else {
-        collect(meta, calls, logprobs).await
-    }
-}
-
-/// Waits for every choice to end and renders the whole response.
-async fn collect(meta: Meta, calls: Vec<(Call, Event)>, logprobs: bool) -> Result<Response, ApiError> {
-    let each = calls.into_iter().map(|(mut call, first)| async move {
-        let mut text = String::new();
-        let mut lps = logprobs.then(Vec::new);
-        let mut event = first;
-        loop {
-            match event {
-                Event::Tokens { text: t, logprobs: mut l, .. } => {
-                    text.push_str(&t);
-                    if let Some(all) = lps.as_mut() {
-                        all.append(&mut l);
-                    }
-                }
-                Event::Done(done) => return Ok(Finished { text, logprobs: lps, done }),
-                Event::Error { kind, message } => return Err(ApiError::from_worker(kind, message)),
-                Event::Gone => return Err(gone()),
-                Event::Embeddings { .. } => return Err(ApiError::internal("the worker answered with embeddings")),
-            }
-            event = call.next().await;
-        }
-    });
-    let finished = futures::future::try_join_all(each).await?;
-    Ok(axum::Json(meta.response(&finished)).into_response())
+    Ok(Started { kind, model: m.id.to_string(), tools, n, calls, logprobs, include_usage, stream: base.stream })
 }

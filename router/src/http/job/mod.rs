@@ -11,11 +11,15 @@ use tools::ToolPlan;
 
 pub(crate) mod call;
 pub(crate) mod fanout;
+pub mod ids;
 pub mod limits;
 pub mod lora;
 pub mod peer;
-pub(crate) mod route;
+pub mod pieces;
+pub mod route;
+pub mod served;
 pub mod tools;
+pub mod translated;
 pub mod upstream;
 
 /// What a request asks to generate, validated.
@@ -25,4 +29,6 @@ pub struct Job {
     /// One per prompt; chat has one.
     pub prompts: Vec<Prompt>,
     pub tools: Option<ToolPlan>,
+    /// Only count the prompt's tokens (see [`translated::count`]).
+    pub count_only: bool,
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::fleet::Fleet;
 use crate::http::error::ApiError;
 use crate::http::job::fanout::serve;
+use crate::http::job::served::Served;
 use crate::http::job::upstream;
 use crate::http::job::Job;
 use crate::http::openai::request::CommonParams;
@@ -29,7 +30,7 @@ pub async fn route(
     raw: &axum::body::Bytes,
     started: Instant,
     peers: Option<&Fleet>,
-) -> Result<Response, ApiError> {
+) -> Result<Served, ApiError> {
     let kind = job.kind;
     let cat = r.catalog();
     let config = r.config();
@@ -52,7 +53,7 @@ pub async fn route(
         }
         None => match cat.resolve(&c.model) {
             Some(m) => vec![routing::Candidate::Local(m.id.clone())],
-            None => return elsewhere(&cat, peers, path, raw, &c.model).await,
+            None => return elsewhere(&cat, peers, path, raw, &c.model).await.map(Served::Remote),
         },
     };
     // A candidate that would wait for memory passes the request on when a later one (or, for
@@ -65,14 +66,16 @@ pub async fn route(
         let ask = Ask { class, pass: now[i + 1..].contains(&true) || single_on_peer };
         result = match candidate {
             routing::Candidate::Local(id) => match cat.models.iter().find(|m| &m.id == id) {
-                Some(m) => serve(r.clone(), job.clone(), c, m, started, ask).await,
+                Some(m) => serve(r.clone(), job.clone(), c, m, started, ask).await.map(Served::Local),
                 None => Err(ApiError::model_not_found(id)),
             },
-            routing::Candidate::Peer(model) => crate::http::job::peer::forward_as(peers, path, raw, model).await,
+            routing::Candidate::Peer(model) => {
+                crate::http::job::peer::forward_as(peers, path, raw, model).await.map(Served::Remote)
+            }
             routing::Candidate::Upstream(model) => match &config.upstream {
                 Some(up) => {
                     let endpoint = if kind == Kind::Chat { "chat/completions" } else { "completions" };
-                    upstream::forward(up, endpoint, raw, model).await
+                    upstream::forward(up, endpoint, raw, model).await.map(Served::Remote)
                 }
                 None => Err(ApiError::internal("no [upstream] configured")),
             },
@@ -94,7 +97,7 @@ pub async fn route(
         if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE && chain.len() == 1 {
             if let Some(forwarded) = crate::http::job::peer::forward(f, path, raw, &c.model).await {
                 tracing::info!(model = %c.model, error = %e.message, "served by a peer instead");
-                return forwarded;
+                return forwarded.map(Served::Remote);
             }
         }
     }

@@ -3,7 +3,7 @@
 //! Each request is counted in the metrics by model, endpoint and status.
 
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use model_bucket_shared::protocol::Prompt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,11 +11,13 @@ use std::time::Instant;
 use crate::http::error::ApiError;
 use crate::http::job::peer::Peers;
 use crate::http::job::route::route;
+use crate::http::job::served::{self, Served};
 use crate::http::job::tools;
 use crate::http::job::Job;
 use crate::http::json::JsonRaw;
 use crate::http::openai::request::{self as openai, ChatRequest, CompletionRequest};
-use crate::http::openai::respond::Kind;
+use crate::http::openai::respond::{Kind, Meta};
+use crate::http::openai::stream;
 use crate::metrics::RequestLabel;
 use crate::registry::Registry;
 use crate::routing;
@@ -28,13 +30,16 @@ pub async fn chat(
     let started = Instant::now();
     let job = openai::chat_messages(&req.messages).and_then(|messages| {
         let tools = tools::plan(req.tools.as_ref(), req.tool_choice.as_ref())?;
-        Ok(Job { kind: Kind::Chat, prompts: vec![Prompt::Chat(messages)], tools })
+        Ok(Job { kind: Kind::Chat, prompts: vec![Prompt::Chat(messages)], tools, count_only: false })
     });
     let result = match job {
-        Ok(job) => route(r.clone(), job, &req.common, &raw, started, peers.as_deref()).await,
+        Ok(job) => match route(r.clone(), job, &req.common, &raw, started, peers.as_deref()).await {
+            Ok(served) => reply(served).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
-    count(&r, Kind::Chat, &req.common.model, &result);
+    count(&r, "chat", &req.common.model, &result);
     result
 }
 
@@ -46,17 +51,37 @@ pub async fn completions(
     let started = Instant::now();
     let result = match openai::completion_prompts(&req.prompt) {
         Ok(prompts) => {
-            let job = Job { kind: Kind::Text, prompts, tools: None };
-            route(r.clone(), job, &req.common, &raw, started, peers.as_deref()).await
+            let job = Job { kind: Kind::Text, prompts, tools: None, count_only: false };
+            match route(r.clone(), job, &req.common, &raw, started, peers.as_deref()).await {
+                Ok(served) => reply(served).await,
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(e),
     };
-    count(&r, Kind::Text, &req.common.model, &result);
+    count(&r, "completions", &req.common.model, &result);
     result
 }
 
+/// A routed job in OpenAI's shape: a local one streamed as SSE or collected into one body; a
+/// remote one is already in that shape.
+async fn reply(served: Served) -> Result<Response, ApiError> {
+    match served {
+        Served::Remote(resp) => Ok(resp),
+        Served::Local(s) => {
+            let meta = Meta::new(s.kind, s.model, s.tools, s.n);
+            if s.stream {
+                Ok(stream::sse(meta, s.calls, s.logprobs, s.include_usage).into_response())
+            } else {
+                let finished = served::collect(s.calls, s.logprobs).await?;
+                Ok(axum::Json(meta.response(&finished)).into_response())
+            }
+        }
+    }
+}
+
 /// Counts a request by model (its ID when the name resolves), endpoint and status.
-fn count(r: &Registry, kind: Kind, model: &str, result: &Result<Response, ApiError>) {
+pub(crate) fn count(r: &Registry, endpoint: &'static str, model: &str, result: &Result<Response, ApiError>) {
     let status = match result {
         Ok(resp) => resp.status().as_u16(),
         Err(e) => e.status.as_u16(),
@@ -68,6 +93,5 @@ fn count(r: &Registry, kind: Kind, model: &str, result: &Result<Response, ApiErr
             "unknown".to_string()
         }
     });
-    let endpoint = if kind == Kind::Chat { "chat" } else { "completions" };
     r.metrics.requests.get_or_create(&RequestLabel { model, endpoint, status }).inc();
 }

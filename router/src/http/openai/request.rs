@@ -241,6 +241,7 @@ pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<Ge
         logprobs,
         tools: None,
         lora: Vec::new(),
+        count_only: false,
     })
 }
 

@@ -217,3 +217,64 @@ async fn a_peer_key_opens_peer_traffic_and_nothing_else() {
     assert_eq!(status("/admin/workers", "peer", true).await, StatusCode::UNAUTHORIZED, "not an admin's key");
     assert_eq!(status("/admin/workers", "client", false).await, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn each_dialect_fails_in_its_own_envelope_whatever_layer_refuses() {
+    let mut app = app(Some("k"));
+    // The key layer.
+    let (status, _, v) = send(&mut app, Method::POST, "/v1/messages", "{}").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "authentication_error");
+    let (status, _, v) = send(&mut app, Method::GET, "/api/tags", "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(v["error"].is_string(), "{v}");
+    let mut app = super::tests::app(None);
+    // The body reader, and the handlers.
+    let (status, _, v) = send(&mut app, Method::POST, "/v1/messages", "{not json").await;
+    assert_eq!((status, v["error"]["type"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request_error")));
+    let (status, _, v) = send(
+        &mut app,
+        Method::POST,
+        "/v1/messages/count_tokens",
+        r#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#,
+    )
+    .await;
+    assert_eq!((status, v["error"]["type"].as_str()), (StatusCode::NOT_FOUND, Some("not_found_error")));
+    let (status, _, v) =
+        send(&mut app, Method::POST, "/api/chat", r#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#)
+            .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(v["error"].as_str().unwrap().contains("nope"), "{v}");
+    let (status, _, v) = send(&mut app, Method::POST, "/api/show", r#"{"model":"nope"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(v["error"].is_string(), "{v}");
+    // The OpenAI endpoints keep theirs.
+    let (status, _, v) = send(&mut app, Method::POST, "/v1/chat/completions", "{not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(v["error"]["message"].is_string(), "{v}");
+}
+
+#[tokio::test]
+async fn a_page_cannot_post_a_form_to_the_ollama_endpoints() {
+    let mut app = app(None);
+    let form = |extra: Option<(&str, &str)>| {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri("/api/show")
+            .header(header::HOST, "127.0.0.1:8080")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some((k, v)) = extra {
+            b = b.header(k, v);
+        }
+        b.body(Body::from(r#"{"model":"nope"}"#)).expect("request")
+    };
+    // curl -d: the form type is waived, the request runs (and finds no such model).
+    let resp = app.call(form(None)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // The same from a page of this very origin: refused before it runs.
+    let resp = app.call(form(Some(("sec-fetch-site", "same-origin")))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let resp = app.call(form(Some(("origin", "http://evil.example")))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}

@@ -6,6 +6,7 @@ use model_bucket_shared::protocol::{DoneInfo, FinishReason, TokenLogprob};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use crate::http::job::served::Finished;
 use crate::http::job::tools;
 
 pub mod body;
@@ -33,14 +34,6 @@ pub struct Meta {
     pub tools: Option<Vec<String>>,
     /// Choices per prompt (`n`): the choice at index `i` answers prompt `i / n`.
     pub n: usize,
-}
-
-/// What one choice produced, once it ended.
-pub struct Finished {
-    pub text: String,
-    /// One per generated token, when asked for.
-    pub logprobs: Option<Vec<TokenLogprob>>,
-    pub done: Box<DoneInfo>,
 }
 
 impl Meta {

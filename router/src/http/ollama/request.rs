@@ -1,0 +1,269 @@
+//! Ollama's `/api/chat` and `/api/generate` requests read into OpenAI's chat or completion
+//! body, which the router serves (and sends to peers) as it serves the OpenAI endpoints. Pure
+//! functions; unknown fields (and options that size the server, such as `num_ctx` or
+//! `num_gpu`) are ignored.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::http::error::ApiError;
+use crate::http::openai::respond::Kind;
+
+/// `options`: the sampling ones are taken, the rest ignored.
+#[derive(Debug, Default, Deserialize)]
+pub struct Options {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub seed: Option<i64>,
+    /// Tokens to generate at most; -1 (and -2, "fill the context") mean no limit.
+    pub num_predict: Option<i64>,
+    pub stop: Option<Vec<String>>,
+    pub repeat_penalty: Option<f32>,
+    pub repeat_last_n: Option<i32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    #[serde(default)]
+    pub messages: Vec<Message>,
+    pub tools: Option<Vec<Value>>,
+    pub format: Option<Value>,
+    #[serde(default)]
+    pub options: Options,
+    /// Ollama streams unless told not to.
+    pub stream: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Message {
+    pub role: String,
+    #[serde(default)]
+    pub content: String,
+    pub images: Option<Vec<Value>>,
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// The tool a `tool` message answers.
+    pub tool_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolCall {
+    pub function: Function,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Function {
+    pub name: String,
+    /// An object (Ollama's form) or JSON text.
+    #[serde(default)]
+    pub arguments: Value,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GenerateRequest {
+    pub model: String,
+    #[serde(default)]
+    pub prompt: String,
+    pub system: Option<String>,
+    /// The prompt goes to the model as it is, without the chat template.
+    #[serde(default)]
+    pub raw: bool,
+    pub suffix: Option<String>,
+    pub images: Option<Vec<Value>>,
+    pub format: Option<Value>,
+    #[serde(default)]
+    pub options: Options,
+    pub stream: Option<bool>,
+    /// `0` with an empty prompt unloads the model.
+    pub keep_alive: Option<Value>,
+}
+
+fn no_images(images: &Option<Vec<Value>>) -> Result<(), ApiError> {
+    match images {
+        Some(i) if !i.is_empty() => {
+            Err(ApiError::bad_param("images", "images are not supported: this server has no vision models"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `format`: `"json"`, a JSON schema, or nothing.
+fn response_format(format: &Option<Value>) -> Result<Option<Value>, ApiError> {
+    match format {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s == "json" => Ok(Some(json!({ "type": "json_object" }))),
+        Some(schema @ Value::Object(_)) => {
+            Ok(Some(json!({ "type": "json_schema", "json_schema": { "name": "format", "schema": schema } })))
+        }
+        Some(_) => Err(ApiError::bad_param("format", r#"format must be "json" or a JSON schema object"#)),
+    }
+}
+
+/// The OpenAI sampling fields of `options` and `format`, set on `body`.
+fn sampling(body: &mut Value, o: &Options, format: &Option<Value>) -> Result<(), ApiError> {
+    let floats = [
+        ("temperature", o.temperature),
+        ("top_p", o.top_p),
+        ("min_p", o.min_p),
+        ("repeat_penalty", o.repeat_penalty),
+        ("presence_penalty", o.presence_penalty),
+        ("frequency_penalty", o.frequency_penalty),
+    ];
+    for (k, v) in floats {
+        if let Some(v) = v {
+            body[k] = json!(v);
+        }
+    }
+    if let Some(k) = o.top_k {
+        body["top_k"] = json!(k);
+    }
+    if let Some(n) = o.repeat_last_n {
+        body["repeat_last_n"] = json!(n);
+    }
+    if let Some(s) = o.seed {
+        body["seed"] = json!(s);
+    }
+    match o.num_predict {
+        Some(n) if n > 0 => body["max_tokens"] = json!(n),
+        Some(-1) | Some(-2) | None => {}
+        Some(n) => {
+            return Err(ApiError::bad_param("options", format!("num_predict must be positive, -1 or -2, got {n}")))
+        }
+    }
+    if let Some(s) = &o.stop {
+        body["stop"] = json!(s);
+    }
+    if let Some(f) = response_format(format)? {
+        body["response_format"] = f;
+    }
+    Ok(())
+}
+
+/// The OpenAI chat body of an `/api/chat` request.
+pub fn chat(req: &ChatRequest) -> Result<Value, ApiError> {
+    if req.messages.is_empty() {
+        return Err(ApiError::bad_param("messages", "messages must not be empty"));
+    }
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for m in &req.messages {
+        no_images(&m.images)?;
+        let mut msg = json!({ "role": m.role, "content": m.content });
+        if let Some(calls) = m.tool_calls.as_ref().filter(|c| !c.is_empty()) {
+            let calls: Vec<Value> = calls
+                .iter()
+                .map(|c| {
+                    let args = match &c.function.arguments {
+                        Value::String(s) => s.clone(),
+                        Value::Null => "{}".into(),
+                        other => other.to_string(),
+                    };
+                    json!({ "id": "", "type": "function", "function": { "name": c.function.name, "arguments": args } })
+                })
+                .collect();
+            msg["tool_calls"] = Value::Array(calls);
+        }
+        if let Some(name) = &m.tool_name {
+            msg["name"] = json!(name);
+        }
+        messages.push(msg);
+    }
+    let mut body = json!({ "model": req.model, "messages": messages });
+    // The official clients send `tools: []` when there are none.
+    if let Some(t) = req.tools.as_ref().filter(|t| !t.is_empty()) {
+        body["tools"] = json!(t);
+    }
+    sampling(&mut body, &req.options, &req.format)?;
+    Ok(body)
+}
+
+/// The OpenAI body of an `/api/generate` request with a prompt: a chat of the system and the
+/// prompt, or (`raw`) a completion of the prompt as it is.
+pub fn generate(req: &GenerateRequest) -> Result<(Value, Kind), ApiError> {
+    no_images(&req.images)?;
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::bad_param("suffix", "suffix (fill-in-the-middle) is not supported"));
+    }
+    let (mut body, kind) = if req.raw {
+        (json!({ "model": req.model, "prompt": req.prompt }), Kind::Text)
+    } else {
+        let mut messages = Vec::new();
+        if let Some(s) = req.system.as_ref().filter(|s| !s.is_empty()) {
+            messages.push(json!({ "role": "system", "content": s }));
+        }
+        messages.push(json!({ "role": "user", "content": req.prompt }));
+        (json!({ "model": req.model, "messages": messages }), Kind::Chat)
+    };
+    sampling(&mut body, &req.options, &req.format)?;
+    Ok((body, kind))
+}
+
+/// Whether `keep_alive` asks for the model to go now (`0`, `"0"`, `"0s"`, ...).
+pub fn unload_now(keep_alive: &Option<Value>) -> bool {
+    match keep_alive {
+        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+        Some(Value::String(s)) => s.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse::<f64>() == Ok(0.0),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_with_options_format_and_tool_turns() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "w", "arguments": {"city": "Oslo"}}}]},
+                {"role": "tool", "content": "rain", "tool_name": "w"},
+            ],
+            "format": "json",
+            "options": {"temperature": 0, "num_predict": 12, "stop": ["x"], "seed": 3, "num_ctx": 4096},
+            "keep_alive": "5m",
+        }))
+        .unwrap();
+        let b = chat(&req).unwrap();
+        assert_eq!(b["messages"][1]["tool_calls"][0]["function"]["arguments"], json!("{\"city\":\"Oslo\"}"));
+        assert_eq!(b["messages"][2]["name"], json!("w"));
+        assert_eq!(
+            (b["max_tokens"].clone(), b["stop"].clone(), b["seed"].clone()),
+            (json!(12), json!(["x"]), json!(3))
+        );
+        assert_eq!(b["temperature"], json!(0.0));
+        assert_eq!(b["response_format"], json!({"type": "json_object"}));
+        assert!(b.get("num_ctx").is_none());
+    }
+
+    #[test]
+    fn generate_forms() {
+        let g = |v: Value| generate(&serde_json::from_value(v).unwrap());
+        let (b, kind) =
+            g(json!({"model": "m", "prompt": "hi", "system": "s", "options": {"num_predict": -1}})).unwrap();
+        assert_eq!(kind, Kind::Chat);
+        assert_eq!(b["messages"], json!([{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]));
+        assert!(b.get("max_tokens").is_none());
+        let (b, kind) = g(json!({"model": "m", "prompt": "hi", "raw": true, "format": {"type": "object"}})).unwrap();
+        assert_eq!((kind, b["prompt"].clone()), (Kind::Text, json!("hi")));
+        assert_eq!(b["response_format"]["json_schema"]["schema"], json!({"type": "object"}));
+        assert!(g(json!({"model": "m", "prompt": "x", "images": ["aGk="]})).is_err());
+        assert!(g(json!({"model": "m", "prompt": "x", "format": "yaml"})).is_err());
+        assert!(g(json!({"model": "m", "prompt": "x", "options": {"num_predict": 0}})).is_err());
+        assert!(g(json!({"model": "m", "prompt": "x", "suffix": "y"})).is_err());
+    }
+
+    #[test]
+    fn keep_alive_zero() {
+        assert!(unload_now(&Some(json!(0))));
+        assert!(unload_now(&Some(json!("0s"))));
+        assert!(unload_now(&Some(json!("0"))));
+        assert!(!unload_now(&Some(json!("5m"))));
+        assert!(!unload_now(&None));
+    }
+}

@@ -3,12 +3,23 @@
 /// Resident set size of process `pid` (or this process when `None`), in bytes; `None` when it
 /// cannot be read (the process is gone, or this is not Linux).
 pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The anonymous part of [`rss_bytes`]: memory the process allocated, without the pages of
+/// files it maps (a model's weights come and go there as they are used).
+pub fn anon_rss_bytes(pid: Option<u32>) -> Option<u64> {
+    status_kib(pid, "RssAnon:")
+}
+
+/// A `kB` line of a process's `/proc/PID/status`, in bytes.
+fn status_kib(pid: Option<u32>, key: &str) -> Option<u64> {
     let path = match pid {
         Some(p) => format!("/proc/{p}/status"),
         None => "/proc/self/status".to_string(),
     };
     let status = std::fs::read_to_string(path).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }

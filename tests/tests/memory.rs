@@ -96,8 +96,9 @@ fn an_embedding_context_is_dropped_to_make_room_instead_of_evicting_its_model() 
     let held = || row(&s, &gemma_id())["evictable_bytes"].as_u64().unwrap();
     assert!(
         eventually(Duration::from_secs(5), || held() > 40 * MIB),
-        "the embedding context counts for what it comes to hold: {}",
-        row(&s, &gemma_id())
+        "the embedding context counts for what it comes to hold: {}\n{}",
+        row(&s, &gemma_id()),
+        s.log()
     );
     let pid = s.worker_pid(&gemma_id()).unwrap();
 

@@ -47,8 +47,10 @@ pub struct Embedder<'m> {
     ctx: Option<(LlamaContext<'m>, LlamaBatch<'static>)>,
     /// The running sum of hidden states (mean pooling).
     sum: Vec<f64>,
-    /// What the context holds, in bytes: the growth of the worker's resident memory over its
-    /// creation and first use (llama.cpp touches its buffers only then). 0 while there is none.
+    /// What the context holds, in bytes: the growth of the worker's anonymous resident memory
+    /// over its creation and first use (llama.cpp touches its buffers only then; the model's
+    /// mapped weights, faulted in by that first use, are not the context's). 0 while there is
+    /// none.
     bytes: usize,
     /// The resident memory before the context was made, until its first use is measured.
     rss_before: Option<u64>,
@@ -110,11 +112,11 @@ impl<'m> Embedder<'m> {
         set: AdapterSet,
     ) -> Result<Vec<f32>, String> {
         if self.ctx.is_none() {
-            self.rss_before = model_bucket_shared::mem::rss_bytes(None);
+            self.rss_before = model_bucket_shared::mem::anon_rss_bytes(None);
         }
         let v = self.embed_in_context(tokens, adapters, set);
         if let Some(before) = self.rss_before.take() {
-            let after = model_bucket_shared::mem::rss_bytes(None).unwrap_or(before);
+            let after = model_bucket_shared::mem::anon_rss_bytes(None).unwrap_or(before);
             self.bytes = after.saturating_sub(before) as usize;
         }
         v

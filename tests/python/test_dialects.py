@@ -286,6 +286,10 @@ class OllamaApi(unittest.TestCase):
         self.assertEqual(s.modelinfo["general.architecture"], "llama")
         self.assertGreater(s.modelinfo["llama.context_length"], 0)
         self.assertTrue(httpx.get(BASE + "/api/version", timeout=30).json()["version"])
+        # What `ollama stop` sends: an empty prompt with keep_alive 0 unloads the model.
+        gone = olla.generate(model=SMOL, prompt="", keep_alive=0)
+        self.assertEqual(gone.done_reason, "unload")
+        self.assertNotIn(SMOL, [m.model for m in olla.ps().models])
 
     def test_errors_in_ollamas_envelope(self):
         with self.assertRaises(ollama.ResponseError) as e:

@@ -1,7 +1,7 @@
 //! Errors in each dialect's own envelope. Handlers, guards and extractors all fail with
-//! [`ApiError`] in OpenAI's shape; this layer, outermost, rewrites the error bodies of the
+//! [`ApiError`] in OpenAI's shape; this layer, outermost, rewrites the JSON error bodies of the
 //! Anthropic (`/v1/messages…`) and Ollama (`/api/…`) endpoints into theirs, keeping the status
-//! and headers (`Retry-After`, `WWW-Authenticate`).
+//! and the other headers (`Retry-After`); `Content-Length` is the new body's.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -54,7 +54,9 @@ pub fn anthropic_type(status: StatusCode) -> &'static str {
     }
 }
 
-/// The longest error body rewritten; a longer one is not an [`ApiError`] and passes as it is.
+/// The longest error body read for its message. An error body is an [`ApiError`] envelope,
+/// small unless its message quotes a long input; a longer one is answered with a message
+/// saying so.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 pub async fn rewrite(req: Request, next: Next) -> Response {
@@ -66,14 +68,15 @@ pub async fn rewrite(req: Request, next: Next) -> Response {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BYTES).await else {
-        return Response::from_parts(parts, Body::empty());
+    let message = match axum::body::to_bytes(body, MAX_ERROR_BYTES).await {
+        Ok(bytes) => {
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            v.pointer("/error/message").and_then(Value::as_str).map(str::to_string)
+        }
+        Err(_) => None,
     };
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let Some(message) = v.pointer("/error/message").and_then(Value::as_str) else {
-        return Response::from_parts(parts, Body::from(bytes));
-    };
-    let out = dialect.body(parts.status, message).to_string();
+    let message = message.unwrap_or_else(|| format!("the request failed ({})", parts.status));
+    let out = dialect.body(parts.status, &message).to_string();
     parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
     Response::from_parts(parts, Body::from(out))
 }

@@ -6,6 +6,14 @@ use axum::response::{IntoResponse, Response};
 use model_bucket_shared::protocol::ErrorKind;
 use serde_json::json;
 
+/// `s` as an error message may quote it: at most 200 characters.
+pub fn quoted(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &s[..at]).into(),
+        None => s.into(),
+    }
+}
+
 /// An API error. Every handler failure ends up here.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -42,7 +50,10 @@ impl ApiError {
             ..ApiError::new(
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
-                format!("The model `{model}` does not exist. GET /v1/models lists the models this server has."),
+                format!(
+                    "The model `{}` does not exist. GET /v1/models lists the models this server has.",
+                    quoted(model)
+                ),
             )
         }
     }

@@ -61,15 +61,17 @@ pub fn message(model: &str, w: &Whole) -> Value {
     })
 }
 
-fn event(name: &'static str, data: Value) -> Result<SseEvent, Infallible> {
-    Ok(SseEvent::default().event(name).data(data.to_string()))
+fn event(name: &'static str, data: Value) -> (&'static str, Value) {
+    (name, data)
 }
 
-/// The stream's events for `pieces`.
-pub fn events(
-    model: String,
-    mut pieces: BoxStream<'static, Piece>,
-) -> BoxStream<'static, Result<SseEvent, Infallible>> {
+/// The stream's events for `pieces`, as SSE.
+pub fn events(model: String, pieces: BoxStream<'static, Piece>) -> BoxStream<'static, Result<SseEvent, Infallible>> {
+    named_events(model, pieces).map(|(name, data)| Ok(SseEvent::default().event(name).data(data.to_string()))).boxed()
+}
+
+/// The stream's events for `pieces`: each event's name and data.
+fn named_events(model: String, mut pieces: BoxStream<'static, Piece>) -> BoxStream<'static, (&'static str, Value)> {
     async_stream::stream! {
         yield event("message_start", json!({
             "type": "message_start",
@@ -184,8 +186,41 @@ mod tests {
             Piece::End(ending(true, FinishReason::Stop)),
         ])
         .boxed();
-        let n = events("m".into(), pieces).count().await;
-        // start, text start, 2 deltas, text stop, call start/delta/stop, message delta, stop.
-        assert_eq!(n, 10);
+        let events: Vec<(&str, Value)> = named_events("m".into(), pieces).collect().await;
+        let names: Vec<&str> = events.iter().map(|e| e.0).collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        // Every event names itself; the text is block 0, the call block 1.
+        assert!(events.iter().all(|(name, data)| data["type"] == *name));
+        let index = |i: usize| events[i].1["index"].as_u64();
+        assert_eq!([index(1), index(3), index(4), index(5), index(7)], [Some(0), Some(0), Some(0), Some(1), Some(1)]);
+        assert_eq!(events[2].1["delta"], json!({"type": "text_delta", "text": "a"}));
+        assert_eq!(events[5].1["content_block"]["type"], "tool_use");
+        assert_eq!(events[6].1["delta"], json!({"type": "input_json_delta", "partial_json": "{}"}));
+        assert_eq!(events[8].1["delta"]["stop_reason"], "tool_use");
+        assert_eq!(events[8].1["usage"]["output_tokens"], 4);
+
+        // A failure midway is an error event, and nothing follows it.
+        let failing = futures::stream::iter(vec![
+            Piece::Text("a".into()),
+            Piece::Failed(crate::http::error::ApiError::bad_gateway("gone")),
+        ])
+        .boxed();
+        let events: Vec<(&str, Value)> = named_events("m".into(), failing).collect().await;
+        assert_eq!(events.last().unwrap().0, "error");
+        assert_eq!(events.last().unwrap().1["error"]["type"], "api_error");
     }
 }

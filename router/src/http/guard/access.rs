@@ -45,6 +45,12 @@ impl Access {
 #[derive(Debug, Clone, Copy)]
 pub struct AdminCaller;
 
+/// Marks a request that may do what `/admin/*` does outside `/admin/`: no admin key is
+/// configured (then whoever passed the API key could call `/admin/*` anyway), and it is no
+/// peer's.
+#[derive(Debug, Clone, Copy)]
+pub struct MayAdminister;
+
 /// Marks a request whose key was checked, with which key it was (`"api"` or `"admin"`): the
 /// client it counts as, however the header spelled the key.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +73,9 @@ pub fn key_matches(given: &[u8], key: &[u8]) -> bool {
 }
 
 pub async fn require_key(State(access): State<Access>, mut req: Request, next: Next) -> Response {
+    if access.admin_key.is_none() && !req.headers().contains_key(crate::fleet::HOP) {
+        req.extensions_mut().insert(MayAdminister);
+    }
     let Some(key) = access.key_for(req.uri().path()) else { return next.run(req).await };
     if req.method() == Method::OPTIONS {
         return next.run(req).await;
@@ -104,6 +113,10 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
         header::AUTHORIZATION,
         header::CONTENT_TYPE,
         "x-api-key".parse().expect("header name"),
+        // What Anthropic's browser SDK sends.
+        "anthropic-version".parse().expect("header name"),
+        "anthropic-beta".parse().expect("header name"),
+        "anthropic-dangerous-direct-browser-access".parse().expect("header name"),
     ]);
     Some(if origins.iter().any(|o| o == "*") {
         layer.allow_origin(Any)

@@ -16,7 +16,8 @@
 //! - A POST body must be JSON: a `Content-Type` other than `application/json` (the types a
 //!   page may send without asking first: `text/plain`, forms) gets 415. A POST without a
 //!   `Content-Type` is allowed, since a browser cannot send a body without one. Ollama's
-//!   documented `curl -d` examples send a form type: on `/api/*` it is waived for a request no
+//!   documented `curl -d` examples send `application/x-www-form-urlencoded`: on `/api/*` that
+//!   type (not `text/plain`, which a page's form can fill with JSON) is waived for a request no
 //!   browser sent (no `Origin`, no `Sec-Fetch-Site`), see [`body_type_waived`].
 //!
 //! The decision is [`Guard::verdict`], a pure function of the method and headers.
@@ -56,11 +57,17 @@ pub async fn check(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Res
     }
 }
 
-/// Whether a request to `path` may send its JSON body under another `Content-Type`: only on
-/// the Ollama endpoints, and only when no browser sent it (browsers add `Origin` to a
-/// cross-origin POST and `Sec-Fetch-Site` to every request).
+/// Whether a request to `path` may send its JSON body as `application/x-www-form-urlencoded`
+/// (what `curl -d` sends): only on the Ollama endpoints, and only when no browser sent it
+/// (browsers add `Origin` to a cross-origin POST and `Sec-Fetch-Site` to every request). A
+/// browser's form of that type cannot carry JSON anyway: it percent-encodes `{` and `"`.
 pub fn body_type_waived(path: &str, headers: &HeaderMap) -> bool {
-    path.starts_with("/api/") && !headers.contains_key(header::ORIGIN) && !headers.contains_key("sec-fetch-site")
+    let form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+        ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    });
+    form && path.starts_with("/api/")
+        && !headers.contains_key(header::ORIGIN)
+        && !headers.contains_key("sec-fetch-site")
 }
 
 /// `host[:port]` without the port, lowercase; IPv6 literals without brackets.
@@ -172,8 +179,11 @@ mod tests {
         assert!(!body_type_waived("/v1/chat/completions", &form));
         let page = headers(&[("content-type", "text/plain"), ("sec-fetch-site", "same-origin")]);
         assert!(!body_type_waived("/api/chat", &page));
-        let cross = headers(&[("content-type", "text/plain"), ("origin", "http://evil.example")]);
+        let cross =
+            headers(&[("content-type", "application/x-www-form-urlencoded"), ("origin", "http://evil.example")]);
         assert!(!body_type_waived("/api/generate", &cross));
+        // A page's text/plain form can hold JSON: never waived, browser headers or not.
+        assert!(!body_type_waived("/api/chat", &headers(&[("content-type", "text/plain")])));
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub async fn start(
     started: Instant,
     ask: Ask,
 ) -> Result<(Call, Event), ApiError> {
-    start_with(r, m, |id| ToWorker::Generate(Box::new(GenerateRequest { id, ..req.clone() })), started, ask).await
+    let msg = |id| ToWorker::Generate(Box::new(GenerateRequest { id, ..req.clone() }));
+    // A count is no generation: it leaves the latency and token metrics alone.
+    start_counted(r, m, msg, started, ask, !req.count_only).await
 }
 
 /// [`start`] for any request: `msg` makes it for the ID it is given.
@@ -44,12 +46,26 @@ pub async fn start_with(
     started: Instant,
     ask: Ask,
 ) -> Result<(Call, Event), ApiError> {
+    start_counted(r, m, msg, started, ask, true).await
+}
+
+/// [`start_with`], counted in the metrics or not.
+async fn start_counted(
+    r: &Arc<Registry>,
+    m: &ModelInfo,
+    msg: impl Fn(RequestId) -> ToWorker,
+    started: Instant,
+    ask: Ask,
+    counted: bool,
+) -> Result<(Call, Event), ApiError> {
     let mut retried = false;
     loop {
         let lease = r.lease_as(m, ask).await?;
         let live = lease.live.clone();
         let id = live.client.next_id();
-        let mut call = Call::new(lease, id, msg(id), Tally::new(r.clone(), &m.id, started));
+        let mut tally = Tally::new(r.clone(), &m.id, started);
+        tally.counted = counted;
+        let mut call = Call::new(lease, id, msg(id), tally);
         match call.next().await {
             // Leased just as the worker was told to drain (unload, rolling restart): nothing was
             // produced, so wait for what comes next, once.
@@ -121,15 +137,17 @@ struct Tally {
     seen_first: bool,
     /// Tokens generated so far, not yet in the metric.
     generated: u32,
+    /// False: nothing is counted (a prompt's token count, which generates nothing).
+    counted: bool,
 }
 
 impl Tally {
     fn new(registry: Arc<Registry>, model: &str, started: Instant) -> Tally {
-        Tally { registry, label: ModelLabel::new(model), started, seen_first: false, generated: 0 }
+        Tally { registry, label: ModelLabel::new(model), started, seen_first: false, generated: 0, counted: true }
     }
 
     fn first_token(&mut self) {
-        if !self.seen_first {
+        if !self.seen_first && self.counted {
             self.seen_first = true;
             self.registry.metrics.ttft.get_or_create(&self.label).observe(self.started.elapsed().as_secs_f64());
         }
@@ -152,6 +170,9 @@ impl Tally {
     }
 
     fn done(&self, d: &DoneInfo) {
+        if !self.counted {
+            return;
+        }
         let m = &self.registry.metrics;
         m.prompt_tokens.get_or_create(&self.label).inc_by(d.usage.prompt_tokens as u64);
         let u = &d.usage;

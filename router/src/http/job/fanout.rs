@@ -1,6 +1,7 @@
 //! Running a completion on one model: the request validated against what the model holds,
 //! fanned out into one worker request per choice (prompts × `n`) that start together so the
-//! worker batches them. The dialect renders the calls' events.
+//! worker batches them. An unstreamed answer is collected here; the dialect renders it, or the
+//! calls' events as they come.
 
 use model_bucket_shared::protocol::{GenerateRequest, Prompt, RequestId};
 use model_bucket_shared::ModelInfo;
@@ -10,7 +11,7 @@ use std::time::Instant;
 use crate::http::error::ApiError;
 use crate::http::job::call::{self, Call};
 use crate::http::job::lora;
-use crate::http::job::served::Started;
+use crate::http::job::served::{self, Output, Started};
 use crate::http::job::tools;
 use crate::http::job::Job;
 use crate::http::openai::request::{self as openai, CommonParams};
@@ -105,5 +106,7 @@ pub async fn serve(
     let calls: Vec<(Call, Event)> = futures::future::try_join_all(starts).await?;
     let tools = job.tools.as_ref().map(|p| p.names.clone());
     let logprobs = base.logprobs.is_some();
-    Ok(Started { kind, model: m.id.to_string(), tools, n, calls, logprobs, include_usage, stream: base.stream })
+    let output =
+        if base.stream { Output::Streaming(calls) } else { Output::Finished(served::collect(calls, logprobs).await?) };
+    Ok(Started { kind, model: m.id.to_string(), tools, n, output, logprobs, include_usage })
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::http::error::ApiError;
 use crate::http::job::call::gone;
-use crate::http::job::served::{Served, Started};
+use crate::http::job::served::{Finished, Output, Served, Started};
 use crate::http::job::tools::{self, Call, StreamSplit};
 use crate::worker::Event;
 
@@ -49,7 +49,13 @@ pub async fn pieces(served: Served) -> Result<BoxStream<'static, Piece>, ApiErro
 }
 
 fn local(s: Started) -> BoxStream<'static, Piece> {
-    let Started { mut calls, tools, .. } = s;
+    let Started { output, tools, .. } = s;
+    let mut calls = match output {
+        Output::Streaming(calls) => calls,
+        Output::Finished(mut f) => {
+            return futures::stream::iter(finished(f.pop().expect("a job has a choice"), tools)).boxed()
+        }
+    };
     let (mut call, first) = calls.pop().expect("a started job has a call");
     async_stream::stream! {
         let mut split = tools.as_ref().map(|_| StreamSplit::default());
@@ -97,6 +103,23 @@ fn local(s: Started) -> BoxStream<'static, Piece> {
         }
     }
     .boxed()
+}
+
+/// The pieces of a collected answer.
+fn finished(f: Finished, tools: Option<Vec<String>>) -> Vec<Piece> {
+    let (text, calls) = match &tools {
+        Some(names) => tools::parse(&f.text, names),
+        None => (f.text, vec![]),
+    };
+    let mut out = Vec::with_capacity(calls.len() + 2);
+    if !text.is_empty() {
+        out.push(Piece::Text(text));
+    }
+    let called = !calls.is_empty();
+    out.extend(calls.into_iter().map(Piece::Call));
+    let d = f.done;
+    out.push(Piece::End(Ending { finish: Some(d.finish), called, usage: d.usage, timings: d.timings }));
+    out
 }
 
 /// A remote OpenAI answer, read whole.

@@ -1,6 +1,5 @@
-//! Where a job ended up: started on a local model (its calls, for the dialect to render), or
-//! answered by a peer or the upstream server in OpenAI's shape. [`collect`] waits for local
-//! calls to end, for dialects that answer in one body.
+//! Where a job ended up: on a local model (its calls streaming, or their answers collected),
+//! or answered by a peer or the upstream server in OpenAI's shape.
 
 use axum::response::Response;
 use model_bucket_shared::protocol::{DoneInfo, TokenLogprob};
@@ -18,8 +17,15 @@ pub enum Served {
     Remote(Response),
 }
 
-/// A job started on a local model: one call per choice (prompts × `n`), each with its first
-/// event, which is never an error.
+/// What a local job's calls produce: streamed, each call with its first event (never an
+/// error); unstreamed, every choice's answer, collected before the job counts as served (so a
+/// worker that fails midway passes the request to the next candidate of its chain).
+pub enum Output {
+    Streaming(Vec<(Call, Event)>),
+    Finished(Vec<Finished>),
+}
+
+/// A job served on a local model: one call per choice (prompts × `n`).
 pub struct Started {
     pub kind: Kind,
     /// The model's ID.
@@ -28,12 +34,11 @@ pub struct Started {
     pub tools: Option<Vec<String>>,
     /// Choices per prompt.
     pub n: usize,
-    pub calls: Vec<(Call, Event)>,
+    pub output: Output,
     /// Log-probabilities were asked for.
     pub logprobs: bool,
     /// A streamed OpenAI answer ends with a usage chunk.
     pub include_usage: bool,
-    pub stream: bool,
 }
 
 /// What one choice produced, once it ended.

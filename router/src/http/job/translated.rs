@@ -12,12 +12,12 @@ use crate::fleet::Fleet;
 use crate::http::error::ApiError;
 use crate::http::job::pieces::{pieces, Piece};
 use crate::http::job::route::route;
+use crate::http::job::served::Output;
 use crate::http::job::{fanout, tools, Job};
 use crate::http::openai::request::{self as openai, ChatRequest, CompletionRequest};
 use crate::http::openai::respond::Kind;
 use crate::registry::{Ask, Registry};
 use crate::routing;
-use crate::worker::Event;
 use model_bucket_shared::protocol::Prompt;
 
 fn invalid(e: serde_json::Error) -> ApiError {
@@ -81,9 +81,9 @@ pub async fn count(r: Arc<Registry>, body: Value) -> Result<u32, ApiError> {
     let m = id
         .and_then(|id| cat.models.iter().find(|m| m.id == id))
         .ok_or_else(|| ApiError::model_not_found(&common.model))?;
-    let started = fanout::serve(r.clone(), job, &common, m, started, Ask::default()).await?;
-    match started.calls.into_iter().next().map(|(_, first)| first) {
-        Some(Event::Done(d)) => Ok(d.usage.prompt_tokens),
+    let served = fanout::serve(r.clone(), job, &common, m, started, Ask::default()).await?;
+    match served.output {
+        Output::Finished(f) if f.len() == 1 => Ok(f[0].done.usage.prompt_tokens),
         _ => Err(ApiError::internal("the worker did not answer the count")),
     }
 }

@@ -30,11 +30,29 @@ pub struct LegacyRequest {
     pub prompt: String,
 }
 
-/// The largest embeddings answer read back, in bytes.
-const MAX_ANSWER_BYTES: usize = 512 << 20;
+/// The largest embeddings answer read back, in bytes (2,048 inputs of 4,096 floats as JSON
+/// text fit).
+const MAX_ANSWER_BYTES: usize = 256 << 20;
+
+/// The parts of an OpenAI embeddings answer used here.
+#[derive(Deserialize)]
+struct Answer {
+    data: Vec<Datum>,
+    usage: Option<AnswerUsage>,
+}
+
+#[derive(Deserialize)]
+struct Datum {
+    embedding: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct AnswerUsage {
+    prompt_tokens: u64,
+}
 
 /// Runs an OpenAI embeddings body; the vectors in order and the prompt tokens.
-async fn run(r: Arc<Registry>, peers: Peers, body: Value) -> Result<(Vec<Value>, u64), ApiError> {
+async fn run(r: Arc<Registry>, peers: Peers, body: Value) -> Result<(Vec<Vec<f32>>, u64), ApiError> {
     let raw = Bytes::from(body.to_string());
     let req: EmbeddingsRequest =
         serde_json::from_value(body).map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
@@ -45,15 +63,15 @@ async fn run(r: Arc<Registry>, peers: Peers, body: Value) -> Result<(Vec<Value>,
         .await
         .map_err(|e| ApiError::bad_gateway(format!("the embeddings could not be read: {e}")))?
         .to_bytes();
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if !status.is_success() {
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("embedding failed");
         return Err(ApiError { status, ..ApiError::bad_gateway(message.to_string()) });
     }
-    let data =
-        v.get("data").and_then(Value::as_array).ok_or_else(|| ApiError::bad_gateway("no embeddings came back"))?;
-    let vectors = data.iter().map(|d| d.get("embedding").cloned().unwrap_or(Value::Null)).collect();
-    Ok((vectors, v.pointer("/usage/prompt_tokens").and_then(Value::as_u64).unwrap_or(0)))
+    let answer: Answer = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_gateway(format!("the embeddings answer could not be read: {e}")))?;
+    let tokens = answer.usage.map_or(0, |u| u.prompt_tokens);
+    Ok((answer.data.into_iter().map(|d| d.embedding).collect(), tokens))
 }
 
 pub async fn embed(
@@ -85,5 +103,5 @@ pub async fn embeddings_legacy(
 ) -> Result<Response, ApiError> {
     let model = super::model_name(&r, &req.model);
     let (mut vectors, _) = run(r, peers, json!({ "model": model, "input": req.prompt })).await?;
-    Ok(axum::Json(json!({ "embedding": vectors.pop().unwrap_or(Value::Null) })).into_response())
+    Ok(axum::Json(json!({ "embedding": vectors.pop().unwrap_or_default() })).into_response())
 }

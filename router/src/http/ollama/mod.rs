@@ -1,4 +1,4 @@
-//! The Ollama dialect on the same port (and on `--ollama-port` when asked): `/api/chat` and
+//! The Ollama dialect on the same port: `/api/chat` and
 //! `/api/generate` read into the router's chat or completion job ([`request`]) and answered as
 //! NDJSON lines or one object ([`respond`]); `/api/embed` and `/api/embeddings` through the
 //! embeddings endpoint ([`embed`]); the model list, loaded models, model facts and version
@@ -12,12 +12,15 @@ pub mod request;
 pub mod respond;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::http::error::ApiError;
+use crate::http::guard::access::MayAdminister;
 use crate::http::job::peer::Peers;
 use crate::http::job::{pieces, translated};
 use crate::http::json::Json;
@@ -74,13 +77,18 @@ pub async fn chat(
 pub async fn generate(
     State(r): State<Arc<Registry>>,
     Peers(peers): Peers,
+    may_administer: Option<Extension<MayAdminister>>,
     Json(mut req): Json<request::GenerateRequest>,
 ) -> Result<Response, ApiError> {
     req.model = model_name(&r, &req.model);
     let stream = req.stream.unwrap_or(true);
-    // An empty prompt loads the model, as Ollama does.
+    // An empty prompt loads the model, as Ollama does; with `keep_alive: 0` it unloads it.
     if req.prompt.is_empty() {
-        return load(&r, &req.model).await;
+        return if request::unload_now(&req.keep_alive) {
+            unload(&r, &req.model, may_administer.is_some()).await
+        } else {
+            load(&r, &req.model).await
+        };
     }
     // A model without a chat template takes the prompt as it is (with the system before it),
     // as Ollama's default template does.
@@ -110,6 +118,27 @@ async fn load(r: &Registry, model: &str) -> Result<Response, ApiError> {
     drop(r.lease(w).await?);
     Ok(axum::Json(serde_json::json!({
         "model": model, "created_at": respond::now_rfc3339(), "response": "", "done": true, "done_reason": "load",
+    }))
+    .into_response())
+}
+
+/// Unloads `model` (`keep_alive: 0` with an empty prompt, what `ollama stop` sends): only
+/// where unloading is not the admin key's alone, and never a resident model. Its requests in
+/// flight finish first.
+async fn unload(r: &Registry, model: &str, allowed: bool) -> Result<Response, ApiError> {
+    let cat = r.catalog();
+    let m = cat.resolve(model).ok_or_else(|| ApiError::model_not_found(model))?;
+    let w = crate::http::job::lora::worker_of(&cat, m)?;
+    let refuse = |why: &str| ApiError { status: StatusCode::FORBIDDEN, ..ApiError::bad_request(why.to_string()) };
+    if !allowed {
+        return Err(refuse("unloading a model needs the admin key here: use POST /admin/models/{id}/unload"));
+    }
+    if r.model_config(w).resident == Some(true) {
+        return Err(refuse("this model is resident (pinned in the config); it is not unloaded"));
+    }
+    r.unload(&w.id).await;
+    Ok(axum::Json(serde_json::json!({
+        "model": model, "created_at": respond::now_rfc3339(), "response": "", "done": true, "done_reason": "unload",
     }))
     .into_response())
 }

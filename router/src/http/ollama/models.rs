@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use model_bucket_shared::{Capability, ModelInfo};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::UNIX_EPOCH;
 
 use super::respond::{now_rfc3339, rfc3339};
@@ -77,6 +78,25 @@ pub async fn ps(State(r): State<Arc<Registry>>) -> axum::Json<Value> {
     axum::Json(json!({ "models": models }))
 }
 
+/// The chat template in `m`'s file, read once per file (by its hash): the header's tokenizer
+/// arrays make each read megabytes. Blocking.
+fn template_of(m: &ModelInfo) -> Arc<str> {
+    static SEEN: OnceLock<Mutex<HashMap<String, Arc<str>>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(t) = seen.lock().expect("template memo").get(&m.sha256) {
+        return t.clone();
+    }
+    let header = model_bucket_shared::gguf::read_header(&m.path).ok();
+    let t: Arc<str> = header.as_ref().and_then(|h| h.str("tokenizer.chat_template")).unwrap_or("").into();
+    let mut memo = seen.lock().expect("template memo");
+    // Files come and go over a server's life; a bounded memo forgets them all at once.
+    if memo.len() >= 256 {
+        memo.clear();
+    }
+    memo.insert(m.sha256.clone(), t.clone());
+    t
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ShowRequest {
     /// Older clients send `name`.
@@ -89,14 +109,12 @@ pub async fn show(State(r): State<Arc<Registry>>, Json(req): Json<ShowRequest>) 
     let cat = r.catalog();
     let m = cat.resolve(&name).ok_or_else(|| ApiError::model_not_found(&name))?.clone();
     let can_chat = r.can_chat(&m);
+    // An adapter's template is its base's.
+    let base = crate::http::job::lora::worker_of(&cat, &m)?.clone();
     let info = m.clone();
-    let (template, modified) = tokio::task::spawn_blocking(move || {
-        let header = model_bucket_shared::gguf::read_header(&info.path).ok();
-        let template = header.as_ref().and_then(|h| h.str("tokenizer.chat_template")).unwrap_or("").to_string();
-        (template, modified_at(&info))
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("reading the model failed: {e}")))?;
+    let (template, modified) = tokio::task::spawn_blocking(move || (template_of(&base), modified_at(&info)))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the model failed: {e}")))?;
     let mut caps = Vec::new();
     if m.capabilities.contains(&Capability::Embedding) {
         caps.push("embedding");
@@ -118,7 +136,7 @@ pub async fn show(State(r): State<Arc<Registry>>, Json(req): Json<ShowRequest>) 
     Ok(axum::Json(json!({
         "modelfile": "",
         "parameters": "",
-        "template": template,
+        "template": &*template,
         "details": details(&m),
         "model_info": info,
         "capabilities": caps,

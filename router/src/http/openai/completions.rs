@@ -11,7 +11,7 @@ use std::time::Instant;
 use crate::http::error::ApiError;
 use crate::http::job::peer::Peers;
 use crate::http::job::route::route;
-use crate::http::job::served::{self, Served};
+use crate::http::job::served::{Output, Served};
 use crate::http::job::tools;
 use crate::http::job::Job;
 use crate::http::json::JsonRaw;
@@ -34,7 +34,7 @@ pub async fn chat(
     });
     let result = match job {
         Ok(job) => match route(r.clone(), job, &req.common, &raw, started, peers.as_deref()).await {
-            Ok(served) => reply(served).await,
+            Ok(served) => reply(served),
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -53,7 +53,7 @@ pub async fn completions(
         Ok(prompts) => {
             let job = Job { kind: Kind::Text, prompts, tools: None, count_only: false };
             match route(r.clone(), job, &req.common, &raw, started, peers.as_deref()).await {
-                Ok(served) => reply(served).await,
+                Ok(served) => reply(served),
                 Err(e) => Err(e),
             }
         }
@@ -65,16 +65,14 @@ pub async fn completions(
 
 /// A routed job in OpenAI's shape: a local one streamed as SSE or collected into one body; a
 /// remote one is already in that shape.
-async fn reply(served: Served) -> Result<Response, ApiError> {
+fn reply(served: Served) -> Result<Response, ApiError> {
     match served {
         Served::Remote(resp) => Ok(resp),
         Served::Local(s) => {
             let meta = Meta::new(s.kind, s.model, s.tools, s.n);
-            if s.stream {
-                Ok(stream::sse(meta, s.calls, s.logprobs, s.include_usage).into_response())
-            } else {
-                let finished = served::collect(s.calls, s.logprobs).await?;
-                Ok(axum::Json(meta.response(&finished)).into_response())
+            match s.output {
+                Output::Streaming(calls) => Ok(stream::sse(meta, calls, s.logprobs, s.include_usage).into_response()),
+                Output::Finished(finished) => Ok(axum::Json(meta.response(&finished)).into_response()),
             }
         }
     }

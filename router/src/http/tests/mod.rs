@@ -249,6 +249,14 @@ async fn each_dialect_fails_in_its_own_envelope_whatever_layer_refuses() {
     let (status, _, v) = send(&mut app, Method::POST, "/api/show", r#"{"model":"nope"}"#).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(v["error"].is_string(), "{v}");
+    // An error that quotes a huge input is still answered whole, in the envelope.
+    let huge = format!(r#"{{"model":"m","max_tokens":1,"messages":"{}"}}"#, "x".repeat(100_000));
+    let (status, _, v) = send(&mut app, Method::POST, "/v1/messages", &huge).await;
+    assert_eq!((status, v["error"]["type"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request_error")));
+    let long_name = format!(r#"{{"model":"{}"}}"#, "m".repeat(100_000));
+    let (status, _, v) = send(&mut app, Method::POST, "/api/show", &long_name).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(v["error"].as_str().unwrap().len() < 1000, "the name is not quoted whole");
     // The OpenAI endpoints keep theirs.
     let (status, _, v) = send(&mut app, Method::POST, "/v1/chat/completions", "{not json").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -277,4 +285,9 @@ async fn a_page_cannot_post_a_form_to_the_ollama_endpoints() {
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let resp = app.call(form(Some(("origin", "http://evil.example")))).await.unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // text/plain (what a page's form can fill with JSON) is refused even without browser headers.
+    let mut plain = form(None);
+    plain.headers_mut().insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+    let resp = app.call(plain).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }

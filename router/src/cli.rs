@@ -133,6 +133,15 @@ pub struct ServeArgs {
     /// cache off. Least recently used prefixes are removed first.
     #[arg(long, env = "EDEN_KV_CACHE_MAX", default_value = "4GiB")]
     pub kv_cache_max: String,
+    /// Folder where stored Responses (`store`, the default) are kept, so that
+    /// `previous_response_id` continues them after a restart; private to the server's user
+    /// (default: `~/.cache/model-bucket/responses`).
+    #[arg(long, env = "EDEN_RESPONSES_DIR")]
+    pub responses_dir: Option<std::path::PathBuf>,
+    /// The most `--responses-dir` may hold: bytes or a size such as `512MiB`; oldest removed
+    /// first, and none kept past 30 days. `0` keeps stored responses in memory only.
+    #[arg(long, env = "EDEN_RESPONSES_MAX", default_value = "1GiB")]
+    pub responses_max: String,
     /// Do not watch the models folder or the config file (SIGHUP or `POST /admin/rescan` still
     /// rescan and reload).
     #[arg(long, env = "EDEN_NO_WATCH")]

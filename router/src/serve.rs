@@ -39,6 +39,23 @@ fn kv_cache(s: &ServeArgs) -> Result<Option<(std::path::PathBuf, u64)>> {
     Ok(Some((dir, max)))
 }
 
+/// Where stored Responses are kept (see [`crate::http::openai::responses::store`]).
+fn responses_store(s: &ServeArgs) -> Result<crate::http::openai::responses::store::Store> {
+    use crate::http::openai::responses::store::{Limits, Store, MEMORY_BYTES, TTL};
+    let max = budget::parse_size_or_zero(&s.responses_max).map_err(anyhow::Error::msg).context("--responses-max")?;
+    let dir = match (&s.responses_dir, max) {
+        (_, 0) => None,
+        (Some(d), _) => Some(d.clone()),
+        (None, _) => dirs::cache_dir().map(|c| c.join("model-bucket").join("responses")),
+    };
+    let store = Store::new(Limits { dir, memory: MEMORY_BYTES, disk: max, ttl: TTL });
+    match &store.limits().dir {
+        Some(d) => tracing::info!(dir = %d.display(), max = %budget::human(max), "stored responses kept on disk"),
+        None => tracing::info!("stored responses kept in memory only"),
+    }
+    Ok(store)
+}
+
 /// The process's signal streams, created (and so handled) from the start.
 struct Signals {
     term: tokio::signal::unix::Signal,
@@ -166,7 +183,8 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         cors_origins: s.cors_origins.clone(),
     };
     let config_path = b.config.clone();
-    let app = crate::http::app(registry.clone(), s.body_limit, access, guard, s.max_client_requests);
+    let app = crate::http::app(registry.clone(), s.body_limit, access, guard, s.max_client_requests)
+        .layer(axum::Extension(std::sync::Arc::new(responses_store(&s)?)));
     let app = match &fleet {
         Some(cfg) => {
             let f = crate::fleet::Fleet::new(cfg.clone());
@@ -335,4 +353,34 @@ fn fleet_config(s: &ServeArgs, config: &model_bucket_shared::Config) -> Result<O
         interval: Duration::from_millis(s.peer_poll_ms),
     };
     Ok(crate::fleet::Fleet::configured(&cfg).then_some(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        let args = ["model-bucket", "serve"].iter().chain(extra).copied();
+        match crate::cli::Cli::try_parse_from(args).expect("valid flags").command {
+            crate::cli::Command::Serve { serve, .. } => serve,
+            _ => unreachable!("parsed as serve"),
+        }
+    }
+
+    #[test]
+    fn stored_responses_default_to_a_gib_on_disk_64_mib_in_memory_and_30_days() {
+        let store = responses_store(&serve_args(&["--responses-dir", "/tmp/r"])).unwrap();
+        let l = store.limits();
+        assert_eq!((l.disk, l.memory, l.ttl), (1 << 30, 64 << 20, Duration::from_secs(30 * 24 * 3600)));
+        assert_eq!(l.dir.as_deref(), Some(std::path::Path::new("/tmp/r")));
+        let memory_only = responses_store(&serve_args(&["--responses-max", "0"])).unwrap();
+        assert!(memory_only.limits().dir.is_none());
+        let small = responses_store(&serve_args(&["--responses-max", "512MiB"])).unwrap();
+        assert_eq!(small.limits().disk, 512 << 20);
+        if std::env::var_os("EDEN_RESPONSES_DIR").is_none() {
+            let default = responses_store(&serve_args(&[])).unwrap();
+            assert!(default.limits().dir.as_ref().is_none_or(|d| d.ends_with("model-bucket/responses")));
+        }
+    }
 }

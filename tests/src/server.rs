@@ -15,6 +15,8 @@ pub struct Server {
     /// Where its workers keep prompt prefixes between runs (a folder of its own, so tests never
     /// share or touch the user's cache).
     pub kv_dir: tempfile::TempDir,
+    /// Where it keeps stored Responses, likewise.
+    pub responses_dir: tempfile::TempDir,
 }
 
 impl Server {
@@ -38,6 +40,8 @@ impl Server {
         let host = addr.ip();
         let log = tempfile::NamedTempFile::new().expect("log file");
         let kv_dir = tempfile::tempdir().expect("kv cache folder");
+        // Stored Responses too stay out of the user's cache (`--responses-dir` wins).
+        let responses_dir = tempfile::tempdir().expect("responses folder");
         let child = Command::new(crate::bin("model-bucket"))
             .args(["serve", "--port", &port.to_string(), "--models-dir"])
             .arg(models_dir)
@@ -47,13 +51,14 @@ impl Server {
             .args(crate::worker::one_thread_unless_asked(extra))
             .env("EDEN_LOG", "info")
             .env("EDEN_KV_CACHE_DIR", kv_dir.path())
+            .env("EDEN_RESPONSES_DIR", responses_dir.path())
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.reopen().expect("log"))
             .stderr(log.reopen().expect("log"))
             .spawn()
             .expect("spawn model-bucket serve");
-        let mut s = Server { child, host, port, log, kv_dir };
+        let mut s = Server { child, host, port, log, kv_dir, responses_dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, _)) = s.get("/health") {

@@ -1,8 +1,11 @@
-//! The Anthropic Messages and Ollama dialects end to end, on the two real default models,
-//! driven by the official `anthropic` and `ollama` Python clients (tests/python/test_dialects.py):
-//! every answer is compared with the same request sent as OpenAI Chat Completions.
+//! The Anthropic Messages and Ollama dialects and OpenAI's Responses end to end, on the real
+//! default models, driven by the official `anthropic`, `ollama` and `openai` Python clients
+//! (tests/python/test_dialects.py, test_responses.py): every answer is compared with the same
+//! request sent as Chat Completions. A stored Responses conversation survives a restart.
 
 use model_bucket_tests::*;
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -24,4 +27,64 @@ fn anthropic_and_ollama_clients_suite() {
     let report = String::from_utf8_lossy(&out.stderr);
     eprintln!("{report}");
     assert!(out.status.success(), "test_dialects.py failed:\n{report}\n--- server log ---\n{}", server.log());
+}
+
+#[test]
+fn responses_suite_and_a_stored_conversation_that_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
+    let parent = tempfile::tempdir().unwrap();
+    let store = parent.path().join("responses");
+    let args = ["--parallel", "2", "--ctx", "2048", "--responses-dir", store.to_str().unwrap()];
+    let smol = smol_id();
+    let first =
+        json!({ "model": smol, "input": "My name is Ada. Say hello.", "max_output_tokens": 16, "temperature": 0 });
+    let (id, said) = {
+        let server = Server::start(dir.path(), &args);
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("python3")
+            .arg(here.join("python").join("test_responses.py"))
+            .arg("-v")
+            .env("EDEN_BASE_URL", server.base_url())
+            .env("EDEN_SMOL", &smol)
+            .output()
+            .expect("run python3 (scripts/test installs what the suites need into .venv)");
+        let report = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{report}");
+        assert!(out.status.success(), "test_responses.py failed:\n{report}\n--- server log ---\n{}", server.log());
+        let r = post_json(&server, "/v1/responses", &first);
+        (r["id"].as_str().unwrap().to_string(), r["output"][0]["content"][0]["text"].as_str().unwrap().to_string())
+    };
+    // Private: the folder and each file are the server user's alone.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&store), 0o700);
+    assert_eq!(mode(&store.join(format!("{id}.json"))), 0o600);
+
+    // A new server on the same folder finds the conversation and continues it.
+    let server = Server::start(dir.path(), &args);
+    let (status, body) = server.get(&format!("/v1/responses/{id}")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let next = json!({ "model": smol, "input": "What is my name?", "previous_response_id": id,
+        "max_output_tokens": 16, "temperature": 0 });
+    let r = post_json(&server, "/v1/responses", &next);
+    let continued = r["output"][0]["content"][0]["text"].as_str().unwrap().to_string();
+    // The same conversation sent whole to Chat Completions.
+    let whole = post_json(
+        &server,
+        "/v1/chat/completions",
+        &json!({ "model": smol, "max_tokens": 16, "temperature": 0, "messages": [
+            { "role": "user", "content": "My name is Ada. Say hello." },
+            { "role": "assistant", "content": said },
+            { "role": "user", "content": "What is my name?" },
+        ]}),
+    );
+    assert_eq!(continued, whole["choices"][0]["message"]["content"].as_str().unwrap());
+}
+
+/// POST `body` to `path`; its JSON, which must come with a 200.
+fn post_json(s: &Server, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    let (status, resp) = s.post(path, &body.to_string()).unwrap();
+    let json = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert_eq!(status, 200, "{path}: {resp}");
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{path}: {e}: {json}"))
 }

@@ -1,4 +1,4 @@
-//! The OpenAI dialect: Chat Completions, Completions, Embeddings and the model list, read into
+//! The OpenAI dialect: Chat Completions, Completions, Embeddings, Responses and the model list, read into
 //! a [`Job`](crate::http::job::Job) and answered in OpenAI's response and stream shapes.
 
 pub mod completions;
@@ -6,4 +6,5 @@ pub mod embeddings;
 pub mod models;
 pub mod request;
 pub(crate) mod respond;
+pub(crate) mod responses;
 pub(crate) mod stream;

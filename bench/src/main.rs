@@ -3,7 +3,7 @@
 //! `docs/BENCHMARKS.md` and its plots.
 //!
 //! ```sh
-//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds 150] [--day-variant FLAGS]... [--day-no-anchor] [--day-synthetic A,B] [--only-switch] [--switch-size GB]... [--llama-server-arg ARG]...
+//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds 150] [--day-variant FLAGS]... [--day-no-anchor] [--day-synthetic A,B] [--only-switch] [--switch-size GB]... [--only-dialects] [--llama-server-arg ARG]...
 //! ```
 //! Without `--llama-server` (or `$LLAMA_SERVER`) it builds llama-server once into
 //! `~/.cache/model-bucket`. Run `scripts/setup` first (binaries and models).
@@ -12,6 +12,7 @@ mod agent;
 mod cache;
 mod client;
 mod day;
+mod dialects;
 mod fleet;
 mod llama;
 mod lora;
@@ -56,6 +57,8 @@ pub struct Opts {
     /// Run only the switch to models of real sizes, print its section and write its raw
     /// measurements to `OUT/switch.json`.
     pub only_switch: bool,
+    /// Only the dialects' translation cost and stored conversations (`dialects.rs`).
+    pub only_dialects: bool,
     /// The synthetic sizes to switch to (`--switch-size`, repeatable: 0.5, 1.5 or 4; default
     /// all three).
     pub switch_sizes: Vec<String>,
@@ -81,6 +84,7 @@ fn main() -> Result<()> {
         day_no_anchor: false,
         day_synthetic: None,
         only_switch: false,
+        only_dialects: false,
         switch_sizes: Vec::new(),
         ls_extra: Vec::new(),
         out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")),
@@ -109,10 +113,11 @@ fn main() -> Result<()> {
                 o.day_synthetic = Some((a.to_string(), b.to_string()));
             }
             "--only-switch" => o.only_switch = true,
+            "--only-dialects" => o.only_dialects = true,
             "--switch-size" => o.switch_sizes.push(val()?),
             "--llama-server-arg" => o.ls_extra.push(val()?),
             "-h" | "--help" => {
-                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds N] [--day-variant FLAGS]... [--day-no-anchor] [--day-synthetic A,B] [--only-switch] [--switch-size GB]... [--llama-server-arg ARG]...");
+                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds N] [--day-variant FLAGS]... [--day-no-anchor] [--day-synthetic A,B] [--only-switch] [--switch-size GB]... [--only-dialects] [--llama-server-arg ARG]...");
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other}"),
@@ -120,6 +125,15 @@ fn main() -> Result<()> {
     }
     if o.only_fleet {
         println!("{}", fleet::markdown(&o, &fleet::run(&o)?));
+        return Ok(());
+    }
+    if o.only_dialects {
+        let r = dialects::run(&o)?;
+        std::fs::create_dir_all(&o.out)?;
+        std::fs::write(o.out.join("dialects.json"), serde_json::to_string_pretty(&dialects::raw(&r))?)?;
+        std::fs::write(o.out.join("DIALECTS.md"), dialects::markdown(&o, &r))?;
+        println!("{}", dialects::markdown(&o, &r));
+        eprintln!("bench: wrote {}", o.out.join("DIALECTS.md").display());
         return Ok(());
     }
     let ls = llama::find_or_build(o.llama_server.clone())?;

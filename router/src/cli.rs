@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// cache off. Least recently used prefixes are removed first.
     #[arg(long, env = "EDEN_KV_CACHE_MAX", default_value = "4GiB")]
     pub kv_cache_max: String,
+    /// Also serve the API on this port of the same address, for clients that assume Ollama's
+    /// (`11434`); off by default.
+    #[arg(long, env = "EDEN_OLLAMA_PORT")]
+    pub ollama_port: Option<u16>,
     /// Folder where stored Responses (`store`, the default) are kept, so that
     /// `previous_response_id` continues them after a restart; private to the server's user
     /// (default: `~/.cache/model-bucket/responses`).

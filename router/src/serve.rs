@@ -48,6 +48,11 @@ fn responses_store(s: &ServeArgs) -> Result<crate::http::openai::responses::stor
         (Some(d), _) => Some(d.clone()),
         (None, _) => dirs::cache_dir().map(|c| c.join("model-bucket").join("responses")),
     };
+    if let Some(d) = &dir {
+        crate::http::openai::responses::store::check_dir(d)
+            .map_err(anyhow::Error::msg)
+            .context("--responses-dir: stored conversations need a private folder")?;
+    }
     let store = Store::new(Limits { dir, memory: MEMORY_BYTES, disk: max, ttl: TTL });
     match &store.limits().dir {
         Some(d) => tracing::info!(dir = %d.display(), max = %budget::human(max), "stored responses kept on disk"),
@@ -183,8 +188,8 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         cors_origins: s.cors_origins.clone(),
     };
     let config_path = b.config.clone();
-    let app = crate::http::app(registry.clone(), s.body_limit, access, guard, s.max_client_requests)
-        .layer(axum::Extension(std::sync::Arc::new(responses_store(&s)?)));
+    let responses = std::sync::Arc::new(responses_store(&s)?);
+    let app = crate::http::app(registry.clone(), s.body_limit, access, guard, s.max_client_requests, responses);
     let app = match &fleet {
         Some(cfg) => {
             let f = crate::fleet::Fleet::new(cfg.clone());
@@ -211,6 +216,16 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
     rt.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        // The same API where Ollama's clients look for it, when asked.
+        let ollama = match s.ollama_port {
+            Some(port) => {
+                let at = SocketAddr::new(s.host, port);
+                let l = tokio::net::TcpListener::bind(at).await.with_context(|| format!("--ollama-port: cannot listen on {at}"))?;
+                tracing::info!(addr = %at, "listening for Ollama clients too");
+                Some(l)
+            }
+            None => None,
+        };
         tracing::info!(%addr, models = registry.catalog().models.len(), dir = %dir.display(), "listening");
         tokio::spawn(registry.clone().housekeeping());
         let _watcher = if s.no_watch {
@@ -239,6 +254,13 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         let stop = async move {
             let _ = stop_rx.clone().wait_for(|s| *s).await;
         };
+        if let Some(l) = ollama {
+            let mut rx = stop_tx.subscribe();
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            tokio::spawn(listen::serve(l, app.clone(), conn_limits, stop));
+        }
         let serving = tokio::spawn(listen::serve(listener, app, conn_limits, stop));
         stop_signal(&mut term, &mut int).await;
         let _ = stop_tx.send(true);

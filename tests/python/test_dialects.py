@@ -174,6 +174,19 @@ class AnthropicMessages(unittest.TestCase):
         ).input_tokens
         self.assertGreater(with_tools, n)
 
+    def test_same_text_as_llama_server(self):
+        with open(os.environ["EDEN_DIALECT_FIXTURE"]) as f:
+            fixture = json.load(f)
+        for case in fixture["cases"]:
+            # Prefilled whole, as llama-server prefilled it when the fixture was made: a prefix
+            # reused from the cache is computed in other batches, which may move a near tie.
+            ask = dict(model=SMOL, max_tokens=fixture["max_tokens"], extra_body=dict(GREEDY, cache_prompt=False),
+                       messages=[{"role": "user", "content": case["user"]}])
+            if case["system"]:
+                ask["system"] = case["system"]
+            m = claude.messages.create(**ask)
+            self.assertEqual(m.content[0].text, case["messages_text"], case["user"])
+
     def test_errors_in_anthropics_envelope(self):
         with self.assertRaises(anthropic.NotFoundError) as e:
             claude.messages.create(model="no-such-model", max_tokens=5, messages=[{"role": "user", "content": "x"}])

@@ -51,7 +51,7 @@ impl Server {
             .args(crate::worker::one_thread_unless_asked(extra))
             .env("EDEN_LOG", "info")
             .env("EDEN_KV_CACHE_DIR", kv_dir.path())
-            .env("EDEN_RESPONSES_DIR", responses_dir.path())
+            .env("EDEN_RESPONSES_DIR", responses_dir.path().join("store"))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.reopen().expect("log"))

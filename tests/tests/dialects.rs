@@ -1,7 +1,9 @@
 //! The Anthropic Messages and Ollama dialects and OpenAI's Responses end to end, on the real
 //! default models, driven by the official `anthropic`, `ollama` and `openai` Python clients
 //! (tests/python/test_dialects.py, test_responses.py): every answer is compared with the same
-//! request sent as Chat Completions. A stored Responses conversation survives a restart.
+//! request sent as Chat Completions, and plain-text answers with what llama.cpp's llama-server
+//! answers on its own `/v1/messages` and `/v1/responses` (tests/fixtures/dialects.json). A
+//! stored Responses conversation survives a restart.
 
 use model_bucket_tests::*;
 use serde_json::json;
@@ -22,6 +24,7 @@ fn anthropic_and_ollama_clients_suite() {
         .env("EDEN_BASE_URL", server.base_url())
         .env("EDEN_SMOL", smol_id())
         .env("EDEN_GEMMA", gemma_id())
+        .env("EDEN_DIALECT_FIXTURE", here.join("fixtures/dialects.json"))
         .output()
         .expect("run python3 (scripts/test installs what the suites need into .venv)");
     let report = String::from_utf8_lossy(&out.stderr);
@@ -47,6 +50,7 @@ fn responses_suite_and_a_stored_conversation_that_survives_a_restart() {
             .arg("-v")
             .env("EDEN_BASE_URL", server.base_url())
             .env("EDEN_SMOL", &smol)
+            .env("EDEN_DIALECT_FIXTURE", here.join("fixtures/dialects.json"))
             .output()
             .expect("run python3 (scripts/test installs what the suites need into .venv)");
         let report = String::from_utf8_lossy(&out.stderr);
@@ -87,4 +91,19 @@ fn post_json(s: &Server, path: &str, body: &serde_json::Value) -> serde_json::Va
     let json = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     assert_eq!(status, 200, "{path}: {resp}");
     serde_json::from_str(json).unwrap_or_else(|e| panic!("{path}: {e}: {json}"))
+}
+
+#[test]
+fn the_ollama_port_serves_the_same_api() {
+    let dir = tempfile::tempdir().unwrap();
+    link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = Server::start(dir.path(), &["--ollama-port", &port.to_string()]);
+    let (status, body) = model_bucket_tests::server::get(port, "/api/tags").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&smol_id()), "{body}");
+    let (status, body) = model_bucket_tests::server::get(port, "/api/version").unwrap();
+    assert_eq!(status, 200, "{body}");
+    // The main port serves as before.
+    assert_eq!(server.get("/api/tags").unwrap().0, 200);
 }

@@ -30,13 +30,14 @@ use openai::{completions, embeddings, models};
 
 /// The whole API. `body_limit` is the largest request body accepted, in bytes; `access` says
 /// which key requests need, `guard` which hosts, origins and body types may reach it, and
-/// `guard.cors_origins` which origins CORS allows.
+/// `guard.cors_origins` which origins CORS allows; `responses` keeps stored Responses.
 pub fn app(
     registry: Arc<Registry>,
     body_limit: usize,
     access: access::Access,
     guard: guard::origin::Guard,
     max_client_requests: usize,
+    responses: Arc<openai::responses::store::Store>,
 ) -> Router {
     let cors_origins = guard.cors_origins.clone();
     let router = Router::new()
@@ -83,6 +84,7 @@ pub fn app(
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::origin::check))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(axum::middleware::from_fn(envelope::rewrite))
+        .layer(axum::Extension(responses))
         .with_state(registry);
     match access::cors(&cors_origins) {
         Some(cors) => router.layer(cors),

@@ -29,8 +29,10 @@ pub struct MessagesRequest {
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub top_k: Option<i32>,
-    /// Not Anthropic's; taken as the OpenAI endpoints take it, for repeatable answers.
+    /// Not Anthropic's; taken as the OpenAI endpoints take them: for repeatable answers, and
+    /// to prefill the whole prompt (llama-server takes `cache_prompt` on every endpoint).
     pub seed: Option<i64>,
+    pub cache_prompt: Option<bool>,
     pub tools: Option<Vec<Value>>,
     pub tool_choice: Option<Value>,
     pub output_config: Option<OutputConfig>,
@@ -218,6 +220,9 @@ pub fn to_openai(req: &MessagesRequest, needs_max_tokens: bool) -> Result<Value,
     }
     if let Some(s) = req.seed {
         body["seed"] = json!(s);
+    }
+    if let Some(c) = req.cache_prompt {
+        body["cache_prompt"] = json!(c);
     }
     // `tool_choice: none` with tools still renders them (the model may see them), as Anthropic
     // does; the plan then reads no calls.

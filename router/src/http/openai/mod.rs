@@ -6,5 +6,5 @@ pub mod embeddings;
 pub mod models;
 pub mod request;
 pub(crate) mod respond;
-pub(crate) mod responses;
+pub mod responses;
 pub(crate) mod stream;

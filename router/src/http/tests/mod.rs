@@ -45,6 +45,12 @@ fn registry_with(catalog: Catalog, launch: crate::worker::Launch) -> Arc<Registr
     Registry::with_launch(catalog, Config::default(), None, defaults, limits, launch)
 }
 
+/// A store of Responses in memory only.
+fn memory_store() -> Arc<crate::http::openai::responses::store::Store> {
+    use crate::http::openai::responses::store::{Limits, Store, MEMORY_BYTES, TTL};
+    Arc::new(Store::new(Limits { dir: None, memory: MEMORY_BYTES, disk: 0, ttl: TTL }))
+}
+
 fn app(api_key: Option<&str>) -> axum::Router {
     app_of(registry(), api_key)
 }
@@ -52,7 +58,7 @@ fn app(api_key: Option<&str>) -> axum::Router {
 fn app_of(registry: Arc<Registry>, api_key: Option<&str>) -> axum::Router {
     let access = crate::http::guard::access::Access { api_key: api_key.map(Into::into), ..Default::default() };
     let guard = crate::http::guard::origin::Guard { loopback: true, allowed_hosts: vec![], cors_origins: vec![] };
-    super::app(registry, 1 << 20, access, guard, 64)
+    super::app(registry, 1 << 20, access, guard, 64, memory_store())
 }
 
 /// A request as a loopback client sends it.
@@ -185,7 +191,7 @@ async fn adding_a_file_by_path_is_for_local_or_admin_callers_only() {
         peer_key: None,
     };
     let guard = crate::http::guard::origin::Guard { loopback: false, allowed_hosts: vec![], cors_origins: vec![] };
-    let mut keyed = super::app(registry(), 1 << 20, access, guard, 64);
+    let mut keyed = super::app(registry(), 1 << 20, access, guard, 64, memory_store());
     let (status, _) = add_from(&mut keyed, Some("192.168.1.5:40000"), Some("api"), body).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, v) = add_from(&mut keyed, Some("192.168.1.5:40000"), Some("adm"), body).await;
@@ -201,7 +207,7 @@ async fn a_peer_key_opens_peer_traffic_and_nothing_else() {
         peer_key: Some("peer".into()),
     };
     let guard = crate::http::guard::origin::Guard { loopback: true, allowed_hosts: vec![], cors_origins: vec![] };
-    let mut app = super::app(registry(), 1 << 20, access, guard, 64);
+    let mut app = super::app(registry(), 1 << 20, access, guard, 64, memory_store());
     let mut status = |path: &str, key: &str, hop: bool| {
         let mut req = request(Method::GET, path, "");
         req.headers_mut().insert(header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
@@ -290,4 +296,22 @@ async fn a_page_cannot_post_a_form_to_the_ollama_endpoints() {
     plain.headers_mut().insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
     let resp = app.call(plain).await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn stored_responses_are_found_by_their_id_only() {
+    let mut app = app(None);
+    for path in ["/v1/responses/resp_0123456789abcdef", "/v1/responses/..%2F..%2Fetc%2Fpasswd", "/v1/responses/nope"] {
+        let (status, _, v) = send(&mut app, Method::GET, path, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {v}");
+        assert_eq!(v["error"]["param"], "response_id");
+    }
+    let (status, _, _) = send(&mut app, Method::DELETE, "/v1/responses/resp_01", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = send(&mut app, Method::POST, "/v1/responses/resp_01/cancel", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // An unknown previous_response_id is refused before any model is asked.
+    let body = r#"{"model":"nope","input":"hi","previous_response_id":"resp_01"}"#;
+    let (status, _, v) = send(&mut app, Method::POST, "/v1/responses", body).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (StatusCode::NOT_FOUND, Some("previous_response_id")));
 }

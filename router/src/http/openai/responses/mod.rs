@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::http::error::ApiError;
-use crate::http::job::ids::unique;
+use crate::http::job::ids;
 use crate::http::job::peer::Peers;
 use crate::http::job::{pieces, translated};
 use crate::http::json::Json;
@@ -93,8 +93,10 @@ async fn run(
     let (body, conversation) = request::to_chat(req, history)?;
     let keep = req.store.unwrap_or(true);
     let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    // A stored response is read by its ID alone: it must not be guessable.
+    let id = ids::random("resp_").ok_or_else(|| ApiError::internal("the system's random source cannot be read"))?;
     let head = Head {
-        id: unique("resp_"),
+        id,
         created_at,
         model: req.model.clone(),
         echo: echo(req),
@@ -103,18 +105,21 @@ async fn run(
     };
     let pieces = translated::run(r, peers, body, Kind::Chat, req.stream).await?;
     // Keeps a finished response and its conversation, the answer included, before the client
-    // hears that it is done.
+    // hears that it is done; says whether it was kept (a conversation over the entry limit is
+    // answered but not kept).
     let save = move |id: String, o: Outcome| async move {
-        if keep {
-            let mut messages = conversation;
-            messages.push(o.assistant);
-            let put = tokio::task::spawn_blocking(move || {
-                store.put(&id, Stored { response: o.response, messages, created_at })
-            });
-            if !matches!(put.await, Ok(true)) {
-                tracing::warn!("a response could not be stored (too large, or the store failed)");
-            }
+        if !keep {
+            return false;
         }
+        let mut messages = conversation;
+        messages.push(o.assistant);
+        let response = o.response;
+        let put = tokio::task::spawn_blocking(move || store.put(&id, Stored { response, messages, created_at }));
+        let kept = matches!(put.await, Ok(true));
+        if !kept {
+            tracing::warn!("a response was not stored: its conversation is over the limit");
+        }
+        kept
     };
     if req.stream {
         let id = head.id.clone();
@@ -123,9 +128,11 @@ async fn run(
     }
     let whole = pieces::whole(pieces).await?;
     let (items, call_ids) = respond::output(&whole);
-    let response = respond::object(&head, respond::status(&whole.ending), items, Some(&whole.ending));
+    let mut response = respond::object(&head, respond::status(&whole.ending), items, Some(&whole.ending));
     let assistant = respond::assistant_message(&whole.text, &whole.calls, &call_ids);
-    save(head.id.clone(), Outcome { response: response.clone(), assistant }).await;
+    if !save(head.id.clone(), Outcome { response: response.clone(), assistant }).await {
+        response["store"] = json!(false);
+    }
     Ok(axum::Json(response).into_response())
 }
 

@@ -25,8 +25,9 @@ pub struct ResponsesRequest {
     pub max_output_tokens: Option<i64>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
-    /// Not OpenAI's; taken as Chat Completions takes it.
+    /// Not OpenAI's; taken as Chat Completions takes them.
     pub seed: Option<i64>,
+    pub cache_prompt: Option<bool>,
     #[serde(default)]
     pub stream: bool,
     /// Keep the response (default true), so a later turn may continue it.
@@ -124,8 +125,11 @@ pub fn input_messages(input: &Input, out: &mut Vec<Value>) -> Result<(), ApiErro
                 });
                 // Calls made together belong to one assistant message.
                 match out.last_mut() {
-                    Some(last) if last["role"] == "assistant" && last.get("tool_calls").is_some() => {
-                        last["tool_calls"].as_array_mut().expect("an array").push(call)
+                    Some(last) if last["role"] == "assistant" => {
+                        match last.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                            Some(calls) => calls.push(call),
+                            None => last["tool_calls"] = json!([call]),
+                        }
                     }
                     _ => out.push(json!({ "role": "assistant", "content": "", "tool_calls": [call] })),
                 }
@@ -225,6 +229,9 @@ pub fn to_chat(req: &ResponsesRequest, history: Vec<Value>) -> Result<(Value, Ve
     if let Some(s) = req.seed {
         body["seed"] = json!(s);
     }
+    if let Some(c) = req.cache_prompt {
+        body["cache_prompt"] = json!(c);
+    }
     if let Some(t) = req.tools.as_ref().filter(|t| !t.is_empty()) {
         body["tools"] = Value::Array(tools(t)?);
     }
@@ -278,6 +285,17 @@ mod tests {
         assert_eq!(m[1]["content"], "earlier");
         assert_eq!(m[3], json!({"role": "system", "content": "rules"}));
         assert_eq!(m[4]["tool_calls"].as_array().unwrap().len(), 2);
+        // A call after an assistant's text joins that message.
+        let (b, _) = chat(
+            json!({"model": "m", "input": [
+                {"role": "assistant", "content": "Let me look."},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            ]}),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(b["messages"].as_array().unwrap().len(), 1);
+        assert_eq!(b["messages"][0]["tool_calls"][0]["id"], "c1");
         assert_eq!(m[5], json!({"role": "tool", "tool_call_id": "c1", "content": "one"}));
         assert_eq!(conv.len(), 5, "the conversation has no instructions: {conv:?}");
     }

@@ -92,9 +92,11 @@ fn call_item(id: &str, call_id: &str, c: &Call, arguments: &str, status: &str) -
 /// The output items of a whole answer: its text (when there is text, or nothing else), then
 /// its calls; and each call's `call_id`, in order.
 pub fn output(w: &Whole) -> (Vec<Value>, Vec<String>) {
+    // A message cut short by `max_output_tokens` is itself `incomplete`.
+    let item_status = if status(&w.ending) == "incomplete" { "incomplete" } else { "completed" };
     let mut items = Vec::new();
     if !w.text.is_empty() || w.calls.is_empty() {
-        items.push(message_item(&unique("msg_"), &w.text, "completed"));
+        items.push(message_item(&unique("msg_"), &w.text, item_status));
     }
     let mut call_ids = Vec::new();
     for c in &w.calls {
@@ -119,14 +121,14 @@ pub fn assistant_message(text: &str, calls: &[Call], call_ids: &[String]) -> Val
 }
 
 /// The events that end the message item `id` at `at` holding `text`, and the item.
-fn close_text(id: &str, text: &str, at: usize) -> (Vec<(&'static str, Value)>, Value) {
+fn close_text(id: &str, text: &str, at: usize, status: &str) -> (Vec<(&'static str, Value)>, Value) {
     let place = json!({ "item_id": id, "output_index": at, "content_index": 0 });
     let mut done = place.clone();
     done["text"] = json!(text);
     done["logprobs"] = json!([]);
     let mut part = place;
     part["part"] = json!({ "type": "output_text", "text": text, "annotations": [], "logprobs": [] });
-    let item = message_item(id, text, "completed");
+    let item = message_item(id, text, status);
     let events = vec![
         ("response.output_text.done", done),
         ("response.content_part.done", part),
@@ -143,14 +145,14 @@ pub struct Outcome {
 
 /// The stream's events. `done` runs once with the final object when the response ends (not
 /// when it fails), before the last event goes out: a client that has it may retrieve or
-/// continue the response at once.
+/// continue the response at once. It says whether the response was kept.
 pub fn events<F>(
     head: Head,
     mut pieces: BoxStream<'static, Piece>,
     done: impl FnOnce(Outcome) -> F + Send + 'static,
 ) -> BoxStream<'static, Result<SseEvent, Infallible>>
 where
-    F: std::future::Future<Output = ()> + Send + 'static,
+    F: std::future::Future<Output = bool> + Send + 'static,
 {
     async_stream::stream! {
         let mut seq = 0u64;
@@ -190,7 +192,7 @@ where
                 }
                 Piece::Call(c) => {
                     if text_open {
-                        let (events, item) = close_text(&ids.message, &text, items.len());
+                        let (events, item) = close_text(&ids.message, &text, items.len(), "completed");
                         for (name, d) in events {
                             yield ev(name, d);
                         }
@@ -220,19 +222,21 @@ where
                         }));
                         text_open = true;
                     }
+                    let status = status(&e);
                     if text_open {
-                        let (events, item) = close_text(&ids.message, &text, items.len());
+                        let (events, item) = close_text(&ids.message, &text, items.len(), status);
                         for (name, d) in events {
                             yield ev(name, d);
                         }
                         items.push(item);
                     }
-                    let status = status(&e);
-                    let response = object(&head, status, items.clone(), Some(&e));
+                    let mut response = object(&head, status, items.clone(), Some(&e));
                     let name = if status == "completed" { "response.completed" } else { "response.incomplete" };
                     if let Some(done) = done.take() {
                         let assistant = assistant_message(&text, &calls, &call_ids);
-                        done(Outcome { response: response.clone(), assistant }).await;
+                        if !done(Outcome { response: response.clone(), assistant }).await {
+                            response["store"] = json!(false);
+                        }
                     }
                     yield ev(name, json!({ "response": response }));
                     break;

@@ -107,3 +107,51 @@ fn the_ollama_port_serves_the_same_api() {
     // The main port serves as before.
     assert_eq!(server.get("/api/tags").unwrap().0, 200);
 }
+
+#[test]
+fn the_ollama_client_pulls_from_the_hub_and_lists_what_it_got() {
+    let hub = model_bucket_tests::hub::Hub::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(dir.path(), &[], &[("EDEN_HF_ENDPOINT", &hub.url())]);
+    let script = r#"
+import os, sys, ollama
+c = ollama.Client(host=os.environ["EDEN_BASE_URL"], timeout=180)
+statuses = [p.status for p in c.pull("hf.co/test/SmolLM2-GGUF:latest", stream=True)]
+assert statuses[0] == "pulling manifest", statuses
+assert any(s.startswith("pulling ") and s != "pulling manifest" for s in statuses), statuses
+assert statuses[-1] == "success", statuses
+names = [m.model for m in c.list().models]
+assert os.environ["EDEN_SMOL"] in names, names
+try:
+    c.pull("test/nope-GGUF", stream=False)
+    sys.exit("a missing repo was pulled")
+except ollama.ResponseError as e:
+    assert "not found" in e.error, e.error
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("EDEN_BASE_URL", server.base_url())
+        .env("EDEN_SMOL", smol_id())
+        .output()
+        .expect("run python3 (scripts/test installs what the suites need into .venv)");
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the ollama client's pull failed:\n{report}\n--- server log ---\n{}", server.log());
+}
+
+#[test]
+fn the_openai_agents_sdk_runs_a_two_tool_agent_to_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
+    let server = Server::start(dir.path(), &["--parallel", "2", "--ctx", "2048"]);
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(here.join("python").join("test_agents.py"))
+        .arg("-v")
+        .env("EDEN_BASE_URL", server.base_url())
+        .env("EDEN_SMOL", smol_id())
+        .output()
+        .expect("run python3 (scripts/test installs what the suites need into .venv)");
+    let report = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{report}");
+    assert!(out.status.success(), "test_agents.py failed:\n{report}\n--- server log ---\n{}", server.log());
+}

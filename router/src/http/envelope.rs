@@ -71,7 +71,8 @@ pub async fn rewrite(req: Request, next: Next) -> Response {
     let message = match axum::body::to_bytes(body, MAX_ERROR_BYTES).await {
         Ok(bytes) => {
             let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            v.pointer("/error/message").and_then(Value::as_str).map(str::to_string)
+            // OpenAI's envelope, or already Ollama's (a pull's last line).
+            v.pointer("/error/message").or_else(|| v.get("error")).and_then(Value::as_str).map(str::to_string)
         }
         Err(_) => None,
     };

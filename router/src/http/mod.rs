@@ -62,6 +62,7 @@ pub fn app(
         .route("/api/ps", get(ollama::models::ps))
         .route("/api/show", post(ollama::models::show))
         .route("/api/version", get(ollama::version))
+        .route("/api/pull", post(ollama::pull::pull))
         .route("/admin/workers", get(admin::ops::workers))
         .route("/admin/events", get(admin::events::events))
         .route("/admin/models", post(admin::add))

@@ -9,6 +9,7 @@
 
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -70,6 +71,13 @@ pub async fn pull(
     State(r): State<Arc<Registry>>,
     Json(body): Json<PullBody>,
 ) -> Result<Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let events = progress(r, body)?;
+    Ok(Sse::new(events.map(|ev| Ok(SseEvent::default().data(ev.to_string())))).keep_alive(KeepAlive::default()))
+}
+
+/// A pull's progress events (each `{"status": ...}`), the last `success` or `error`; a request
+/// refused before it starts is an error here.
+pub fn progress(r: Arc<Registry>, body: PullBody) -> Result<futures::stream::BoxStream<'static, Value>, ApiError> {
     let req = Request::parse(&body.model, body.file.as_deref(), body.revision.as_deref().unwrap_or("main"))
         .map_err(|e| ApiError::bad_param("model", e.to_string()))?;
     let mut ticket = r.pulls.start().ok_or_else(|| {
@@ -92,7 +100,7 @@ pub async fn pull(
     });
     let stream = async_stream::stream! {
         while let Some(ev) = rx.recv().await {
-            yield Ok(SseEvent::default().data(ev.to_string()));
+            yield ev;
         }
         let last = match job.await {
             Ok(Ok(path)) => match r.rescan(false, Duration::ZERO).await {
@@ -105,7 +113,7 @@ pub async fn pull(
             Ok(Err(e)) => error_event(&e),
             Err(e) => json!({ "status": "error", "error": ApiError::internal(format!("pull task failed: {e}")).body()["error"] }),
         };
-        yield Ok(SseEvent::default().data(last.to_string()));
+        yield last;
     };
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Box::pin(stream))
 }

@@ -32,7 +32,8 @@ impl Access {
         if path == "/health" || crate::http::page::is_page(path) {
             return None;
         }
-        if path.starts_with("/admin/") || path == "/admin" {
+        // Ollama's pull is the admin pull by another name.
+        if path.starts_with("/admin/") || path == "/admin" || path == "/api/pull" {
             if let Some(k) = &self.admin_key {
                 return Some(k);
             }
@@ -80,7 +81,8 @@ pub async fn require_key(State(access): State<Access>, mut req: Request, next: N
     if req.method() == Method::OPTIONS {
         return next.run(req).await;
     }
-    let from_peer = req.headers().contains_key(crate::fleet::HOP) && !req.uri().path().starts_with("/admin");
+    let path = req.uri().path();
+    let from_peer = req.headers().contains_key(crate::fleet::HOP) && !path.starts_with("/admin") && path != "/api/pull";
     let peer_key = access.peer_key.as_deref().filter(|_| from_peer);
     match presented(req.headers()) {
         Some(given) if peer_key.is_some_and(|k| key_matches(given, k.as_bytes())) => {

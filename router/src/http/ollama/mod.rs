@@ -8,6 +8,7 @@
 
 pub mod embed;
 pub mod models;
+pub mod pull;
 pub mod request;
 pub mod respond;
 

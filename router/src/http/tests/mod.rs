@@ -315,3 +315,27 @@ async fn stored_responses_are_found_by_their_id_only() {
     let (status, _, v) = send(&mut app, Method::POST, "/v1/responses", body).await;
     assert_eq!((status, v["error"]["param"].as_str()), (StatusCode::NOT_FOUND, Some("previous_response_id")));
 }
+
+#[tokio::test]
+async fn ollamas_pull_needs_the_admin_key_as_the_admin_pull_does() {
+    let access = crate::http::guard::access::Access {
+        api_key: Some("client".into()),
+        admin_key: Some("adm".into()),
+        peer_key: Some("peer".into()),
+    };
+    let guard = crate::http::guard::origin::Guard { loopback: true, allowed_hosts: vec![], cors_origins: vec![] };
+    let mut app = super::app(registry(), 1 << 20, access, guard, 64, memory_store());
+    let mut call = |key: &str, hop: bool| {
+        let mut req = request(Method::POST, "/api/pull", r#"{"model":"no-such-name"}"#);
+        req.headers_mut().insert(header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+        if hop {
+            req.headers_mut().insert(crate::fleet::HOP, "1".parse().unwrap());
+        }
+        let resp = app.call(req);
+        async move { resp.await.expect("infallible").status() }
+    };
+    assert_eq!(call("client", false).await, StatusCode::UNAUTHORIZED, "the API key does not pull");
+    assert_eq!(call("peer", true).await, StatusCode::UNAUTHORIZED, "nor does a peer's");
+    // The admin key gets as far as the name, which means no model.
+    assert_eq!(call("adm", false).await, StatusCode::BAD_REQUEST);
+}

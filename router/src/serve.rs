@@ -48,11 +48,17 @@ fn responses_store(s: &ServeArgs) -> Result<crate::http::openai::responses::stor
         (Some(d), _) => Some(d.clone()),
         (None, _) => dirs::cache_dir().map(|c| c.join("model-bucket").join("responses")),
     };
-    if let Some(d) = &dir {
-        crate::http::openai::responses::store::check_dir(d)
-            .map_err(anyhow::Error::msg)
-            .context("--responses-dir: stored conversations need a private folder")?;
-    }
+    let dir = match dir.map(|d| (crate::http::openai::responses::store::check_dir(&d), d)) {
+        Some((Err(e), _)) if s.responses_dir.is_some() => {
+            return Err(anyhow::Error::msg(e)).context("--responses-dir: stored conversations need a private folder")
+        }
+        Some((Err(e), _)) => {
+            tracing::warn!(error = %e, "stored responses kept in memory only: the default folder is not private");
+            None
+        }
+        Some((Ok(()), d)) => Some(d),
+        None => None,
+    };
     let store = Store::new(Limits { dir, memory: MEMORY_BYTES, disk: max, ttl: TTL });
     match &store.limits().dir {
         Some(d) => tracing::info!(dir = %d.display(), max = %budget::human(max), "stored responses kept on disk"),
@@ -254,13 +260,13 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         let stop = async move {
             let _ = stop_rx.clone().wait_for(|s| *s).await;
         };
-        if let Some(l) = ollama {
+        let ollama_serving = ollama.map(|l| {
             let mut rx = stop_tx.subscribe();
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            tokio::spawn(listen::serve(l, app.clone(), conn_limits, stop));
-        }
+            tokio::spawn(listen::serve(l, app.clone(), conn_limits, stop))
+        });
         let serving = tokio::spawn(listen::serve(listener, app, conn_limits, stop));
         stop_signal(&mut term, &mut int).await;
         let _ = stop_tx.send(true);
@@ -273,8 +279,16 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         tracing::info!(grace_secs = grace.as_secs(), "stopping: finishing in-flight requests");
         notify(&[sd_notify::NotifyState::Stopping]);
         registry.shutdown_all();
-        match tokio::time::timeout(grace + Duration::from_secs(1), serving).await {
-            Ok(r) => r.context("server task")?,
+        // Both listeners' requests get the same grace.
+        let both = async move {
+            let main = serving.await;
+            if let Some(h) = ollama_serving {
+                h.await.context("the Ollama port's server task")?;
+            }
+            main.context("server task")
+        };
+        match tokio::time::timeout(grace + Duration::from_secs(1), both).await {
+            Ok(r) => r?,
             Err(_) => tracing::warn!("in-flight requests did not finish in time"),
         }
         // Workers write their prompt prefixes to disk as they exit: give them the time to.
@@ -392,15 +406,22 @@ mod tests {
 
     #[test]
     fn stored_responses_default_to_a_gib_on_disk_64_mib_in_memory_and_30_days() {
-        let store = responses_store(&serve_args(&["--responses-dir", "/tmp/r"])).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        let store = responses_store(&serve_args(&["--responses-dir", dir.to_str().unwrap()])).unwrap();
         let l = store.limits();
         assert_eq!((l.disk, l.memory, l.ttl), (1 << 30, 64 << 20, Duration::from_secs(30 * 24 * 3600)));
-        assert_eq!(l.dir.as_deref(), Some(std::path::Path::new("/tmp/r")));
+        assert_eq!(l.dir.as_deref(), Some(dir.as_path()));
+        // A folder others may read is refused when named.
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        assert!(responses_store(&serve_args(&["--responses-dir", dir.to_str().unwrap()])).is_err());
         let memory_only = responses_store(&serve_args(&["--responses-max", "0"])).unwrap();
         assert!(memory_only.limits().dir.is_none());
         let small = responses_store(&serve_args(&["--responses-max", "512MiB"])).unwrap();
         assert_eq!(small.limits().disk, 512 << 20);
         if std::env::var_os("EDEN_RESPONSES_DIR").is_none() {
+            // The default folder, or memory only when it is not private: never a refusal.
             let default = responses_store(&serve_args(&[])).unwrap();
             assert!(default.limits().dir.as_ref().is_none_or(|d| d.ends_with("model-bucket/responses")));
         }

@@ -121,7 +121,8 @@ impl Store {
             return false;
         }
         self.remember(id, s, json.len());
-        if let Some(path) = self.path(id) {
+        // One entry over the whole disk budget is kept in memory only.
+        if let Some(path) = self.path(id).filter(|_| json.len() as u64 <= self.limits.disk) {
             if let Err(e) = self.write(&path, &json) {
                 tracing::warn!(path = %path.display(), error = %e, "a stored response could not be written to disk");
                 return true;
@@ -151,7 +152,14 @@ impl Store {
     fn write(&self, path: &Path, json: &[u8]) -> std::io::Result<()> {
         let dir = path.parent().expect("a file in the folder");
         check_dir(dir).map_err(std::io::Error::other)?;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        // Made private here, or (made by someone else meanwhile) checked again.
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check_dir(dir).map_err(std::io::Error::other)?,
+            other => other?,
+        }
         let mut nonce = [0u8; 8];
         std::fs::File::open("/dev/urandom")?.read_exact(&mut nonce)?;
         let tmp = path.with_extension(format!("{:016x}.tmp", u64::from_le_bytes(nonce)));
@@ -186,6 +194,8 @@ impl Store {
         if !valid_id(id) {
             return None;
         }
+        // Held while a file is read back, so a delete meanwhile cannot be undone by it.
+        let _disk = self.disk.lock().expect("disk lock");
         let hit = self.mem.lock().expect("store lock").entries.get(id).map(|(s, _)| s.clone());
         let s = match hit {
             Some(s) => s,
@@ -197,6 +207,7 @@ impl Store {
             }
         };
         if self.expired(&s) {
+            drop(_disk);
             self.delete(id);
             return None;
         }
@@ -208,6 +219,7 @@ impl Store {
         if !valid_id(id) {
             return false;
         }
+        let mut disk = self.disk.lock().expect("disk lock");
         let in_mem = {
             let mut m = self.mem.lock().expect("store lock");
             match m.entries.remove(id) {
@@ -221,8 +233,7 @@ impl Store {
         };
         let on_disk = self.path(id).is_some_and(|p| std::fs::remove_file(p).is_ok());
         if on_disk {
-            let mut d = self.disk.lock().expect("disk lock");
-            if let Some(d) = d.as_mut() {
+            if let Some(d) = disk.as_mut() {
                 if let Some(at) = d.files.iter().position(|f| f.0 == id) {
                     let (_, n, _) = d.files.remove(at).expect("found");
                     d.bytes -= n;
@@ -241,13 +252,18 @@ impl Store {
             .filter_map(|e| {
                 let name = e.file_name().to_str()?.to_string();
                 let id = name.split('.').next()?;
-                let ours = valid_id(id) && (name.ends_with(".json") || name.ends_with(".tmp"));
-                let m = e.metadata().ok().filter(|m| ours && m.file_type().is_file())?;
-                if name.ends_with(".tmp") {
-                    let _ = std::fs::remove_file(e.path());
+                let json = name == format!("{id}.json");
+                let tmp = name.ends_with(".tmp") && name.split('.').count() == 3;
+                let m = e.metadata().ok().filter(|m| valid_id(id) && (json || tmp) && m.file_type().is_file())?;
+                let modified = m.modified().ok()?;
+                if tmp {
+                    // Left by a write that never finished (one under way is younger).
+                    if modified.elapsed().is_ok_and(|age| age > Duration::from_secs(60)) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
                     return None;
                 }
-                Some((id.to_string(), m.len(), m.modified().ok()?))
+                Some((id.to_string(), m.len(), modified))
             })
             .collect();
         files.sort_by_key(|f| f.2);
@@ -268,7 +284,8 @@ impl Store {
         d.bytes += len;
         let cutoff = SystemTime::now() - self.limits.ttl;
         while let Some((oldest, n, at)) = d.files.front().cloned() {
-            if at >= cutoff && d.bytes <= self.limits.disk {
+            // The file just written is never its own write's victim.
+            if (at >= cutoff && d.bytes <= self.limits.disk) || oldest == id {
                 break;
             }
             d.files.pop_front();
@@ -340,7 +357,11 @@ mod tests {
     fn the_oldest_of_its_own_files_go_and_nothing_else() {
         let dir = private_dir();
         std::fs::write(dir.path().join("notes.json"), "{}").unwrap();
-        std::fs::write(dir.path().join("resp_aa.9.tmp"), "half").unwrap();
+        let stale = dir.path().join("resp_aa.9.tmp");
+        std::fs::write(&stale, "half").unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+        std::fs::write(dir.path().join("resp_bb.json.json"), "{}").unwrap();
         let s = store(Some(dir.path().to_path_buf()), 1 << 20, 1000);
         for i in 1..=10 {
             s.put(&format!("resp_{i:x}"), entry(200));
@@ -349,6 +370,7 @@ mod tests {
         let names: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert!(names.contains(&"notes.json".to_string()), "not the store's: kept");
+        assert!(names.contains(&"resp_bb.json.json".to_string()), "not named as the store names: kept");
         assert!(!names.iter().any(|n| n.ends_with(".tmp")), "a crash's leftovers are cleared: {names:?}");
         let held: u64 = names
             .iter()
@@ -359,6 +381,9 @@ mod tests {
         assert!(names.contains(&"resp_a.json".to_string()) && !names.contains(&"resp_1.json".to_string()), "{names:?}");
         assert!(s.get("resp_1").is_none(), "gone from memory too");
         assert!(!s.put("resp_ff", entry(MAX_ENTRY_BYTES)));
+        // One entry over the whole disk budget is kept, in memory only.
+        assert!(s.put("resp_fe", entry(2000)));
+        assert!(s.get("resp_fe").is_some() && !dir.path().join("resp_fe.json").exists());
         let old = Stored { created_at: 0, ..entry(1) };
         s.put("resp_0", old);
         assert!(s.get("resp_0").is_none(), "an expired response is gone");

@@ -9,6 +9,7 @@ use std::process::Command;
 pub mod fresh;
 pub mod hub;
 pub mod mutate;
+pub mod python;
 pub mod server;
 pub mod stress;
 pub mod worker;

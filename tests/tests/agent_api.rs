@@ -3,24 +3,11 @@
 //! package (tests/python/test_agent_api.py) and by LangChain (tests/python/test_langchain.py).
 
 use model_bucket_tests::*;
-use std::path::Path;
-use std::process::Command;
 
-/// Runs one Python suite against `server`; fails with its report and the server's log.
+/// Runs one Python suite against `server`, with the reference vectors made with llama-server.
 fn python_suite(server: &Server, script: &str) {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
-        .arg(here.join("python").join(script))
-        .arg("-v")
-        .env("EDEN_BASE_URL", server.base_url())
-        .env("EDEN_SMOL", smol_id())
-        .env("EDEN_GEMMA", gemma_id())
-        .env("EDEN_EMBED_FIXTURE", here.join("fixtures/embeddings.json"))
-        .output()
-        .expect("run python3 (scripts/test installs what the suites need into .venv)");
-    let report = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{report}");
-    assert!(out.status.success(), "{script} failed:\n{report}\n--- server log ---\n{}", server.log());
+    let fixture = python::fixture("embeddings.json");
+    python::suite(server, script, &[("EDEN_EMBED_FIXTURE", &fixture)]);
 }
 
 fn both_models() -> (tempfile::TempDir, Server) {

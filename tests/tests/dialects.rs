@@ -17,19 +17,7 @@ fn anthropic_and_ollama_clients_suite() {
     link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
     link_model(GEMMA_FILE, dir.path(), GEMMA_FILE);
     let server = Server::start(dir.path(), &["--parallel", "2", "--ctx", "2048"]);
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
-        .arg(here.join("python").join("test_dialects.py"))
-        .arg("-v")
-        .env("EDEN_BASE_URL", server.base_url())
-        .env("EDEN_SMOL", smol_id())
-        .env("EDEN_GEMMA", gemma_id())
-        .env("EDEN_DIALECT_FIXTURE", here.join("fixtures/dialects.json"))
-        .output()
-        .expect("run python3 (scripts/test installs what the suites need into .venv)");
-    let report = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{report}");
-    assert!(out.status.success(), "test_dialects.py failed:\n{report}\n--- server log ---\n{}", server.log());
+    python::suite(&server, "test_dialects.py", &[("EDEN_DIALECT_FIXTURE", &python::fixture("dialects.json"))]);
 }
 
 #[test]
@@ -44,18 +32,7 @@ fn responses_suite_and_a_stored_conversation_that_survives_a_restart() {
         json!({ "model": smol, "input": "My name is Ada. Say hello.", "max_output_tokens": 16, "temperature": 0 });
     let (id, said) = {
         let server = Server::start(dir.path(), &args);
-        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = Command::new("python3")
-            .arg(here.join("python").join("test_responses.py"))
-            .arg("-v")
-            .env("EDEN_BASE_URL", server.base_url())
-            .env("EDEN_SMOL", &smol)
-            .env("EDEN_DIALECT_FIXTURE", here.join("fixtures/dialects.json"))
-            .output()
-            .expect("run python3 (scripts/test installs what the suites need into .venv)");
-        let report = String::from_utf8_lossy(&out.stderr);
-        eprintln!("{report}");
-        assert!(out.status.success(), "test_responses.py failed:\n{report}\n--- server log ---\n{}", server.log());
+        python::suite(&server, "test_responses.py", &[("EDEN_DIALECT_FIXTURE", &python::fixture("dialects.json"))]);
         let r = post_json(&server, "/v1/responses", &first);
         (r["id"].as_str().unwrap().to_string(), r["output"][0]["content"][0]["text"].as_str().unwrap().to_string())
     };
@@ -143,15 +120,5 @@ fn the_openai_agents_sdk_runs_a_two_tool_agent_to_completion() {
     let dir = tempfile::tempdir().unwrap();
     link_model(SMOLLM2_FILE, dir.path(), SMOLLM2_FILE);
     let server = Server::start(dir.path(), &["--parallel", "2", "--ctx", "2048"]);
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
-        .arg(here.join("python").join("test_agents.py"))
-        .arg("-v")
-        .env("EDEN_BASE_URL", server.base_url())
-        .env("EDEN_SMOL", smol_id())
-        .output()
-        .expect("run python3 (scripts/test installs what the suites need into .venv)");
-    let report = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{report}");
-    assert!(out.status.success(), "test_agents.py failed:\n{report}\n--- server log ---\n{}", server.log());
+    python::suite(&server, "test_agents.py", &[]);
 }

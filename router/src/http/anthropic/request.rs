@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::error::ApiError;
+use crate::http::job::translated::{schema_format, set};
 
 #[derive(Debug, Deserialize)]
 pub struct MessagesRequest {
@@ -207,23 +208,12 @@ pub fn to_openai(req: &MessagesRequest, needs_max_tokens: bool) -> Result<Value,
         None if needs_max_tokens => return Err(bad("max_tokens: this field is required")),
         None => {}
     }
-    if let Some(s) = &req.stop_sequences {
-        body["stop"] = json!(s);
-    }
-    for (k, v) in [("temperature", req.temperature.map(Value::from)), ("top_p", req.top_p.map(Value::from))] {
-        if let Some(v) = v {
-            body[k] = v;
-        }
-    }
-    if let Some(k) = req.top_k {
-        body["top_k"] = json!(k);
-    }
-    if let Some(s) = req.seed {
-        body["seed"] = json!(s);
-    }
-    if let Some(c) = req.cache_prompt {
-        body["cache_prompt"] = json!(c);
-    }
+    set(&mut body, "stop", req.stop_sequences.as_ref());
+    set(&mut body, "temperature", req.temperature);
+    set(&mut body, "top_p", req.top_p);
+    set(&mut body, "top_k", req.top_k);
+    set(&mut body, "seed", req.seed);
+    set(&mut body, "cache_prompt", req.cache_prompt);
     // `tool_choice: none` with tools still renders them (the model may see them), as Anthropic
     // does; the plan then reads no calls.
     if let Some(t) = req.tools.as_ref().filter(|t| !t.is_empty()) {
@@ -234,10 +224,7 @@ pub fn to_openai(req: &MessagesRequest, needs_max_tokens: bool) -> Result<Value,
     }
     if let Some(f) = req.output_config.as_ref().and_then(|o| o.format.as_ref()).filter(|f| !f.is_null()) {
         match (f.get("type").and_then(Value::as_str), f.get("schema")) {
-            (Some("json_schema"), Some(schema)) => {
-                body["response_format"] =
-                    json!({ "type": "json_schema", "json_schema": { "name": "output", "schema": schema } })
-            }
+            (Some("json_schema"), Some(schema)) => body["response_format"] = schema_format(json!("output"), schema),
             _ => return Err(bad("output_config.format must be {\"type\": \"json_schema\", \"schema\": {...}}")),
         }
     }

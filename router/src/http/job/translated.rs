@@ -20,6 +20,18 @@ use crate::registry::{Ask, Registry};
 use crate::routing;
 use model_bucket_shared::protocol::Prompt;
 
+/// Sets `key` on an OpenAI body when the dialect gave a value for it.
+pub fn set<T: serde::Serialize>(body: &mut Value, key: &str, v: Option<T>) {
+    if let Some(v) = v {
+        body[key] = serde_json::json!(v);
+    }
+}
+
+/// OpenAI's `response_format` for a JSON schema named `name`.
+pub fn schema_format(name: Value, schema: &Value) -> Value {
+    serde_json::json!({ "type": "json_schema", "json_schema": { "name": name, "schema": schema } })
+}
+
 fn invalid(e: serde_json::Error) -> ApiError {
     ApiError::bad_request(format!("invalid request: {e}"))
 }

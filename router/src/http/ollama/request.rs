@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::http::error::ApiError;
+use crate::http::job::translated::{schema_format, set};
 use crate::http::openai::respond::Kind;
 
 /// `options`: the sampling ones are taken, the rest ignored.
@@ -97,37 +98,26 @@ fn response_format(format: &Option<Value>) -> Result<Option<Value>, ApiError> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) if s == "json" => Ok(Some(json!({ "type": "json_object" }))),
-        Some(schema @ Value::Object(_)) => {
-            Ok(Some(json!({ "type": "json_schema", "json_schema": { "name": "format", "schema": schema } })))
-        }
+        Some(schema @ Value::Object(_)) => Ok(Some(schema_format(json!("format"), schema))),
         Some(_) => Err(ApiError::bad_param("format", r#"format must be "json" or a JSON schema object"#)),
     }
 }
 
 /// The OpenAI sampling fields of `options` and `format`, set on `body`.
 fn sampling(body: &mut Value, o: &Options, format: &Option<Value>) -> Result<(), ApiError> {
-    let floats = [
+    for (k, v) in [
         ("temperature", o.temperature),
         ("top_p", o.top_p),
         ("min_p", o.min_p),
         ("repeat_penalty", o.repeat_penalty),
         ("presence_penalty", o.presence_penalty),
         ("frequency_penalty", o.frequency_penalty),
-    ];
-    for (k, v) in floats {
-        if let Some(v) = v {
-            body[k] = json!(v);
-        }
+    ] {
+        set(body, k, v);
     }
-    if let Some(k) = o.top_k {
-        body["top_k"] = json!(k);
-    }
-    if let Some(n) = o.repeat_last_n {
-        body["repeat_last_n"] = json!(n);
-    }
-    if let Some(s) = o.seed {
-        body["seed"] = json!(s);
-    }
+    set(body, "top_k", o.top_k);
+    set(body, "repeat_last_n", o.repeat_last_n);
+    set(body, "seed", o.seed);
     match o.num_predict {
         Some(n) if n > 0 => body["max_tokens"] = json!(n),
         Some(-1) | Some(-2) | None => {}
@@ -135,12 +125,8 @@ fn sampling(body: &mut Value, o: &Options, format: &Option<Value>) -> Result<(),
             return Err(ApiError::bad_param("options", format!("num_predict must be positive, -1 or -2, got {n}")))
         }
     }
-    if let Some(s) = &o.stop {
-        body["stop"] = json!(s);
-    }
-    if let Some(f) = response_format(format)? {
-        body["response_format"] = f;
-    }
+    set(body, "stop", o.stop.as_ref());
+    set(body, "response_format", response_format(format)?);
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::http::error::ApiError;
+use crate::http::job::translated::{schema_format, set};
 
 #[derive(Debug, Deserialize)]
 pub struct ResponsesRequest {
@@ -193,9 +194,7 @@ fn response_format(f: &Value) -> Result<Option<Value>, ApiError> {
         Some("json_object") => Ok(Some(json!({ "type": "json_object" }))),
         Some("json_schema") => {
             let schema = f.get("schema").ok_or_else(|| bad("text", "text.format json_schema needs a schema"))?;
-            Ok(Some(
-                json!({ "type": "json_schema", "json_schema": { "name": f.get("name").cloned().unwrap_or(json!("output")), "schema": schema } }),
-            ))
+            Ok(Some(schema_format(f.get("name").cloned().unwrap_or(json!("output")), schema)))
         }
         Some(other) => {
             Err(bad("text", format!("text.format type must be text, json_object or json_schema, got {other:?}")))
@@ -218,29 +217,22 @@ pub fn to_chat(req: &ResponsesRequest, history: Vec<Value>) -> Result<(Value, Ve
     }
     messages.extend(conversation.iter().cloned());
     let mut body = json!({ "model": req.model, "messages": messages });
-    if let Some(m) = req.max_output_tokens {
-        body["max_tokens"] = json!(m);
-    }
-    for (k, v) in [("temperature", req.temperature), ("top_p", req.top_p)] {
-        if let Some(v) = v {
-            body[k] = json!(v);
-        }
-    }
-    if let Some(s) = req.seed {
-        body["seed"] = json!(s);
-    }
-    if let Some(c) = req.cache_prompt {
-        body["cache_prompt"] = json!(c);
-    }
+    set(&mut body, "max_tokens", req.max_output_tokens);
+    set(&mut body, "temperature", req.temperature);
+    set(&mut body, "top_p", req.top_p);
+    set(&mut body, "seed", req.seed);
+    set(&mut body, "cache_prompt", req.cache_prompt);
     if let Some(t) = req.tools.as_ref().filter(|t| !t.is_empty()) {
         body["tools"] = Value::Array(tools(t)?);
     }
     if let Some(c) = &req.tool_choice {
         body["tool_choice"] = tool_choice(c)?;
     }
-    if let Some(f) = req.text.as_ref().and_then(|t| t.format.as_ref()).map(response_format).transpose()?.flatten() {
-        body["response_format"] = f;
-    }
+    set(
+        &mut body,
+        "response_format",
+        req.text.as_ref().and_then(|t| t.format.as_ref()).map(response_format).transpose()?.flatten(),
+    );
     Ok((body, conversation))
 }
 

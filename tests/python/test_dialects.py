@@ -7,8 +7,10 @@ Run by tests/tests/dialects.rs against a live `model-bucket serve`; EDEN_BASE_UR
 and EDEN_GEMMA say where and what.
 """
 
+import datetime
 import json
 import os
+import time
 import unittest
 
 try:
@@ -303,6 +305,29 @@ class OllamaApi(unittest.TestCase):
         gone = olla.generate(model=SMOL, prompt="", keep_alive=0)
         self.assertEqual(gone.done_reason, "unload")
         self.assertNotIn(SMOL, [m.model for m in olla.ps().models])
+
+    def test_keep_alive_sets_the_idle_time(self):
+        # This server never unloads an idle model on its own (no --idle-ttl): a client's
+        # keep_alive makes it go once idle that long, as Ollama does.
+        hi = [{"role": "user", "content": "hi"}]
+        olla.chat(model=SMOL, messages=hi, options={"num_predict": 2}, keep_alive="10m")
+        ps = {m.model: m for m in olla.ps().models}
+        left = (ps[SMOL].expires_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+        self.assertTrue(540 < left <= 600, left)
+        olla.chat(model=SMOL, messages=hi, options={"num_predict": 2}, keep_alive=1)
+        deadline = time.monotonic() + 60
+        while SMOL in [m.model for m in olla.ps().models]:
+            self.assertLess(time.monotonic(), deadline, "still loaded a minute after keep_alive 1")
+            time.sleep(0.2)
+        # No messages loads it; a negative keep_alive is the server's own setting (for ever).
+        loaded = olla.chat(model=SMOL, messages=[], keep_alive="-1m")
+        self.assertEqual(loaded.done_reason, "load")
+        ps = {m.model: m for m in olla.ps().models}
+        self.assertGreater(ps[SMOL].expires_at.year, 9000)
+        with self.assertRaises(ollama.ResponseError) as e:
+            olla.chat(model=SMOL, messages=hi, keep_alive="soon")
+        self.assertEqual(e.exception.status_code, 400)
+        self.assertIn("keep_alive", e.exception.error)
 
     def test_errors_in_ollamas_envelope(self):
         with self.assertRaises(ollama.ResponseError) as e:

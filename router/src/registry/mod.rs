@@ -160,6 +160,8 @@ pub struct Registry {
     logs: std::sync::Mutex<HashMap<ModelId, LogTail>>,
     /// How far each loading model's worker has got, 0–1.
     progress: std::sync::Mutex<HashMap<ModelId, f32>>,
+    /// Clients' wishes for models' idle times ([`Registry::keep_alive`]), as last told.
+    keep_alive: std::sync::Mutex<HashMap<ModelId, Duration>>,
     pub metrics: Metrics,
     /// The pulls running now.
     pub pulls: Arc<crate::pull::ActivePulls>,
@@ -221,6 +223,7 @@ impl Registry {
             launch,
             logs: Default::default(),
             progress: Default::default(),
+            keep_alive: Default::default(),
             metrics,
             pulls: Arc::default(),
             created,

@@ -73,6 +73,26 @@ impl Registry {
         self.state(id).name()
     }
 
+    /// A client's wish for how long `m`'s worker stays loaded once idle (`None`: as configured),
+    /// capped by the server's settings ([`crate::supervisor::machine::idle_time`]).
+    pub fn keep_alive(&self, m: &ModelInfo, asked: Option<Duration>) {
+        let mut all = self.keep_alive.lock().expect("keep-alive lock");
+        let before = match asked {
+            Some(t) => all.insert(m.id.clone(), t),
+            None => all.remove(&m.id),
+        };
+        if before != asked {
+            self.tell(Input::KeepAlive { model: m.id.clone(), asked });
+        }
+    }
+
+    /// How long `m`'s worker may stay idle before it is unloaded (`None`: for ever).
+    pub fn idle_time(&self, m: &ModelInfo) -> Option<Duration> {
+        let configured = self.model_config(m).ttl_secs.map(Duration::from_secs).or(self.limits.idle_ttl);
+        let asked = self.keep_alive.lock().expect("keep-alive lock").get(&m.id).copied();
+        crate::supervisor::machine::idle_time(configured, asked)
+    }
+
     /// Loads `m` now (also out of `failed`) and waits until it is ready.
     pub async fn load(&self, m: &ModelInfo) -> Result<(), RegistryError> {
         self.tell_and_wait(Input::Reset { model: m.id.clone() }).await;

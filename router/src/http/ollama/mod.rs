@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::http::error::ApiError;
 use crate::http::guard::access::MayAdminister;
@@ -63,10 +63,17 @@ async fn answer(
 pub async fn chat(
     State(r): State<Arc<Registry>>,
     Peers(peers): Peers,
+    may_administer: Option<Extension<MayAdminister>>,
     Json(mut req): Json<request::ChatRequest>,
 ) -> Result<Response, ApiError> {
     req.model = model_name(&r, &req.model);
     let stream = req.stream.unwrap_or(true);
+    let asked = request::keep_alive(&req.keep_alive)?;
+    // No messages loads the model, as Ollama does; with `keep_alive: 0` it unloads it.
+    if req.messages.is_empty() {
+        return load_or_unload(&r, &req.model, asked, may_administer.is_some(), Shape::Chat).await;
+    }
+    keep(&r, &req.model, asked, may_administer.is_some());
     let result = match request::chat(&req) {
         Ok(body) => answer(r.clone(), peers.as_deref(), body, Kind::Chat, Shape::Chat, req.model.clone(), stream).await,
         Err(e) => Err(e),
@@ -83,14 +90,12 @@ pub async fn generate(
 ) -> Result<Response, ApiError> {
     req.model = model_name(&r, &req.model);
     let stream = req.stream.unwrap_or(true);
+    let asked = request::keep_alive(&req.keep_alive)?;
     // An empty prompt loads the model, as Ollama does; with `keep_alive: 0` it unloads it.
     if req.prompt.is_empty() {
-        return if request::unload_now(&req.keep_alive) {
-            unload(&r, &req.model, may_administer.is_some()).await
-        } else {
-            load(&r, &req.model).await
-        };
+        return load_or_unload(&r, &req.model, asked, may_administer.is_some(), Shape::Generate).await;
     }
+    keep(&r, &req.model, asked, may_administer.is_some());
     // A model without a chat template takes the prompt as it is (with the system before it),
     // as Ollama's default template does.
     let templated = r.catalog().resolve(&req.model).map(|m| r.can_chat(m));
@@ -110,23 +115,57 @@ pub async fn generate(
     result
 }
 
-/// Loads `model` (as a request would: it waits its turn for memory) and answers
-/// `done_reason: load`.
-async fn load(r: &Registry, model: &str) -> Result<Response, ApiError> {
+/// A request with nothing to generate: `keep_alive: 0` unloads the model, anything else loads
+/// it and keeps it as asked. Answered `done_reason: load` or `unload`.
+async fn load_or_unload(
+    r: &Registry,
+    model: &str,
+    asked: Option<Duration>,
+    allowed: bool,
+    shape: Shape,
+) -> Result<Response, ApiError> {
+    let reason = if asked.is_some_and(|t| t.is_zero()) {
+        unload(r, model, allowed).await?;
+        "unload"
+    } else {
+        keep(r, model, asked, allowed);
+        load(r, model).await?;
+        "load"
+    };
+    let mut body = serde_json::json!({
+        "model": model, "created_at": respond::now_rfc3339(), "done": true, "done_reason": reason,
+    });
+    match shape {
+        Shape::Chat => body["message"] = serde_json::json!({ "role": "assistant", "content": "" }),
+        Shape::Generate => body["response"] = serde_json::json!(""),
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+/// Takes `asked` as the idle time of `model`'s worker from now on (capped by the server's
+/// settings; zero, "unload once idle", only where unloading is allowed). A task or a peer's
+/// model keeps its own settings.
+fn keep(r: &Registry, model: &str, asked: Option<Duration>, allowed: bool) {
+    let cat = r.catalog();
+    let Some(w) = cat.resolve(model).and_then(|m| crate::http::job::lora::worker_of(&cat, m).ok()) else {
+        return;
+    };
+    r.keep_alive(w, asked.filter(|t| allowed || !t.is_zero()));
+}
+
+/// Loads `model` as a request would: it waits its turn for memory.
+async fn load(r: &Registry, model: &str) -> Result<(), ApiError> {
     let cat = r.catalog();
     let m = cat.resolve(model).ok_or_else(|| ApiError::model_not_found(model))?;
     let w = crate::http::job::lora::worker_of(&cat, m)?;
     drop(r.lease(w).await?);
-    Ok(axum::Json(serde_json::json!({
-        "model": model, "created_at": respond::now_rfc3339(), "response": "", "done": true, "done_reason": "load",
-    }))
-    .into_response())
+    Ok(())
 }
 
 /// Unloads `model` (`keep_alive: 0` with an empty prompt, what `ollama stop` sends): only
 /// where unloading is not the admin key's alone, and never a resident model. Its requests in
 /// flight finish first.
-async fn unload(r: &Registry, model: &str, allowed: bool) -> Result<Response, ApiError> {
+async fn unload(r: &Registry, model: &str, allowed: bool) -> Result<(), ApiError> {
     let cat = r.catalog();
     let m = cat.resolve(model).ok_or_else(|| ApiError::model_not_found(model))?;
     let w = crate::http::job::lora::worker_of(&cat, m)?;
@@ -138,10 +177,7 @@ async fn unload(r: &Registry, model: &str, allowed: bool) -> Result<Response, Ap
         return Err(refuse("this model is resident (pinned in the config); it is not unloaded"));
     }
     r.unload(&w.id).await;
-    Ok(axum::Json(serde_json::json!({
-        "model": model, "created_at": respond::now_rfc3339(), "response": "", "done": true, "done_reason": "unload",
-    }))
-    .into_response())
+    Ok(())
 }
 
 /// `GET /api/version`: this server's version.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use super::respond::{now_rfc3339, rfc3339};
 use crate::http::error::ApiError;
@@ -56,7 +56,6 @@ pub async fn tags(State(r): State<Arc<Registry>>) -> Result<axum::Json<Value>, A
 
 pub async fn ps(State(r): State<Arc<Registry>>) -> axum::Json<Value> {
     let cat = r.catalog();
-    let ttl = r.limits.idle_ttl;
     let models: Vec<Value> = cat
         .models
         .iter()
@@ -67,8 +66,13 @@ pub async fn ps(State(r): State<Arc<Registry>>) -> axum::Json<Value> {
                 e["size"] = json!(live.ready.memory_bytes);
                 e["size_vram"] = json!(0);
                 e["context_length"] = json!(live.ready.n_ctx);
-                // When an idle worker would be unloaded, counted from now.
-                let expires = ttl.map_or(u128::MAX / 2, |t| crate::http::job::ids::now_nanos() + t.as_nanos());
+                // When it is unloaded if no request comes: its idle time after its last use
+                // (a worker serving now counts as used now).
+                let idle = if live.active() > 0 { Duration::ZERO } else { live.last_used().elapsed() };
+                let w = crate::http::job::lora::worker_of(&cat, m).unwrap_or(m);
+                let expires = r
+                    .idle_time(w)
+                    .map_or(u128::MAX / 2, |t| crate::http::job::ids::now_nanos() + t.saturating_sub(idle).as_nanos());
                 e["expires_at"] = json!(rfc3339(expires.min(253_402_300_799_000_000_000)));
                 Some(e)
             }

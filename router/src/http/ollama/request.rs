@@ -5,6 +5,7 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 use crate::http::error::ApiError;
 use crate::http::job::translated::{schema_format, set};
@@ -38,6 +39,9 @@ pub struct ChatRequest {
     pub options: Options,
     /// Ollama streams unless told not to.
     pub stream: Option<bool>,
+    /// How long the model stays loaded once idle ([`keep_alive`]); `0` with no messages
+    /// unloads it.
+    pub keep_alive: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,7 +83,8 @@ pub struct GenerateRequest {
     #[serde(default)]
     pub options: Options,
     pub stream: Option<bool>,
-    /// `0` with an empty prompt unloads the model.
+    /// How long the model stays loaded once idle ([`keep_alive`]); `0` with an empty prompt
+    /// unloads it.
     pub keep_alive: Option<Value>,
 }
 
@@ -188,13 +193,58 @@ pub fn generate(req: &GenerateRequest) -> Result<(Value, Kind), ApiError> {
     Ok((body, kind))
 }
 
-/// Whether `keep_alive` asks for the model to go now (`0`, `"0"`, `"0s"`, ...).
-pub fn unload_now(keep_alive: &Option<Value>) -> bool {
-    match keep_alive {
-        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
-        Some(Value::String(s)) => s.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse::<f64>() == Ok(0.0),
-        _ => false,
+/// What `keep_alive` asks: `None` for none (absent, or negative: "for ever", which is the
+/// server's setting), else how long the model stays loaded once idle (zero: unload it). A
+/// number is seconds; a string is a Go duration (`"5m"`, `"1h30m"`, `"250ms"`, `"-1"`) or a
+/// number of seconds. Anything else is a 400.
+pub fn keep_alive(v: &Option<Value>) -> Result<Option<Duration>, ApiError> {
+    let bad = || ApiError {
+        param: Some("keep_alive"),
+        ..ApiError::bad_request("keep_alive must be a number of seconds or a duration such as \"5m\"")
+    };
+    let secs = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64().ok_or_else(bad)?,
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok().or_else(|| go_duration(s.trim())).ok_or_else(bad)?,
+        Some(_) => return Err(bad()),
+    };
+    if !secs.is_finite() {
+        return Err(bad());
     }
+    // Ten years stands for "for ever" and keeps the arithmetic in range.
+    Ok((secs >= 0.0).then(|| Duration::from_secs_f64(secs.abs().min(MAX_KEEP_ALIVE_SECS))))
+}
+
+const MAX_KEEP_ALIVE_SECS: f64 = 10.0 * 365.0 * 86_400.0;
+
+/// Seconds in a Go duration string: an optional sign, then numbers each with a unit.
+fn go_duration(s: &str) -> Option<f64> {
+    let (sign, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (-1.0, r),
+        None => (1.0, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest.is_empty() || rest.len() > 64 {
+        return None;
+    }
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit] {
+            "ns" => 1e-9,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[unit..];
+    }
+    Some(sign * total)
 }
 
 #[cfg(test)]
@@ -245,11 +295,24 @@ mod tests {
     }
 
     #[test]
-    fn keep_alive_zero() {
-        assert!(unload_now(&Some(json!(0))));
-        assert!(unload_now(&Some(json!("0s"))));
-        assert!(unload_now(&Some(json!("0"))));
-        assert!(!unload_now(&Some(json!("5m"))));
-        assert!(!unload_now(&None));
+    fn keep_alive_numbers_and_go_durations() {
+        let k = |v: Value| keep_alive(&Some(v)).map_err(|e| e.message);
+        let s = |n: f64| Ok(Some(Duration::from_secs_f64(n)));
+        assert_eq!(k(json!(0)), s(0.0));
+        assert_eq!(k(json!("0s")), s(0.0));
+        assert_eq!(k(json!("0")), s(0.0));
+        assert_eq!(k(json!(300)), s(300.0));
+        assert_eq!(k(json!("5m")), s(300.0));
+        assert_eq!(k(json!("1h30m")), s(5400.0));
+        assert_eq!(k(json!("1.5s")), s(1.5));
+        assert_eq!(k(json!("250ms")), s(0.25));
+        assert_eq!(k(json!("90")), s(90.0));
+        assert_eq!(k(json!(-1)), Ok(None), "for ever: the server's setting");
+        assert_eq!(k(json!("-1m")), Ok(None));
+        assert_eq!(k(json!(1e300)), s(MAX_KEEP_ALIVE_SECS), "bounded");
+        assert_eq!(keep_alive(&None).map_err(|e| e.message), Ok(None));
+        for bad in [json!("soon"), json!("5x"), json!("m"), json!(""), json!([1]), json!(true), json!("1e999")] {
+            assert!(k(bad.clone()).is_err(), "{bad}");
+        }
     }
 }

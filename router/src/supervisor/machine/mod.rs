@@ -112,8 +112,22 @@ pub enum Input {
     Reset { model: ModelId },
     /// The model's idle TTL (`None`: the server's) or pinning changed (a config reload).
     Configure { model: ModelId, ttl: Option<Duration>, pinned: bool },
+    /// A client asked how long the model stays loaded once idle (Ollama's `keep_alive`;
+    /// `None`: as configured). It holds until another such wish, capped by [`idle_time`].
+    KeepAlive { model: ModelId, asked: Option<Duration> },
     /// The server is stopping: no new workers; every worker drains.
     Shutdown,
+}
+
+/// How long a ready model may stay idle before it is unloaded (`None`: for ever): as
+/// `configured` (zero: for ever), or less where a client `asked` for less. A client never
+/// keeps a model longer than the server's settings would.
+pub fn idle_time(configured: Option<Duration>, asked: Option<Duration>) -> Option<Duration> {
+    let configured = configured.filter(|t| !t.is_zero());
+    match (configured, asked) {
+        (Some(c), Some(a)) => Some(c.min(a)),
+        (c, a) => c.or(a),
+    }
 }
 
 /// A request's wish for a model.
@@ -296,6 +310,8 @@ struct Entry {
     admitted_until: Option<Instant>,
     last_used: Instant,
     ttl: Option<Duration>,
+    /// A client's wish for its idle time ([`Input::KeepAlive`]).
+    asked: Option<Duration>,
     /// An eviction is in flight.
     evicting: bool,
     /// It takes no new requests and is evicted once idle: a model waiting for memory needs
@@ -344,6 +360,7 @@ impl Entry {
             admitted_until: None,
             last_used: now,
             ttl: None,
+            asked: None,
             evicting: false,
             yielding: false,
             evictions: 0,
@@ -686,6 +703,9 @@ impl Supervisor {
                     e.pinned = pinned;
                 }
             }
+            Input::KeepAlive { model, asked } => {
+                self.entry(&model, now).asked = asked;
+            }
             Input::Reset { model } => {
                 if self.models.contains_key(&model) {
                     self.step(&model, lifecycle::Event::Reset, now, out);
@@ -872,7 +892,7 @@ impl Supervisor {
     fn housekeep(&mut self, now: Instant, out: &mut Vec<Effect>) {
         let default_ttl = self.settings.idle_ttl;
         for (id, e) in self.models.iter_mut() {
-            let ttl = e.ttl.or(default_ttl).filter(|t| !t.is_zero());
+            let ttl = idle_time(e.ttl.or(default_ttl), e.asked);
             let idle = e.life.phase == Phase::Ready && e.reachable && !e.held(now) && !e.evicting && !e.pinned;
             if idle && ttl.is_some_and(|t| now.duration_since(e.last_used) >= t) {
                 e.evicting = true;

@@ -457,6 +457,42 @@ fn idle_ttl_evicts_per_model_and_growth_over_budget_evicts_lru() {
 }
 
 #[test]
+fn a_clients_keep_alive_shortens_the_idle_time_but_never_lengthens_it() {
+    let s = |n| Some(Duration::from_secs(n));
+    assert_eq!(idle_time(s(100), None), s(100));
+    assert_eq!(idle_time(s(100), s(10)), s(10));
+    assert_eq!(idle_time(s(100), s(1000)), s(100), "capped by the setting");
+    assert_eq!(idle_time(None, s(300)), s(300), "never unloading is the cap");
+    assert_eq!(idle_time(s(0), s(300)), s(300), "zero configured means never");
+    assert_eq!(idle_time(None, None), None);
+    assert_eq!(idle_time(s(100), s(0)), s(0), "zero asked: as soon as it is idle");
+
+    let mut r = Replay::with(Settings { idle_ttl: s(100), ..settings() });
+    // A wish made before the model is loaded holds for its worker.
+    r.feed(Input::KeepAlive { model: id("a"), asked: s(10) });
+    let a = r.load(1, "a", 100);
+    assert!(evicted(&r.at(9).feed(Input::Tick)).is_empty());
+    assert_eq!(evicted(&r.at(10).feed(Input::Tick)), vec!["a"]);
+    r.feed(Input::Evicted { model: id("a"), gen: a });
+    r.feed(Input::Exited { model: id("a"), gen: a, reason: "exit status: 0".into() });
+    // A longer wish is capped by the server's 100 s; `None` goes back to the setting.
+    let b = r.at(20).load(2, "b", 100);
+    r.feed(Input::KeepAlive { model: id("b"), asked: s(1000) });
+    assert!(evicted(&r.at(119).feed(Input::Tick)).is_empty());
+    assert_eq!(evicted(&r.at(120).feed(Input::Tick)), vec!["b"]);
+    r.feed(Input::Evicted { model: id("b"), gen: b });
+    r.feed(Input::Exited { model: id("b"), gen: b, reason: "exit status: 0".into() });
+    // Zero: unloaded at the first tick it is idle; a resident model never is.
+    let c = r.at(200).load(3, "c", 100);
+    r.feed(Input::Configure { model: id("c"), ttl: None, pinned: true });
+    r.feed(Input::KeepAlive { model: id("c"), asked: s(0) });
+    assert!(evicted(&r.at(201).feed(Input::Tick)).is_empty(), "pinned");
+    r.feed(Input::Configure { model: id("c"), ttl: None, pinned: false });
+    assert_eq!(evicted(&r.at(201).feed(Input::Tick)), vec!["c"]);
+    let _ = c;
+}
+
+#[test]
 fn restart_keeps_the_reservation_and_reset_clears_failure_only() {
     let mut r = Replay::new();
     let a = r.load(1, "a", 100);

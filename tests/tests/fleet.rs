@@ -413,3 +413,42 @@ fn anthropic_and_ollama_requests_reach_a_peers_model_in_openai_form() {
     let chat = format!("model_bucket_requests_total{{model=\"{smol}\",endpoint=\"chat\",status=\"200\"}}");
     assert_eq!(b.metric_sum(&chat), 4, "{}", b.get("/metrics").unwrap().1);
 }
+
+#[test]
+fn a_stored_response_is_continued_read_and_deleted_through_another_node() {
+    // B stores the first turn; the client comes back through A, which stores no such ID.
+    let (a_dir, b_dir) = (bucket_of(GEMMA_FILE), bucket_of(SMOLLM2_FILE));
+    let (a_port, b_port) = (free_port("127.0.0.2"), free_port("127.0.0.3"));
+    let (a_url, b_url) = (format!("http://127.0.0.2:{a_port}"), format!("http://127.0.0.3:{b_port}"));
+    let a = node("127.0.0.2", a_port, a_dir.path(), std::slice::from_ref(&b_url), &[], &[]);
+    let b = node("127.0.0.3", b_port, b_dir.path(), std::slice::from_ref(&a_url), &[], &[]);
+    let smol = smol_id();
+    assert!(eventually(Duration::from_secs(10), || listed(&a, &smol).is_some()));
+    let turn = |input: &str, previous: Option<&str>| json!({ "model": smol, "input": input, "previous_response_id": previous, "max_output_tokens": 12, "temperature": 0 });
+    let (status, _, first) = post(&b, "/v1/responses", &turn("My name is Ada. Say hello.", None));
+    assert_eq!(status, 200, "{first}");
+    let id = first["id"].as_str().unwrap().to_string();
+    let via_a = a.get_json(&format!("/v1/responses/{id}"));
+    assert_eq!(via_a["output"], first["output"], "read through A");
+
+    // The same continuation through A and on B itself: the same prompt, so the same text.
+    let (status, _, here) = post(&b, "/v1/responses", &turn("What is my name?", Some(&id)));
+    assert_eq!(status, 200, "{here}");
+    let (status, _, there) = post(&a, "/v1/responses", &turn("What is my name?", Some(&id)));
+    assert_eq!(status, 200, "{there}");
+    assert_eq!(there["output"][0]["content"], here["output"][0]["content"]);
+    assert_eq!(there["usage"]["input_tokens"], here["usage"]["input_tokens"], "the whole history");
+    assert_eq!(there["previous_response_id"], id.as_str());
+    // The continuation is stored where it was made, A.
+    let next = there["id"].as_str().unwrap();
+    assert_eq!(a.get(&format!("/v1/responses/{next}/conversation")).unwrap().0, 200);
+
+    // Deleted through A, gone from B; an ID nobody stores is a 404 everywhere.
+    let delete = open_at(a.addr(), "DELETE", &format!("/v1/responses/{id}"), "", "", None).unwrap();
+    let (status, _) = model_bucket_tests::server::read_response(delete).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(b.get(&format!("/v1/responses/{id}")).unwrap().0, 404);
+    assert_eq!(a.get(&format!("/v1/responses/{id}")).unwrap().0, 404);
+    let (status, _, gone) = post(&a, "/v1/responses", &turn("Again?", Some(&id)));
+    assert_eq!((status, gone["error"]["param"].as_str()), (404, Some("previous_response_id")), "{gone}");
+}

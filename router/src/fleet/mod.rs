@@ -24,6 +24,20 @@ pub const NODE: &str = "x-model-bucket-node";
 /// On `/v1/models`: the answering node's random ID (a DNS name lists every node, this one too).
 pub const NODE_ID: &str = "x-model-bucket-node-id";
 
+/// A peer's answer body, read piece by piece and cut off past `max` bytes. The error says
+/// why, to follow "its answer" or the like.
+pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) if body.len() + c.len() <= max => body.extend_from_slice(&c),
+            Ok(Some(_)) => return Err(format!("is over {} MiB", max >> 20)),
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(format!("was cut off: {e}")),
+        }
+    }
+}
+
 /// Where the peers are and how to talk to them.
 #[derive(Debug, Clone, Default)]
 pub struct FleetConfig {
@@ -128,6 +142,12 @@ impl Fleet {
             }
         }
         out
+    }
+
+    /// The peers that answered their last poll.
+    pub fn reachable(&self) -> Vec<String> {
+        let peers = self.peers.read().expect("fleet lock");
+        peers.iter().filter(|p| p.error.is_none()).map(|p| p.url.clone()).collect()
     }
 
     /// Peers, their model counts and last errors.

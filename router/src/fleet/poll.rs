@@ -119,17 +119,10 @@ async fn ask(fleet: &Fleet, url: &str) -> Answer {
     if !status.is_success() {
         return Answer::Failed(format!("answered {status} to GET /v1/models"));
     }
-    // Read piece by piece: a peer that sends more than the limit is cut off there.
-    let mut resp = resp;
-    let mut body = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(c)) if body.len() + c.len() <= MAX_LIST_BYTES => body.extend_from_slice(&c),
-            Ok(Some(_)) => return Answer::Failed(format!("its model list is over {} MiB", MAX_LIST_BYTES >> 20)),
-            Ok(None) => break,
-            Err(e) => return Answer::Failed(format!("its model list was cut off: {e}")),
-        }
-    }
+    let body = match super::read_capped(resp, MAX_LIST_BYTES).await {
+        Ok(b) => b,
+        Err(e) => return Answer::Failed(format!("its model list {e}")),
+    };
     match serde_json::from_slice::<serde_json::Value>(&body) {
         Ok(v) => Answer::Models(parse_models(&v, url)),
         Err(e) => Answer::Failed(format!("its model list is not JSON: {e}")),

@@ -52,6 +52,7 @@ pub fn app(
         .route("/v1/responses", post(openai::responses::create))
         .route("/v1/responses/{id}", get(openai::responses::retrieve).delete(openai::responses::delete))
         .route("/v1/responses/{id}/cancel", post(openai::responses::cancel))
+        .route("/v1/responses/{id}/conversation", get(openai::responses::conversation))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/api/chat", post(ollama::chat))

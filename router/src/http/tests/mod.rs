@@ -310,6 +310,8 @@ async fn stored_responses_are_found_by_their_id_only() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, _) = send(&mut app, Method::POST, "/v1/responses/resp_01/cancel", "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = send(&mut app, Method::GET, "/v1/responses/resp_01/conversation", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     // An unknown previous_response_id is refused before any model is asked.
     let body = r#"{"model":"nope","input":"hi","previous_response_id":"resp_01"}"#;
     let (status, _, v) = send(&mut app, Method::POST, "/v1/responses", body).await;

@@ -3,8 +3,10 @@
 //! `GET` and `DELETE /v1/responses/{id}` and `POST /v1/responses/{id}/cancel`. With `store`
 //! (the default) a response is kept ([`store`]) so that `previous_response_id` continues its
 //! conversation: the continued turn's prompt starts with the earlier one, so the prompt cache
-//! serves it as it serves a chat history sent again.
+//! serves it as it serves a chat history sent again. A response stored on another node of the
+//! fleet is found there ([`peers`]).
 
+pub mod peers;
 pub mod request;
 pub mod respond;
 pub mod store;
@@ -85,8 +87,7 @@ async fn run(
     let history = match &req.previous_response_id {
         None => Vec::new(),
         Some(id) => {
-            let (s, key) = (store.clone(), id.clone());
-            let found = blocking(move || s.get(&key)).await?;
+            let found = stored(&store, peers, id).await?;
             found.ok_or_else(|| ApiError { param: Some("previous_response_id"), ..no_such(id) })?.messages
         }
     };
@@ -136,17 +137,56 @@ async fn run(
     Ok(axum::Json(response).into_response())
 }
 
-pub async fn retrieve(Extension(store): Extension<Arc<Store>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let key = id.clone();
-    match blocking(move || store.get(&key)).await? {
+/// The stored response `id`: here, or else on the first peer that has it.
+async fn stored(store: &Arc<Store>, peers: Option<&crate::fleet::Fleet>, id: &str) -> Result<Option<Stored>, ApiError> {
+    let (s, key) = (store.clone(), id.to_string());
+    if let Some(found) = blocking(move || s.get(&key)).await? {
+        return Ok(Some(found));
+    }
+    Ok(match peers {
+        Some(f) => peers::find(f, id).await,
+        None => None,
+    })
+}
+
+pub async fn retrieve(
+    Peers(peers): Peers,
+    Extension(store): Extension<Arc<Store>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match stored(&store, peers.as_deref(), &id).await? {
         Some(s) => Ok(axum::Json(s.response).into_response()),
         None => Err(no_such(&id)),
     }
 }
 
-pub async fn delete(Extension(store): Extension<Arc<Store>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// `GET /v1/responses/{id}/conversation`: the stored response with the conversation a
+/// continued turn starts from (chat messages), what a node of the fleet continues from.
+pub async fn conversation(
+    Peers(peers): Peers,
+    Extension(store): Extension<Arc<Store>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match stored(&store, peers.as_deref(), &id).await? {
+        Some(s) => Ok(axum::Json(s).into_response()),
+        None => Err(no_such(&id)),
+    }
+}
+
+/// Deletes `id` here, or else wherever a peer stores it.
+pub async fn delete(
+    Peers(peers): Peers,
+    Extension(store): Extension<Arc<Store>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let key = id.clone();
-    if blocking(move || store.delete(&key)).await? {
+    let here = blocking(move || store.delete(&key)).await?;
+    let deleted = here
+        || match peers.as_deref() {
+            Some(f) => peers::delete(f, &id).await,
+            None => false,
+        };
+    if deleted {
         Ok(axum::Json(json!({ "id": id, "object": "response", "deleted": true })).into_response())
     } else {
         Err(no_such(&id))
@@ -156,9 +196,12 @@ pub async fn delete(Extension(store): Extension<Arc<Store>>, Path(id): Path<Stri
 /// Only a response still running in the background can be cancelled; this server answers
 /// every response while the request waits, so a stored one is refused as OpenAI refuses a
 /// synchronous one.
-pub async fn cancel(Extension(store): Extension<Arc<Store>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let key = id.clone();
-    match blocking(move || store.get(&key)).await? {
+pub async fn cancel(
+    Peers(peers): Peers,
+    Extension(store): Extension<Arc<Store>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match stored(&store, peers.as_deref(), &id).await? {
         Some(_) => Err(ApiError {
             status: StatusCode::BAD_REQUEST,
             ..ApiError::bad_request(

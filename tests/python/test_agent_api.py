@@ -102,6 +102,24 @@ def arguments_fit(test, call, tool):
     return args
 
 
+def outside_strings(text):
+    """The characters of JSON `text` that are not inside its strings."""
+    out, inside, escaped = [], False, False
+    for ch in text:
+        if inside:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                inside = False
+        elif ch == '"':
+            inside = True
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 class StructuredOutput(unittest.TestCase):
     def test_json_schema_fits_at_temperature_one(self):
         fmt = {"type": "json_schema", "json_schema": {"name": "person", "strict": True, "schema": PERSON}}
@@ -117,6 +135,33 @@ class StructuredOutput(unittest.TestCase):
             choice = r.choices[0]
             self.assertEqual(choice.finish_reason, "stop", choice.message.content)
             jsonschema.validate(json.loads(choice.message.content), PERSON)
+
+    def test_json_is_compact_unless_whitespace_is_asked(self):
+        # Newlines made very likely (SmolLM2's token 198 is "\n"): llama.cpp's own schema
+        # grammar lets them in between JSON tokens, up to two after each; the default grammar
+        # allows none, so the answer's tokens go to its content.
+        fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}
+
+        def ask(**extra):
+            r = client.chat.completions.create(
+                model=SMOL,
+                messages=[{"role": "user", "content": "Invent a person."}],
+                response_format=fmt,
+                temperature=0,
+                max_tokens=200,
+                logit_bias={"198": 30},
+                extra_body=extra,
+            )
+            self.assertEqual(r.choices[0].finish_reason, "stop", r.choices[0].message.content)
+            text = r.choices[0].message.content
+            jsonschema.validate(json.loads(text), PERSON)
+            return text, r.usage.completion_tokens
+
+        compact, compact_tokens = ask()
+        self.assertFalse(re.search(r"\s", outside_strings(compact)), compact)
+        spaced, spaced_tokens = ask(json_whitespace=True)
+        self.assertIn("\n", outside_strings(spaced), spaced)
+        self.assertLess(compact_tokens, spaced_tokens)
 
     def test_json_object_parses(self):
         # A 135M model can loop inside an open object until max_tokens; every answer that ends

@@ -31,7 +31,8 @@ fn hostile(id: u64, max_tokens: u32) -> GenerateRequest {
 /// optional `a`s, 44 times over, each count of empty matches another parse stack.
 fn hostile_schema(id: u64) -> GenerateRequest {
     let mut r = greedy(id, Prompt::Text("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".into()), 4);
-    r.constraint = Some(Constraint::JsonSchema(r#"{"type":"string","pattern":"^((a?){0,44}){0,44}$"}"#.into()));
+    let schema = r#"{"type":"string","pattern":"^((a?){0,44}){0,44}$"}"#.into();
+    r.constraint = Some(Constraint::JsonSchema { schema, whitespace: false });
     r
 }
 

@@ -13,7 +13,7 @@ pub mod frame;
 use serde::{Deserialize, Serialize};
 
 /// Version of the message set below. Both sides must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Exit code of a worker whose peer spoke another protocol version.
 pub const EXIT_PROTOCOL_MISMATCH: i32 = 3;
@@ -179,8 +179,11 @@ pub struct ToolCall {
 pub enum Constraint {
     /// A grammar in llama.cpp's GBNF, whose start rule is `root`.
     Gbnf(String),
-    /// A JSON schema (as JSON text); llama.cpp converts it to a grammar.
-    JsonSchema(String),
+    /// A JSON schema (as JSON text); llama.cpp converts it to a grammar. Without `whitespace`
+    /// the grammar allows no optional whitespace between JSON tokens (`{"a":1}`), so an answer
+    /// spends its tokens on content; with it, llama.cpp's own (up to two newlines and 20 spaces
+    /// or tabs after each token).
+    JsonSchema { schema: String, whitespace: bool },
 }
 
 /// The log-probability of one generated token under the model's distribution before sampling

@@ -33,7 +33,7 @@ fn every_to_worker() -> Vec<ToWorker> {
             stop: vec!["\n\n".into(), "END".into()],
             stream: true,
             cache_prompt: true,
-            constraint: Some(Constraint::JsonSchema(r#"{"type":"object"}"#.into())),
+            constraint: Some(Constraint::JsonSchema { schema: r#"{"type":"object"}"#.into(), whitespace: false }),
             logprobs: Some(MAX_TOP_LOGPROBS),
             tools: Some("[]".into()),
             lora: Vec::new(),

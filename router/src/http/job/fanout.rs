@@ -81,7 +81,8 @@ pub async fn serve(
                 ));
             }
             let schema = openai::schema_text(force).map_err(|e| ApiError { param: Some("tools"), ..e })?;
-            base.constraint = Some(model_bucket_shared::protocol::Constraint::JsonSchema(schema));
+            let whitespace = c.json_whitespace.unwrap_or(false);
+            base.constraint = Some(model_bucket_shared::protocol::Constraint::JsonSchema { schema, whitespace });
         }
     }
     let include_usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);

@@ -43,6 +43,9 @@ pub struct CommonParams {
     pub grammar: Option<String>,
     /// A JSON schema the output must follow (llama-server's `json_schema`).
     pub json_schema: Option<Value>,
+    /// Whether a JSON constraint allows optional whitespace between tokens, as llama.cpp's
+    /// grammars do; default false: compact JSON, every token spent on content.
+    pub json_whitespace: Option<bool>,
     /// LoRA adapters for this request, as llama-server takes them (see [`crate::http::job::lora`]).
     pub lora: Option<Vec<crate::http::job::lora::LoraParam>>,
 }
@@ -283,7 +286,9 @@ fn constraint(c: &CommonParams) -> Result<Option<Constraint>, ApiError> {
     if let Some(g) = &c.grammar {
         limits::grammar(g).map_err(|m| ApiError::bad_param("grammar", m))?;
     }
-    Ok(from_format.or(from_schema).map(Constraint::JsonSchema).or_else(|| c.grammar.clone().map(Constraint::Gbnf)))
+    let whitespace = c.json_whitespace.unwrap_or(false);
+    let json = from_format.or(from_schema).map(|schema| Constraint::JsonSchema { schema, whitespace });
+    Ok(json.or_else(|| c.grammar.clone().map(Constraint::Gbnf)))
 }
 
 /// A schema as JSON text, within [`limits`]; it must be an object (or `true`/`false`).
@@ -454,14 +459,18 @@ mod tests {
         assert_eq!(c(r#"{"model":"m","response_format":{"type":"text"}}"#).unwrap(), None);
         assert_eq!(
             c(r#"{"model":"m","response_format":{"type":"json_object"}}"#).unwrap(),
-            Some(Constraint::JsonSchema(r#"{"type":"object"}"#.into()))
+            Some(Constraint::JsonSchema { schema: r#"{"type":"object"}"#.into(), whitespace: false })
+        );
+        assert_eq!(
+            c(r#"{"model":"m","response_format":{"type":"json_object"},"json_whitespace":true}"#).unwrap(),
+            Some(Constraint::JsonSchema { schema: r#"{"type":"object"}"#.into(), whitespace: true })
         );
         let schema = r#"{"type":"object","properties":{"b":{"type":"integer"},"a":{"type":"string"}}}"#;
         let body = format!(
             r#"{{"model":"m","response_format":{{"type":"json_schema","json_schema":{{"name":"x","strict":true,"schema":{schema}}}}}}}"#
         );
         // The schema keeps its key order (it decides the order of the generated fields).
-        assert_eq!(c(&body).unwrap(), Some(Constraint::JsonSchema(schema.into())));
+        assert_eq!(c(&body).unwrap(), Some(Constraint::JsonSchema { schema: schema.into(), whitespace: false }));
         assert_eq!(
             c(r#"{"model":"m","grammar":"root ::= \"yes\""}"#).unwrap(),
             Some(Constraint::Gbnf(r#"root ::= "yes""#.into()))

@@ -274,6 +274,7 @@ fn direct_one_token(w: &mut TestWorker, id: u64) {
         tools: None,
         lora: Vec::new(),
         count_only: false,
+        speculative: true,
     })));
     loop {
         match w.recv() {

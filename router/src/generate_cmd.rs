@@ -88,6 +88,7 @@ pub fn run(b: &BucketArgs, a: GenerateArgs) -> Result<()> {
             tools: None,
             lora,
             count_only: false,
+            speculative: true,
         };
         let id = req.id;
         let mut events = w.client.generate(req);

@@ -59,6 +59,9 @@ pub struct Metrics {
     pub requests: Family<RequestLabel, Counter>,
     pub prompt_tokens: Family<ModelLabel, Counter>,
     pub completion_tokens: Family<ModelLabel, Counter>,
+    /// Tokens proposed by speculation and checked, and those kept.
+    pub draft_tokens: Family<ModelLabel, Counter>,
+    pub draft_accepted: Family<ModelLabel, Counter>,
     /// Prompt tokens by where their KV cells came from.
     pub prompt_sources: Family<SourceLabel, Counter>,
     /// Seconds from the request's arrival to its first token, as the router sees it.
@@ -95,6 +98,8 @@ impl Metrics {
             requests: Family::default(),
             prompt_tokens: Family::default(),
             completion_tokens: Family::default(),
+            draft_tokens: Family::default(),
+            draft_accepted: Family::default(),
             prompt_sources: Family::default(),
             ttft: Family::new_with_constructor(ttft_histogram as fn() -> Histogram),
             token_latency: Family::new_with_constructor(token_histogram as fn() -> Histogram),
@@ -114,6 +119,16 @@ impl Metrics {
         prom.register("requests", "Completion requests by model, endpoint and HTTP status", m.requests.clone());
         prom.register("prompt_tokens", "Prompt tokens processed", m.prompt_tokens.clone());
         prom.register("completion_tokens", "Tokens generated", m.completion_tokens.clone());
+        prom.register(
+            "draft_tokens",
+            "Tokens proposed by speculation and checked in a decode step",
+            m.draft_tokens.clone(),
+        );
+        prom.register(
+            "draft_accepted_tokens",
+            "Proposed tokens kept (their share of draft_tokens is the acceptance rate)",
+            m.draft_accepted.clone(),
+        );
         prom.register(
             "prompt_tokens_by_source",
             "Prompt tokens served from a cache (slot, memory, disk), shared with another sequence of the same prompt (shared), or prefilled",

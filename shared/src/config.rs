@@ -171,6 +171,18 @@ pub struct ModelConfig {
     pub priority: Option<Priority>,
     /// Loaded at start and never evicted; it counts against the budget all the time.
     pub resident: Option<bool>,
+    /// Speculation (default `ngram`: generating sequences propose what followed their recent
+    /// tokens before); `off` saves the memory of the proposals' logits.
+    pub speculative: Option<Speculative>,
+}
+
+/// How a model's worker speculates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Speculative {
+    Off,
+    #[default]
+    Ngram,
 }
 
 /// One adapter of a config model: a LoRA GGUF and the scale it is applied with.

@@ -30,6 +30,9 @@ pub const EMBED_CTX_TOKENS: u32 = 2048;
 /// logits for every token of a batch, in its output buffer and again in its compute buffer, so
 /// this bounds those to `2 × chunk × vocabulary` floats (counted in the memory estimate).
 pub const EMBED_CHUNK_TOKENS: u32 = 32;
+/// Tokens proposed by speculation in one decode step, all sequences together: each needs its
+/// logits, so this sizes a speculating worker's logits buffer (and its memory estimate).
+pub const DRAFT_OUTPUTS: u32 = 16;
 
 /// Context per slot a worker uses when neither its settings nor the model say otherwise, in
 /// tokens.

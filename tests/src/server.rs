@@ -111,6 +111,14 @@ impl Server {
         read_response(open_at(self.addr(), "POST", path, "", body, None)?)
     }
 
+    /// POST a JSON `body` to `path`, expecting a 200 with JSON, which it returns.
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let (status, resp) = self.post(path, &body.to_string()).expect("POST");
+        let json = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        assert_eq!(status, 200, "{path}: {resp}");
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{path}: {e}: {json}"))
+    }
+
     /// The `state` (and `error`, if any) `/v1/models` shows for `model`.
     pub fn model_state(&self, model: &str) -> (String, String) {
         let (_, body) = self.get("/v1/models").expect("GET /v1/models");

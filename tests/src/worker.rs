@@ -184,6 +184,7 @@ pub fn greedy(id: u64, prompt: Prompt, max_tokens: u32) -> GenerateRequest {
         tools: None,
         lora: Vec::new(),
         count_only: false,
+        speculative: true,
     }
 }
 

@@ -33,7 +33,7 @@ fn responses_suite_and_a_stored_conversation_that_survives_a_restart() {
     let (id, said) = {
         let server = Server::start(dir.path(), &args);
         python::suite(&server, "test_responses.py", &[("EDEN_DIALECT_FIXTURE", &python::fixture("dialects.json"))]);
-        let r = post_json(&server, "/v1/responses", &first);
+        let r = server.post_json("/v1/responses", &first);
         (r["id"].as_str().unwrap().to_string(), r["output"][0]["content"][0]["text"].as_str().unwrap().to_string())
     };
     // Private: the folder and each file are the server user's alone.
@@ -47,11 +47,10 @@ fn responses_suite_and_a_stored_conversation_that_survives_a_restart() {
     assert_eq!(status, 200, "{body}");
     let next = json!({ "model": smol, "input": "What is my name?", "previous_response_id": id,
         "max_output_tokens": 16, "temperature": 0 });
-    let r = post_json(&server, "/v1/responses", &next);
+    let r = server.post_json("/v1/responses", &next);
     let continued = r["output"][0]["content"][0]["text"].as_str().unwrap().to_string();
     // The same conversation sent whole to Chat Completions.
-    let whole = post_json(
-        &server,
+    let whole = server.post_json(
         "/v1/chat/completions",
         &json!({ "model": smol, "max_tokens": 16, "temperature": 0, "messages": [
             { "role": "user", "content": "My name is Ada. Say hello." },
@@ -63,13 +62,6 @@ fn responses_suite_and_a_stored_conversation_that_survives_a_restart() {
 }
 
 /// POST `body` to `path`; its JSON, which must come with a 200.
-fn post_json(s: &Server, path: &str, body: &serde_json::Value) -> serde_json::Value {
-    let (status, resp) = s.post(path, &body.to_string()).unwrap();
-    let json = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    assert_eq!(status, 200, "{path}: {resp}");
-    serde_json::from_str(json).unwrap_or_else(|e| panic!("{path}: {e}: {json}"))
-}
-
 #[test]
 fn the_ollama_port_serves_the_same_api() {
     let dir = tempfile::tempdir().unwrap();

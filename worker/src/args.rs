@@ -65,4 +65,14 @@ pub struct Args {
     /// A LoRA adapter GGUF to load with the model (repeatable); requests name it by this path.
     #[arg(long, value_name = "PATH")]
     pub lora: Vec<PathBuf>,
+    /// Speculation: `ngram` (generating sequences propose what followed their recent tokens
+    /// before, checked in the same batch) or `off`.
+    #[arg(long, value_enum, default_value_t = Speculative::Ngram)]
+    pub speculative: Speculative,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Speculative {
+    Off,
+    Ngram,
 }

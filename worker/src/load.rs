@@ -70,8 +70,11 @@ pub fn load_and_run(
         .with_kv_unified(false)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
-    // One sampled position per slot per step, as llama-server sizes it.
-    let ctx_params = with_n_outputs_max(ctx_params, slots);
+    // One sampled position per slot per step, as llama-server sizes it, and the positions
+    // speculation proposes (at most `DRAFT_OUTPUTS` a step, one sequence's all of them).
+    let drafts =
+        if args.speculative == crate::args::Speculative::Ngram { model_bucket_shared::DRAFT_OUTPUTS } else { 0 };
+    let ctx_params = with_n_outputs_max(ctx_params, slots + drafts, 1 + drafts);
     let ctx = model.new_context(&backend, ctx_params).context("llama.cpp could not create the context")?;
     // llama.cpp may round the context; each sequence gets an equal share.
     let n_ctx_slot = ctx.n_ctx() / slots;
@@ -95,6 +98,7 @@ pub fn load_and_run(
         adapters,
         adapter_failures,
         max_sampling: std::time::Duration::from_millis(args.max_sampling_ms),
+        speculate: args.speculative == crate::args::Speculative::Ngram,
     };
     let cache = cache_config(args, n_ctx_slot, slots);
     let embedder = crate::engine::embed::Embedder::new(model, &backend, threads, n_ctx_slot);
@@ -183,10 +187,10 @@ fn chat_template(args: &Args, model: &LlamaModel) -> Result<Option<ChatTemplate>
     Ok(Some(t))
 }
 
-/// Sets `n_outputs_max`, which `llama-cpp-2` 0.1.160 has no setter for. Left at llama.cpp's
-/// default (`n_batch`), the logits buffer is sized for 2048 outputs (384 MiB for a 49k-token
-/// vocabulary) although a step never asks for more than one output per slot.
-fn with_n_outputs_max(params: LlamaContextParams, n: u32) -> LlamaContextParams {
+/// Sets `n_outputs_max` (and per sequence), which `llama-cpp-2` 0.1.160 has no setter for. Left
+/// at llama.cpp's default (`n_batch`), the logits buffer is sized for 2048 outputs (384 MiB for
+/// a 49k-token vocabulary) although a step asks for one output per slot and the proposals.
+fn with_n_outputs_max(params: LlamaContextParams, n: u32, per_seq: u32) -> LlamaContextParams {
     use llama_cpp_sys_2::llama_context_params as Raw;
     // `LlamaContextParams` has exactly one field, the raw struct: equal size and alignment mean
     // that field spans the whole value, so the two are interchangeable.
@@ -195,7 +199,7 @@ fn with_n_outputs_max(params: LlamaContextParams, n: u32) -> LlamaContextParams 
     // SAFETY: same size and alignment, single field (see above); no pointers are changed.
     let mut raw: Raw = unsafe { std::mem::transmute::<LlamaContextParams, Raw>(params) };
     raw.n_outputs_max = n;
-    raw.n_outputs_max_per_seq = 1;
+    raw.n_outputs_max_per_seq = per_seq;
     // SAFETY: as above, in the other direction.
     unsafe { std::mem::transmute::<Raw, LlamaContextParams>(raw) }
 }

@@ -31,6 +31,7 @@ pub fn worker_spec(m: &ModelInfo, mc: &ModelConfig, d: &Defaults) -> WorkerSpec 
         model_sha256: m.sha256.clone(),
         kv_cache: d.kv_cache.clone(),
         lora: m.adapters.iter().map(|a| a.path.clone()).collect(),
+        speculative: mc.speculative.unwrap_or_default() != model_bucket_shared::config::Speculative::Off,
     }
 }
 
@@ -47,6 +48,7 @@ pub fn estimate(m: &ModelInfo, spec: &WorkerSpec) -> u64 {
     let ctx = ctx_slot(m, spec.ctx) * spec.parallel as u64;
     budget::estimate(m.size_bytes, m.kv_bytes_per_token, m.n_vocab, m.embedding_length, ctx)
         .saturating_add(m.adapters.iter().map(|a| a.size_bytes).sum())
+        .saturating_add(if spec.speculative { budget::draft_bytes(m.n_vocab) } else { 0 })
 }
 
 /// What `m`'s embedding context holds once its buffers are full (it is made on the first

@@ -76,6 +76,12 @@ pub fn estimate(
     file_bytes.saturating_add(kv).saturating_add(compute)
 }
 
+/// What speculation adds to a worker: the logits of the tokens it proposes in one step, in f32,
+/// in llama.cpp's output buffer and in the compute buffer that produces them.
+pub fn draft_bytes(n_vocab: Option<u64>) -> u64 {
+    2 * model_bucket_shared::DRAFT_OUTPUTS as u64 * n_vocab.unwrap_or(128_000) * 4
+}
+
 /// Bytes of an f16 KV cache for `ctx_tokens` tokens; guessed at a tenth of the file per 4096
 /// tokens when the header does not give the attention shape.
 pub fn kv_bytes(file_bytes: u64, kv_bytes_per_token: Option<u64>, ctx_tokens: u64) -> u64 {

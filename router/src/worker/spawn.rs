@@ -46,6 +46,8 @@ pub struct WorkerSpec {
     pub kv_cache: Option<(PathBuf, u64)>,
     /// LoRA adapter files it loads with the model.
     pub lora: Vec<PathBuf>,
+    /// Its generating sequences propose tokens (n-gram speculation).
+    pub speculative: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +188,9 @@ pub async fn spawn(spec: &WorkerSpec, progress: &super::Progress, tail: LogTail)
     if let Some((dir, max)) = &spec.kv_cache {
         cmd.arg("--kv-cache-dir").arg(dir).arg("--kv-cache-max").arg(max.to_string());
         cmd.arg("--model-sha256").arg(&spec.model_sha256);
+    }
+    if !spec.speculative {
+        cmd.arg("--speculative").arg("off");
     }
     for a in &spec.lora {
         cmd.arg("--lora").arg(a);

@@ -305,6 +305,9 @@ pub struct GenerateRequest {
     /// Only count the prompt's tokens, as it would be rendered and tokenized: answered by a
     /// `Done` whose usage holds the count, without taking a slot or generating.
     pub count_only: bool,
+    /// Speculate where the worker does (n-gram proposals checked in the same batch); false
+    /// opts this request out.
+    pub speculative: bool,
 }
 
 /// The longest grammar or schema text a request may carry, in bytes: it is compiled and run on
@@ -366,6 +369,10 @@ pub struct Timings {
     pub prompt_ms: f64,
     /// From the first generated token to the end.
     pub decode_ms: f64,
+    /// Tokens proposed by speculation and decoded to be checked, and of those the ones kept
+    /// (each one a step saved).
+    pub drafted: u32,
+    pub accepted: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

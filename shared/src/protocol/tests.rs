@@ -38,6 +38,7 @@ fn every_to_worker() -> Vec<ToWorker> {
             tools: Some("[]".into()),
             lora: Vec::new(),
             count_only: false,
+            speculative: true,
         })),
         ToWorker::Generate(Box::new(GenerateRequest {
             id: RequestId(u64::MAX),
@@ -52,6 +53,7 @@ fn every_to_worker() -> Vec<ToWorker> {
             tools: None,
             lora: Vec::new(),
             count_only: false,
+            speculative: true,
         })),
         ToWorker::Cancel { id: RequestId(3) },
         ToWorker::Embed(Box::new(EmbedRequest {
@@ -94,7 +96,7 @@ fn every_from_worker() -> Vec<FromWorker> {
                 cached_tokens: 30,
                 cached_from: Some(CacheTier::Disk),
             },
-            timings: Timings { queue_ms: 0.5, prompt_ms: 50.0, decode_ms: 150.25 },
+            timings: Timings { queue_ms: 0.5, prompt_ms: 50.0, decode_ms: 150.25, drafted: 12, accepted: 9 },
         })),
         FromWorker::Error { id: Some(RequestId(2)), kind: ErrorKind::PromptTooLong, message: "too long".into() },
         FromWorker::Embeddings { id: RequestId(9), vectors: vec![vec![0.5, -0.25], vec![]], prompt_tokens: 7 },
@@ -180,6 +182,7 @@ fn oversized_frames_are_refused_before_allocation() {
         tools: None,
         lora: Vec::new(),
         count_only: false,
+        speculative: true,
     }));
     assert!(encode_into(&huge, &mut Vec::new()).is_err());
 }

@@ -10,6 +10,11 @@
 //! sequence that fills its context ends there with `length`, unless its request asked for more
 //! tokens than the context holds: that one is shifted (prompt head kept, the oldest half of the
 //! rest dropped) and runs on to its `max_tokens` (see [`slot::when_full`]).
+//!
+//! A generating sequence may also put tokens it proposes into the step, after its own: the
+//! ones that followed the last time its recent tokens occurred ([`spec`]). Its sampler then
+//! runs through them position by position and keeps each one it picks itself; the rest leave
+//! the cells. One step can so yield several of its tokens.
 
 pub mod embed;
 mod held;
@@ -24,6 +29,7 @@ pub mod reuse;
 mod sampler;
 mod share;
 mod slot;
+pub mod spec;
 pub mod template;
 pub mod text;
 mod tool_prompt;
@@ -94,6 +100,8 @@ pub struct EngineConfig {
     pub adapter_failures: Vec<(String, String)>,
     /// The most helper time one request may use (reading it, sampling under its grammar).
     pub max_sampling: Duration,
+    /// Generating sequences propose tokens (n-gram speculation, see [`spec`]).
+    pub speculate: bool,
 }
 
 pub struct Engine<'m> {
@@ -150,6 +158,13 @@ pub struct Engine<'m> {
     /// The adapter set of the last decode step (applied to `ctx`), and its steps in a row.
     running: AdapterSet,
     run: u32,
+    /// Sequences may speculate: asked for, and the model's memory can drop cells at the end
+    /// of a sequence (a recurrent state cannot).
+    speculate: bool,
+    /// What a proposed token adds to a step's time (see [`spec::Cost`]).
+    cost: spec::Cost,
+    /// The tokens one verification picked, with their log-probabilities (reused).
+    picked: Vec<(LlamaToken, Option<TokenLogprob>)>,
 }
 
 /// A non-streamed request's text is sent once this much is pending, in bytes...
@@ -171,6 +186,7 @@ impl<'m> Engine<'m> {
         out: Sender<FromWorker>,
     ) -> Engine<'m> {
         let mut cfg = cfg;
+        let speculate = cfg.speculate && !model.is_recurrent() && !model.is_hybrid();
         let adapters = std::mem::take(&mut cfg.adapters);
         let adapter_failures = std::mem::take(&mut cfg.adapter_failures);
         let slots = cfg.slots;
@@ -222,6 +238,9 @@ impl<'m> Engine<'m> {
             running: AdapterSet::BASE,
             run: 0,
             adapter_failures,
+            speculate,
+            cost: spec::Cost::default(),
+            picked: Vec::new(),
         }
     }
 
@@ -429,14 +448,15 @@ impl<'m> Engine<'m> {
             let sampler = sampler::build(&q.req.sampling, self.model, self.cfg.n_ctx_slot);
             if let Some(Twin::Prefilling(l, id)) = twin {
                 self.vacate(i, false, set);
-                self.slots[i] = Some(Active::following(q, sampler, self.cfg.n_ctx_slot, (l, id)));
+                let following = Active::following(q, sampler, self.cfg.n_ctx_slot, (l, id), self.speculate);
+                self.slots[i] = Some(following);
                 continue;
             }
             let (kept, tier) = match twin {
                 Some(Twin::Generating(l)) => self.copy_prompt(l, i, q.tokens.len()),
                 _ => self.prepare(i, &q.tokens, q.req.cache_prompt, set),
             };
-            self.slots[i] = Some(Active::new(q, sampler, self.cfg.n_ctx_slot, kept, tier));
+            self.slots[i] = Some(Active::new(q, sampler, self.cfg.n_ctx_slot, kept, tier, self.speculate));
         }
     }
 
@@ -454,7 +474,12 @@ impl<'m> Engine<'m> {
         self.run = if set == self.running { self.run.saturating_add(1) } else { 1 };
         self.running = set;
         let n_ctx = self.cfg.n_ctx_slot as i32;
-        // Generating sequences first: one token each, so they never wait behind a prompt.
+        // Generating sequences first: one token each and their proposals, so they never wait
+        // behind a prompt. Proposals take only what the others' tokens leave of the batch.
+        let generating = self.slots.iter().flatten().filter(|a| a.set == set && a.last.is_some()).count();
+        let mut room =
+            (self.cfg.n_batch as usize).saturating_sub(generating).min(model_bucket_shared::DRAFT_OUTPUTS as usize);
+        let ratio = self.cost.ratio(generating);
         for i in 0..self.slots.len() {
             let Some(a) = self.slots[i].as_mut().filter(|a| a.set == set) else { continue };
             let Some(tok) = a.last else { continue };
@@ -476,8 +501,25 @@ impl<'m> Engine<'m> {
             self.batch.add(tok, a.n_past, &[i as i32], true).expect("one token per slot fits the batch");
             self.cells[i].tokens.push(tok);
             a.n_past += 1;
+            let Some(budget) = a.spec else { continue };
+            // Within the context, and never past `max_tokens`: the check emits one token more
+            // than it keeps.
+            let to_go = a.max_tokens.map_or(usize::MAX, |m| m.saturating_sub(a.n_gen) as usize);
+            let k = budget.k(ratio).min((n_ctx - a.n_past).max(0) as usize).min(to_go.saturating_sub(1)).min(room);
+            spec::draft(&self.cells[i].tokens, k, &mut a.draft);
+            if a.draft.is_empty() {
+                a.spec = Some(budget.tick());
+                continue;
+            }
+            for (j, &d) in a.draft.iter().enumerate() {
+                self.batch.add(d, a.n_past + j as i32, &[i as i32], true).expect("proposals sized to the batch");
+            }
+            room -= a.draft.len();
+            self.cells[i].tokens.extend_from_slice(&a.draft);
+            a.n_past += a.draft.len() as i32;
         }
         // Then prompt chunks, as many as the batch holds.
+        let mut prefilled = false;
         for i in 0..self.slots.len() {
             let room = self.cfg.n_batch as usize - self.batch.n_tokens() as usize;
             if room == 0 {
@@ -497,6 +539,7 @@ impl<'m> Engine<'m> {
                 self.batch.add(tok, pos, &[i as i32], last).expect("chunk sized to the batch");
             }
             self.cells[i].tokens.extend_from_slice(&a.prompt[a.n_fed..end]);
+            prefilled = true;
             a.n_fed = end;
             a.n_past = end as i32;
         }
@@ -507,6 +550,9 @@ impl<'m> Engine<'m> {
         let decoded = self.ctx.decode(&mut self.batch);
         // Half the decode: a sample that takes longer sits out steps instead of holding others.
         let grace = decoding.elapsed() / 2;
+        if !prefilled && decoded.is_ok() {
+            self.cost = self.cost.observe(self.batch.n_tokens() as usize, decoding.elapsed().as_secs_f64());
+        }
         self.step_no += 1;
         if let Err(e) = decoded {
             tracing::error!(error = %e, "decode failed");
@@ -542,9 +588,66 @@ impl<'m> Engine<'m> {
             }
             let tok = picker.pick(&self.ctx, at, &mut self.scratch).expect("free text always has a token");
             let logprob = picker.logprob(self.ctx.get_logits_ith(at), self.model, tok, &mut self.scratch);
-            self.emit(i, tok, logprob);
+            if a.draft.is_empty() {
+                self.emit(i, tok, logprob);
+            } else {
+                self.verify(i, at, tok, logprob);
+            }
         }
         sent.then_some(grace)
+    }
+
+    /// Slot `i` proposed `draft` after its last token (at batch index `at`) and sampled
+    /// `first` there. Its sampler goes on through the proposals while each is the token it
+    /// picks; the proposals it did not keep leave the cells; then everything it picked is
+    /// emitted, in order, as if it had come one step at a time.
+    fn verify(&mut self, i: usize, at: i32, first: LlamaToken, logprob: Option<TokenLogprob>) {
+        let Some(a) = self.slots[i].as_mut() else { return };
+        let Some(picker) = a.picker.as_mut() else { return };
+        let mut picked = std::mem::take(&mut self.picked);
+        picked.clear();
+        picked.push((first, logprob));
+        let mut kept = 0;
+        while kept < a.draft.len() {
+            let tok = picked[kept].0;
+            if tok != a.draft[kept] || self.model.vocab().is_eog(tok) {
+                break;
+            }
+            kept += 1;
+            let idx = at + kept as i32;
+            let t = picker.pick(&self.ctx, idx, &mut self.scratch).expect("free text always has a token");
+            let lp = picker.logprob(self.ctx.get_logits_ith(idx), self.model, t, &mut self.scratch);
+            picked.push((t, lp));
+        }
+        let drafted = a.draft.len();
+        a.draft.clear();
+        a.drafted += drafted as u32;
+        a.accepted += kept as u32;
+        a.spec = a.spec.map(|b| b.after(drafted, kept));
+        if kept < drafted {
+            let from = a.n_past - (drafted - kept) as i32;
+            if self.ctx.clear_kv_cache_seq(Some(i as u32), Some(from as u32), None) != Ok(true) {
+                let id = a.id;
+                self.slots[i] = None;
+                self.clear(i);
+                self.picked = picked;
+                return self.error(
+                    id,
+                    ErrorKind::Internal,
+                    "dropping rejected proposals from the KV cache failed".into(),
+                );
+            }
+            self.cells[i].tokens.truncate(from as usize);
+            a.n_past = from;
+        }
+        for (tok, lp) in picked.drain(..) {
+            // A token may end the request (end of generation, a stop string, `max_tokens`).
+            if self.slots[i].is_none() {
+                break;
+            }
+            self.emit(i, tok, lp);
+        }
+        self.picked = picked;
     }
 
     /// Slot `i` sampled `tok`: its text goes out, and the request ends or goes on.
@@ -629,6 +732,8 @@ impl<'m> Engine<'m> {
                 queue_ms: ms(a.admitted - a.enqueued),
                 prompt_ms: ms(first - a.admitted),
                 decode_ms: ms(now - first),
+                drafted: a.drafted,
+                accepted: a.accepted,
             },
         })));
     }

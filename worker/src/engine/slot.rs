@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::lora::AdapterSet;
 use super::pick::Picker;
+use super::spec::Budget;
 use super::text::TextOut;
 
 /// A validated, tokenized request waiting for a slot.
@@ -72,18 +73,29 @@ pub struct Active {
     pub follows: Option<(usize, RequestId)>,
     /// The LoRA adapters it runs with: it is decoded only in steps of this set.
     pub set: AdapterSet,
+    /// How many tokens it proposes next ([`spec`](super::spec)); `None`: it does not speculate.
+    pub spec: Option<Budget>,
+    /// The tokens it proposed in this step, decoded after `last`.
+    pub draft: Vec<LlamaToken>,
+    /// Tokens proposed and kept so far.
+    pub drafted: u32,
+    pub accepted: u32,
 }
 
 impl Active {
     /// A request admitted into a slot whose cells already hold its first `cached` tokens.
+    /// It speculates when the worker does (`speculate`), the request did not opt out and its
+    /// output is not constrained (a grammar samples on helpers, token by token).
     pub fn new(
         q: Queued,
         chain: LlamaSampler,
         n_ctx_slot: u32,
         cached: usize,
         cached_from: Option<CacheTier>,
+        speculate: bool,
     ) -> Active {
         let n_prompt = q.tokens.len() as i32;
+        let spec = (speculate && q.req.speculative && q.grammar.is_none()).then(Budget::default);
         Active {
             id: q.req.id,
             stream: q.req.stream,
@@ -112,12 +124,22 @@ impl Active {
             first_token: None,
             follows: None,
             set: q.set,
+            spec,
+            draft: Vec::new(),
+            drafted: 0,
+            accepted: 0,
         }
     }
 
     /// A request whose prompt slot `leader` is prefilling: it feeds nothing itself.
-    pub fn following(q: Queued, chain: LlamaSampler, n_ctx_slot: u32, leader: (usize, RequestId)) -> Active {
-        let mut a = Active::new(q, chain, n_ctx_slot, 0, None);
+    pub fn following(
+        q: Queued,
+        chain: LlamaSampler,
+        n_ctx_slot: u32,
+        leader: (usize, RequestId),
+        speculate: bool,
+    ) -> Active {
+        let mut a = Active::new(q, chain, n_ctx_slot, 0, None, speculate);
         a.n_fed = a.prompt.len();
         a.follows = Some(leader);
         a

@@ -181,6 +181,10 @@ impl Tally {
             let label = SourceLabel { model: model.clone(), source: tier.as_str() };
             m.prompt_sources.get_or_create(&label).inc_by(u.cached_tokens as u64);
         }
+        if d.timings.drafted > 0 {
+            m.draft_tokens.get_or_create(&self.label).inc_by(d.timings.drafted as u64);
+            m.draft_accepted.get_or_create(&self.label).inc_by(d.timings.accepted as u64);
+        }
         let prefilled = u.prompt_tokens.saturating_sub(u.cached_tokens) as u64;
         m.prompt_sources.get_or_create(&SourceLabel { model: model.clone(), source: "prefill" }).inc_by(prefilled);
         if d.usage.completion_tokens > 1 {

@@ -46,6 +46,8 @@ pub struct CommonParams {
     /// Whether a JSON constraint allows optional whitespace between tokens, as llama.cpp's
     /// grammars do; default false: compact JSON, every token spent on content.
     pub json_whitespace: Option<bool>,
+    /// `false`: no speculation for this request (see the worker's n-gram speculation).
+    pub speculative: Option<bool>,
     /// LoRA adapters for this request, as llama-server takes them (see [`crate::http::job::lora`]).
     pub lora: Option<Vec<crate::http::job::lora::LoraParam>>,
 }
@@ -245,6 +247,7 @@ pub fn to_generate(id: RequestId, prompt: Prompt, c: &CommonParams) -> Result<Ge
         tools: None,
         lora: Vec::new(),
         count_only: false,
+        speculative: c.speculative.unwrap_or(true),
     })
 }
 

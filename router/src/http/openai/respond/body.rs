@@ -27,6 +27,10 @@ pub struct Timings {
     pub prompt_ms: f64,
     pub decode_ms: f64,
     pub cache_source: Option<&'static str>,
+    /// Tokens speculation proposed and of those kept, all choices together (llama-server's
+    /// names).
+    pub draft_n: u32,
+    pub draft_n_accepted: u32,
 }
 
 /// One choice of a whole response: a chat message or completion text.

@@ -74,6 +74,8 @@ impl Meta {
                 prompt_ms: first.timings.prompt_ms,
                 decode_ms: first.timings.decode_ms,
                 cache_source,
+                draft_n: dones.iter().map(|d| d.timings.drafted).sum(),
+                draft_n_accepted: dones.iter().map(|d| d.timings.accepted).sum(),
             },
         }
     }

@@ -140,6 +140,6 @@ fn the_wire_shapes_are_openais() {
     );
     assert_eq!(
         serde_json::to_string(&m.response(&[done])).unwrap(),
-        r#"{"id":"x-1","object":"chat.completion","created":7,"model":"eden_m_1b_abcdef","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4,"prompt_tokens_details":{"cached_tokens":0}},"timings":{"queue_ms":0.0,"prompt_ms":0.0,"decode_ms":0.0,"cache_source":null}}"#
+        r#"{"id":"x-1","object":"chat.completion","created":7,"model":"eden_m_1b_abcdef","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4,"prompt_tokens_details":{"cached_tokens":0}},"timings":{"queue_ms":0.0,"prompt_ms":0.0,"decode_ms":0.0,"cache_source":null,"draft_n":0,"draft_n_accepted":0}}"#
     );
 }

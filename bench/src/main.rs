@@ -3,7 +3,7 @@
 //! `docs/BENCHMARKS.md` and its plots.
 //!
 //! ```sh
-//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds 150] [--day-variant FLAGS]... [--day-no-anchor] [--day-synthetic A,B] [--only-switch] [--switch-size GB]... [--only-dialects] [--llama-server-arg ARG]...
+//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds 150] [--day-variant FLAGS]... [--day-no-anchor] [--day-synthetic A,B] [--only-switch] [--switch-size GB]... [--only-dialects] [--only-spec] [--llama-server-arg ARG]...
 //! ```
 //! Without `--llama-server` (or `$LLAMA_SERVER`) it builds llama-server once into
 //! `~/.cache/model-bucket`. Run `scripts/setup` first (binaries and models).
@@ -18,6 +18,7 @@ mod llama;
 mod lora;
 mod plot;
 mod report;
+mod spec;
 mod switch;
 mod workloads;
 
@@ -59,6 +60,9 @@ pub struct Opts {
     pub only_switch: bool,
     /// Only the dialects' translation cost and stored conversations (`dialects.rs`).
     pub only_dialects: bool,
+    /// Only speculation against llama-server's n-gram types (`spec.rs`): writes
+    /// `OUT/SPECULATION.md` and `OUT/spec.json`.
+    pub only_spec: bool,
     /// The synthetic sizes to switch to (`--switch-size`, repeatable: 0.5, 1.5 or 4; default
     /// all three).
     pub switch_sizes: Vec<String>,
@@ -85,6 +89,7 @@ fn main() -> Result<()> {
         day_synthetic: None,
         only_switch: false,
         only_dialects: false,
+        only_spec: false,
         switch_sizes: Vec::new(),
         ls_extra: Vec::new(),
         out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")),
@@ -114,10 +119,11 @@ fn main() -> Result<()> {
             }
             "--only-switch" => o.only_switch = true,
             "--only-dialects" => o.only_dialects = true,
+            "--only-spec" => o.only_spec = true,
             "--switch-size" => o.switch_sizes.push(val()?),
             "--llama-server-arg" => o.ls_extra.push(val()?),
             "-h" | "--help" => {
-                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds N] [--day-variant FLAGS]... [--day-no-anchor] [--day-synthetic A,B] [--only-switch] [--switch-size GB]... [--only-dialects] [--llama-server-arg ARG]...");
+                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds N] [--day-variant FLAGS]... [--day-no-anchor] [--day-synthetic A,B] [--only-switch] [--switch-size GB]... [--only-dialects] [--only-spec] [--llama-server-arg ARG]...");
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other}"),
@@ -137,6 +143,15 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let ls = llama::find_or_build(o.llama_server.clone())?;
+    if o.only_spec {
+        let r = spec::run(&o, &ls)?;
+        std::fs::create_dir_all(&o.out)?;
+        std::fs::write(o.out.join("spec.json"), serde_json::to_string_pretty(&r)?)?;
+        std::fs::write(o.out.join("SPECULATION.md"), spec::markdown(&r))?;
+        println!("{}", spec::markdown(&r));
+        eprintln!("bench: wrote {}", o.out.join("SPECULATION.md").display());
+        return Ok(());
+    }
     if o.only_day {
         let r = day::run(&o, &ls)?;
         std::fs::create_dir_all(&o.out)?;

@@ -57,7 +57,8 @@ pub fn commit() -> String {
     }
 }
 
-fn date() -> String {
+/// Now, in UTC, to the minute.
+pub fn date() -> String {
     std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()

@@ -30,9 +30,16 @@ pub const EMBED_CTX_TOKENS: u32 = 2048;
 /// logits for every token of a batch, in its output buffer and again in its compute buffer, so
 /// this bounds those to `2 × chunk × vocabulary` floats (counted in the memory estimate).
 pub const EMBED_CHUNK_TOKENS: u32 = 32;
-/// Tokens proposed by speculation in one decode step, all sequences together: each needs its
-/// logits, so this sizes a speculating worker's logits buffer (and its memory estimate).
+/// The most tokens speculation proposes in one decode step, all sequences together.
 pub const DRAFT_OUTPUTS: u32 = 16;
+/// Bytes of logits the proposals of one step may take: a large vocabulary proposes fewer.
+pub const DRAFT_LOGITS_BYTES: u64 = 8 << 20;
+
+/// Tokens speculation may propose in one step for a vocabulary of `n_vocab` tokens: each needs
+/// its logits (f32), which size a speculating worker's logits buffer and its memory estimate.
+pub fn draft_outputs(n_vocab: u64) -> u32 {
+    (DRAFT_LOGITS_BYTES / n_vocab.max(1).saturating_mul(4)).clamp(1, DRAFT_OUTPUTS as u64) as u32
+}
 
 /// Context per slot a worker uses when neither its settings nor the model say otherwise, in
 /// tokens.
@@ -48,6 +55,16 @@ pub fn ctx_per_slot(configured: Option<u32>, trained: Option<u64>) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_large_vocabulary_proposes_fewer_tokens_a_step() {
+        use super::{draft_outputs, DRAFT_OUTPUTS};
+        assert_eq!(draft_outputs(49_152), DRAFT_OUTPUTS, "SmolLM2: 3 MiB of logits for 16");
+        assert_eq!(draft_outputs(128_256), 16);
+        assert_eq!(draft_outputs(262_144), 8, "Gemma 3");
+        assert_eq!(draft_outputs(u64::MAX), 1);
+        assert_eq!(draft_outputs(0), DRAFT_OUTPUTS);
+    }
+
     #[test]
     fn context_per_slot() {
         use super::ctx_per_slot;

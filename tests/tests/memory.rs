@@ -33,6 +33,16 @@ fn embed(s: &Server, model: &str, input: &str) {
     assert_eq!(status, 200, "{resp}");
 }
 
+/// A request whose answer repeats its prompt, so that its sequence proposes as many tokens a
+/// step as speculation allows (what fills the proposals' logits).
+fn speculate(s: &Server, model: &str) {
+    let count: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    let prompt = format!("{0}, {0}, {0}, 1,", count.join(", "));
+    let body = serde_json::json!({ "model": model, "prompt": prompt, "max_tokens": 96, "temperature": 0 });
+    let r = s.post_json("/v1/completions", &body);
+    assert!(r["timings"]["draft_n_accepted"].as_u64().unwrap() > 16, "{model} hardly speculated: {r}");
+}
+
 fn evictions(s: &Server) -> u64 {
     s.metric_sum("model_bucket_evictions_total{")
 }
@@ -53,7 +63,9 @@ fn each_estimate_is_within_a_tenth_of_what_its_worker_holds() {
             for k in 0..3 {
                 complete(&s, &model, &format!("Counting began long ago, when people first kept {k} sheep and"));
             }
-            // Steady state: what it holds once it has served, less its evictable memory.
+            speculate(&s, &model);
+            // Steady state: what it holds once it has served (proposals too), less its
+            // evictable memory.
             std::thread::sleep(Duration::from_millis(1500));
             let w = row(&s, &model);
             let (rss, held, est) =

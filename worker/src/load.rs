@@ -71,9 +71,9 @@ pub fn load_and_run(
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
     // One sampled position per slot per step, as llama-server sizes it, and the positions
-    // speculation proposes (at most `DRAFT_OUTPUTS` a step, one sequence's all of them).
-    let drafts =
-        if args.speculative == crate::args::Speculative::Ngram { model_bucket_shared::DRAFT_OUTPUTS } else { 0 };
+    // speculation proposes (a step's may all be one sequence's).
+    let speculate = args.speculative == crate::args::Speculative::Ngram;
+    let drafts = if speculate { model_bucket_shared::draft_outputs(model.n_vocab().max(1) as u64) } else { 0 };
     let ctx_params = with_n_outputs_max(ctx_params, slots + drafts, 1 + drafts);
     let ctx = model.new_context(&backend, ctx_params).context("llama.cpp could not create the context")?;
     // llama.cpp may round the context; each sequence gets an equal share.
@@ -98,7 +98,8 @@ pub fn load_and_run(
         adapters,
         adapter_failures,
         max_sampling: std::time::Duration::from_millis(args.max_sampling_ms),
-        speculate: args.speculative == crate::args::Speculative::Ngram,
+        speculate,
+        draft_outputs: drafts,
     };
     let cache = cache_config(args, n_ctx_slot, slots);
     let embedder = crate::engine::embed::Embedder::new(model, &backend, threads, n_ctx_slot);

@@ -102,6 +102,8 @@ pub struct EngineConfig {
     pub max_sampling: Duration,
     /// Generating sequences propose tokens (n-gram speculation, see [`spec`]).
     pub speculate: bool,
+    /// The most tokens they propose in one step, all together (the logits buffer holds them).
+    pub draft_outputs: u32,
 }
 
 pub struct Engine<'m> {
@@ -477,8 +479,7 @@ impl<'m> Engine<'m> {
         // Generating sequences first: one token each and their proposals, so they never wait
         // behind a prompt. Proposals take only what the others' tokens leave of the batch.
         let generating = self.slots.iter().flatten().filter(|a| a.set == set && a.last.is_some()).count();
-        let mut room =
-            (self.cfg.n_batch as usize).saturating_sub(generating).min(model_bucket_shared::DRAFT_OUTPUTS as usize);
+        let mut room = (self.cfg.n_batch as usize).saturating_sub(generating).min(self.cfg.draft_outputs as usize);
         let ratio = self.cost.ratio(generating);
         for i in 0..self.slots.len() {
             let Some(a) = self.slots[i].as_mut().filter(|a| a.set == set) else { continue };

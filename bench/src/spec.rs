@@ -176,8 +176,6 @@ struct Timed {
     first: Instant,
     last: Instant,
     tokens: u64,
-    drafted: u64,
-    accepted: u64,
 }
 
 fn stream(port: u16, path: &str, body: &Value) -> Result<Timed> {
@@ -186,7 +184,7 @@ fn stream(port: u16, path: &str, body: &Value) -> Result<Timed> {
     let mut status = String::new();
     r.read_line(&mut status)?;
     anyhow::ensure!(status.contains(" 200 "), "{path}: {status}");
-    let (mut first, mut last, mut tokens, mut drafted, mut accepted) = (None, Instant::now(), 0, 0, 0);
+    let (mut first, mut last, mut tokens) = (None, Instant::now(), 0);
     for line in r.lines() {
         let line = line?;
         let Some(data) = line.strip_prefix("data: ") else { continue };
@@ -206,16 +204,13 @@ fn stream(port: u16, path: &str, body: &Value) -> Result<Timed> {
         } else if let Some(n) = v["timings"]["predicted_n"].as_u64() {
             tokens = n;
         }
-        if let Some(n) = v["timings"]["draft_n"].as_u64() {
-            drafted = n;
-            accepted = v["timings"]["draft_n_accepted"].as_u64().unwrap_or(0);
-        }
     }
-    Ok(Timed { first: first.context("no text streamed")?, last, tokens, drafted, accepted })
+    Ok(Timed { first: first.context("no text streamed")?, last, tokens })
 }
 
-/// Decode rate of `streams` concurrent answers to `w` on `side`, from the client.
-fn rate(side: &Side, w: &Workload, chat: bool, streams: usize) -> Result<(f64, u64, u64, u64)> {
+/// Decode rate of `streams` concurrent answers to `w` on `side`, from the client, and the
+/// tokens of one answer.
+fn rate(side: &Side, w: &Workload, chat: bool, streams: usize) -> Result<(f64, u64)> {
     let (path, b) = body(side, w, chat);
     let answers: Vec<Result<Timed>> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..streams).map(|_| s.spawn(|| stream(side.port, path, &b))).collect();
@@ -227,9 +222,7 @@ fn rate(side: &Side, w: &Workload, chat: bool, streams: usize) -> Result<(f64, u
     let tokens: u64 = answers.iter().map(|a| a.tokens).sum();
     let counted = if streams == 1 { tokens.saturating_sub(1) } else { tokens };
     let secs = last.duration_since(first).as_secs_f64().max(1e-6);
-    let drafted = answers.iter().map(|a| a.drafted).sum();
-    let accepted = answers.iter().map(|a| a.accepted).sum();
-    Ok((counted as f64 / secs, tokens / streams as u64, drafted, accepted))
+    Ok((counted as f64 / secs, tokens / streams as u64))
 }
 
 /// One model's figures: per workload and stream count, per side, the rates of the rounds.
@@ -291,15 +284,17 @@ fn run_model(o: &Opts, ls_bin: &Path, file: &str, id: String, chat: bool) -> Res
                 if round % 2 == 1 {
                     order.reverse();
                 }
+                // Streamed answers carry no timings: Model Bucket's proposals are read from
+                // its counters.
+                let counted = |name: &str| crate::client::metric_sum(mb.port, &format!("model_bucket_{name}_total{{"));
+                let before = (counted("draft_tokens"), counted("draft_accepted_tokens"));
                 for i in order {
-                    let (r, tokens, drafted, accepted) = rate(&sides[i], &w, chat, streams)?;
+                    let (r, tokens) = rate(&sides[i], &w, chat, streams)?;
                     row.rates[i].push(r);
                     row.tokens[i] = tokens;
-                    if i == 0 {
-                        row.drafted += drafted;
-                        row.accepted += accepted;
-                    }
                 }
+                row.drafted += counted("draft_tokens") - before.0;
+                row.accepted += counted("draft_accepted_tokens") - before.1;
             }
             eprintln!(
                 "bench: spec: {} / {} / {streams}: {}",

@@ -571,10 +571,11 @@ fn the_readmes_first_request_answers_what_the_readme_shows() {
 }
 
 /// Flags the README names that belong to other programs: llama-server's (`--jinja`,
-/// `--embeddings`, `--pooling`, `--models-max`), cargo's, kubernetes-validate's and llama.cpp's
-/// `convert_lora_to_gguf.py`'s.
-const OTHER_PROGRAMS_FLAGS: [&str; 12] = [
+/// `--spec-type`, `--embeddings`, `--pooling`, `--models-max`), cargo's,
+/// kubernetes-validate's and llama.cpp's `convert_lora_to_gguf.py`'s.
+const OTHER_PROGRAMS_FLAGS: [&str; 13] = [
     "--jinja",
+    "--spec-type",
     "--models-max",
     "--embeddings",
     "--pooling",

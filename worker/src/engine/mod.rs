@@ -481,6 +481,13 @@ impl<'m> Engine<'m> {
         let generating = self.slots.iter().flatten().filter(|a| a.set == set && a.last.is_some()).count();
         let mut room = (self.cfg.n_batch as usize).saturating_sub(generating).min(self.cfg.draft_outputs as usize);
         let ratio = self.cost.ratio(generating);
+        // A sliding-window cache reuses cells that fall out of the window of a sequence's
+        // latest position, also between the micro-batches of one step: proposals that are
+        // dropped afterwards could leave the kept tokens without cells they attend to. So on
+        // such a model one sequence proposes a step, and no prompt chunk joins it: its
+        // proposals then form one micro-batch after everyone's own token.
+        let one_proposal = self.cfg.n_swa > 0;
+        let mut proposed = false;
         for i in 0..self.slots.len() {
             let Some(a) = self.slots[i].as_mut().filter(|a| a.set == set) else { continue };
             let Some(tok) = a.last else { continue };
@@ -503,6 +510,9 @@ impl<'m> Engine<'m> {
             self.cells[i].tokens.push(tok);
             a.n_past += 1;
             let Some(budget) = a.spec else { continue };
+            if one_proposal && proposed {
+                continue;
+            }
             // Within the context, and never past `max_tokens`: the check emits one token more
             // than it keeps.
             let to_go = a.max_tokens.map_or(usize::MAX, |m| m.saturating_sub(a.n_gen) as usize);
@@ -516,12 +526,16 @@ impl<'m> Engine<'m> {
                 self.batch.add(d, a.n_past + j as i32, &[i as i32], true).expect("proposals sized to the batch");
             }
             room -= a.draft.len();
+            proposed = true;
             self.cells[i].tokens.extend_from_slice(&a.draft);
             a.n_past += a.draft.len() as i32;
         }
         // Then prompt chunks, as many as the batch holds.
         let mut prefilled = false;
         for i in 0..self.slots.len() {
+            if one_proposal && proposed {
+                break;
+            }
             let room = self.cfg.n_batch as usize - self.batch.n_tokens() as usize;
             if room == 0 {
                 break;

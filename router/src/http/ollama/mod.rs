@@ -143,14 +143,17 @@ async fn load_or_unload(
 }
 
 /// Takes `asked` as the idle time of `model`'s worker from now on (capped by the server's
-/// settings; zero, "unload once idle", only where unloading is allowed). A task or a peer's
-/// model keeps its own settings.
+/// settings), only where unloading is not the admin key's alone: where an admin key is set, a
+/// short idle time would let any client unload models, so `keep_alive` is ignored. A task or a
+/// peer's model keeps its own settings.
 fn keep(r: &Registry, model: &str, asked: Option<Duration>, allowed: bool) {
     let cat = r.catalog();
     let Some(w) = cat.resolve(model).and_then(|m| crate::http::job::lora::worker_of(&cat, m).ok()) else {
         return;
     };
-    r.keep_alive(w, asked.filter(|t| allowed || !t.is_zero()));
+    if allowed {
+        r.keep_alive(w, asked);
+    }
 }
 
 /// Loads `model` as a request would: it waits its turn for memory.

@@ -299,3 +299,23 @@ async fn a_models_log_streams_once_a_worker_has_started() {
     let (status, v) = read("/admin/models/eden_nothing_1b_000000/logs".into()).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{v:?}");
 }
+
+#[tokio::test]
+async fn ollamas_keep_alive_is_ignored_where_an_admin_key_is_set() {
+    let body = json!({ "model": MODEL, "messages": [{ "role": "user", "content": "hi" }], "stream": false,
+                       "options": { "num_predict": 1 }, "keep_alive": "1ns" })
+    .to_string();
+    for (admin_key, taken) in [(Some("adm"), None), (None, Some(Duration::from_nanos(1)))] {
+        let (launch, _) = fake::launch(Script::says(&["a", "b"]));
+        let registry = registry_with(catalog(), launch);
+        let access = crate::http::guard::access::Access { admin_key: admin_key.map(Into::into), ..Default::default() };
+        let guard = crate::http::guard::origin::Guard { loopback: true, allowed_hosts: vec![], cors_origins: vec![] };
+        let mut app = crate::http::app(registry.clone(), 1 << 20, access, guard, 64, super::memory_store());
+        let model = registry.catalog().resolve(MODEL).expect("listed").clone();
+        // With an admin key, unloading is its alone: a tiny idle time would unload the model
+        // for everyone, so no client's keep_alive is taken.
+        let resp = app.call(request(Method::POST, "/api/chat", &body)).await.expect("infallible");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(registry.idle_time(&model), taken, "admin key {admin_key:?}");
+    }
+}

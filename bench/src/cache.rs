@@ -7,9 +7,8 @@
 use anyhow::{Context, Result};
 use model_bucket_tests::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::llama::LlamaServer;
 use crate::workloads::median;
@@ -69,21 +68,9 @@ impl Chat {
         if let Some(m) = &self.model {
             body["model"] = json!(m);
         }
-        let body = body.to_string();
         let start = Instant::now();
-        let c = server::open(self.port, "POST", "/v1/chat/completions", "", &body, Some(Duration::from_secs(600)))?;
-        let mut r = BufReader::new(c);
-        let mut status = String::new();
-        r.read_line(&mut status)?;
-        anyhow::ensure!(status.contains(" 200 "), "chat: {status}");
         let (mut first, mut text, mut prompt, mut cached) = (None, String::new(), 0, 0);
-        for line in r.lines() {
-            let line = line?;
-            let Some(data) = line.strip_prefix("data: ") else { continue };
-            if data == "[DONE]" {
-                break;
-            }
-            let v: Value = serde_json::from_str(data)?;
+        crate::client::each_event(self.port, "/v1/chat/completions", &body, |v| {
             if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
                 if !t.is_empty() {
                     first.get_or_insert(start.elapsed());
@@ -99,7 +86,7 @@ impl Chat {
                 cached = n;
                 prompt = n + v["timings"]["prompt_n"].as_u64().unwrap_or(0);
             }
-        }
+        })?;
         let first = first.context("no text in the answer")?;
         Ok(Turn { ttft_ms: first.as_secs_f64() * 1000.0, text, prompt, cached })
     }

@@ -135,6 +135,30 @@ impl Target {
     }
 }
 
+/// POSTs a JSON `body` to `path` and calls `each` with every SSE `data:` event, parsed, until
+/// `[DONE]`; a status other than 200 is an error.
+pub fn each_event(
+    port: u16,
+    path: &str,
+    body: &serde_json::Value,
+    mut each: impl FnMut(&serde_json::Value),
+) -> anyhow::Result<()> {
+    let c = send(port, "POST", path, &body.to_string())?;
+    let mut r = BufReader::new(c);
+    let mut status = String::new();
+    r.read_line(&mut status)?;
+    anyhow::ensure!(status.contains(" 200 "), "{path}: {status}");
+    for line in r.lines() {
+        let line = line?;
+        let Some(data) = line.strip_prefix("data: ") else { continue };
+        if data == "[DONE]" {
+            break;
+        }
+        each(&serde_json::from_str(data)?);
+    }
+    Ok(())
+}
+
 /// Requests/s of `GET path` from `clients` threads over `d`.
 pub fn get_rate(port: u16, path: &str, clients: usize, d: Duration) -> f64 {
     let deadline = Instant::now() + d;

@@ -17,9 +17,8 @@ use anyhow::{Context, Result};
 use model_bucket_tests::*;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::llama::LlamaServer;
 use crate::workloads::median;
@@ -179,19 +178,8 @@ struct Timed {
 }
 
 fn stream(port: u16, path: &str, body: &Value) -> Result<Timed> {
-    let c = server::open(port, "POST", path, "", &body.to_string(), Some(Duration::from_secs(600)))?;
-    let mut r = BufReader::new(c);
-    let mut status = String::new();
-    r.read_line(&mut status)?;
-    anyhow::ensure!(status.contains(" 200 "), "{path}: {status}");
     let (mut first, mut last, mut tokens) = (None, Instant::now(), 0);
-    for line in r.lines() {
-        let line = line?;
-        let Some(data) = line.strip_prefix("data: ") else { continue };
-        if data == "[DONE]" {
-            break;
-        }
-        let v: Value = serde_json::from_str(data)?;
+    crate::client::each_event(port, path, body, |v| {
         let c = &v["choices"][0];
         let text = c["delta"]["content"].as_str().or(c["text"].as_str()).unwrap_or("");
         if !text.is_empty() {
@@ -204,7 +192,7 @@ fn stream(port: u16, path: &str, body: &Value) -> Result<Timed> {
         } else if let Some(n) = v["timings"]["predicted_n"].as_u64() {
             tokens = n;
         }
-    }
+    })?;
     Ok(Timed { first: first.context("no text streamed")?, last, tokens })
 }
 

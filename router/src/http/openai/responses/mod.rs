@@ -149,15 +149,17 @@ async fn stored(store: &Arc<Store>, peers: Option<&crate::fleet::Fleet>, id: &st
     })
 }
 
+/// The stored response `id` ([`stored`]), or a 404.
+async fn found(store: &Arc<Store>, peers: Option<&crate::fleet::Fleet>, id: &str) -> Result<Stored, ApiError> {
+    stored(store, peers, id).await?.ok_or_else(|| no_such(id))
+}
+
 pub async fn retrieve(
     Peers(peers): Peers,
     Extension(store): Extension<Arc<Store>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    match stored(&store, peers.as_deref(), &id).await? {
-        Some(s) => Ok(axum::Json(s.response).into_response()),
-        None => Err(no_such(&id)),
-    }
+    Ok(axum::Json(found(&store, peers.as_deref(), &id).await?.response).into_response())
 }
 
 /// `GET /v1/responses/{id}/conversation`: the stored response with the conversation a
@@ -167,10 +169,7 @@ pub async fn conversation(
     Extension(store): Extension<Arc<Store>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    match stored(&store, peers.as_deref(), &id).await? {
-        Some(s) => Ok(axum::Json(s).into_response()),
-        None => Err(no_such(&id)),
-    }
+    Ok(axum::Json(found(&store, peers.as_deref(), &id).await?).into_response())
 }
 
 /// Deletes `id` here, or else wherever a peer stores it.
@@ -201,13 +200,11 @@ pub async fn cancel(
     Extension(store): Extension<Arc<Store>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    match stored(&store, peers.as_deref(), &id).await? {
-        Some(_) => Err(ApiError {
-            status: StatusCode::BAD_REQUEST,
-            ..ApiError::bad_request(
-                "Cannot cancel a synchronous response: only responses run in the background can be cancelled.",
-            )
-        }),
-        None => Err(no_such(&id)),
-    }
+    found(&store, peers.as_deref(), &id).await?;
+    Err(ApiError {
+        status: StatusCode::BAD_REQUEST,
+        ..ApiError::bad_request(
+            "Cannot cancel a synchronous response: only responses run in the background can be cancelled.",
+        )
+    })
 }

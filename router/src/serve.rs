@@ -40,6 +40,15 @@ fn kv_cache(s: &ServeArgs) -> Result<Option<(std::path::PathBuf, u64)>> {
 }
 
 /// Where stored Responses are kept (see [`crate::http::openai::responses::store`]).
+/// When a crashed worker is restarted, and when its model is failed instead.
+fn restart_policy(s: &ServeArgs) -> crate::supervisor::lifecycle::Policy {
+    crate::supervisor::lifecycle::Policy {
+        max_crashes: s.crash_limit as usize,
+        window: Duration::from_secs(s.crash_window),
+        ..Default::default()
+    }
+}
+
 fn responses_store(s: &ServeArgs) -> Result<crate::http::openai::responses::store::Store> {
     use crate::http::openai::responses::store::{Limits, Store, MEMORY_BYTES, TTL};
     let max = budget::parse_size_or_zero(&s.responses_max).map_err(anyhow::Error::msg).context("--responses-max")?;
@@ -158,11 +167,7 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
         sched: s.sched,
         quantum: Duration::from_secs(s.quantum),
         drain_grace: grace,
-        policy: crate::supervisor::lifecycle::Policy {
-            max_crashes: s.crash_limit as usize,
-            window: Duration::from_secs(s.crash_window),
-            ..Default::default()
-        },
+        policy: restart_policy(&s),
     };
     tracing::info!(ram_budget = %budget::human(ram_budget), idle_ttl_secs = s.idle_ttl, "limits");
     let api_key = api_key(&s)?;
@@ -195,7 +200,8 @@ pub fn run(b: &BucketArgs, s: ServeArgs) -> Result<()> {
     };
     let config_path = b.config.clone();
     let responses = std::sync::Arc::new(responses_store(&s)?);
-    let app = crate::http::app(registry.clone(), s.body_limit, access, guard, s.max_client_requests, responses);
+    let app = crate::http::app(registry.clone(), s.body_limit, access, guard, s.max_client_requests, responses)
+        .layer(axum::Extension(crate::http::json::BodyTimeout(Duration::from_secs(s.body_timeout))));
     let app = match &fleet {
         Some(cfg) => {
             let f = crate::fleet::Fleet::new(cfg.clone());
@@ -402,6 +408,32 @@ mod tests {
             crate::cli::Command::Serve { serve, .. } => serve,
             _ => unreachable!("parsed as serve"),
         }
+    }
+
+    /// "Five crashes within two minutes (`--crash-limit`, `--crash-window`) ... mark the model
+    /// `failed`": five within 120 s fail it, five spread over more do not.
+    #[test]
+    fn by_default_five_crashes_within_two_minutes_fail_a_model() {
+        use crate::supervisor::lifecycle::{Event, Lifecycle, Phase};
+        let p = restart_policy(&serve_args(&[]));
+        let crashes = |gap: Duration| {
+            let (mut l, t) = (Lifecycle::default(), std::time::Instant::now());
+            l.step(Event::Demand, t, &p);
+            l.step(Event::Ready, t, &p);
+            for i in 0..5 {
+                let now = t + gap * i;
+                l.step(Event::Exited("signal 9".into()), now, &p);
+                l.step(Event::RetryDue, now, &p);
+                l.step(Event::Ready, now, &p);
+            }
+            l.phase
+        };
+        // The fifth crash 119.6 s after the first: failed.
+        assert!(matches!(crashes(Duration::from_millis(29_900)), Phase::Failed(r) if r.contains("crashed 5 times")));
+        // The fifth 120.4 s after the first: the first has left the window.
+        assert_eq!(crashes(Duration::from_millis(30_100)), Phase::Ready);
+        let p = restart_policy(&serve_args(&["--crash-limit", "2", "--crash-window", "10"]));
+        assert_eq!((p.max_crashes, p.window), (2, Duration::from_secs(10)));
     }
 
     #[test]

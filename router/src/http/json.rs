@@ -4,6 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 use crate::http::error::ApiError;
 
@@ -12,14 +13,21 @@ pub struct Json<T>(pub T);
 /// Like [`Json`], keeping the body as sent too (to forward it unchanged).
 pub struct JsonRaw<T>(pub T, pub Bytes);
 
-/// Longest a client may take to send a request body: a trickled body holds a connection and a
-/// handler.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Longest a client may take to send a request body (`--body-timeout`): a trickled body holds a
+/// connection and a handler. The server puts it in each request's extensions; without it,
+/// [`BodyTimeout::DEFAULT`].
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
+impl BodyTimeout {
+    pub const DEFAULT: BodyTimeout = BodyTimeout(Duration::from_secs(60));
+}
 
 async fn read<S: Send + Sync, T: DeserializeOwned>(req: Request, state: &S) -> Result<(T, Bytes), ApiError> {
-    let read = tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, state)).await.map_err(|_| ApiError {
+    let limit = req.extensions().get::<BodyTimeout>().copied().unwrap_or(BodyTimeout::DEFAULT).0;
+    let read = tokio::time::timeout(limit, Bytes::from_request(req, state)).await.map_err(|_| ApiError {
         status: axum::http::StatusCode::REQUEST_TIMEOUT,
-        ..ApiError::bad_request(format!("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs()))
+        ..ApiError::bad_request(format!("the request body did not arrive within {} s", limit.as_secs()))
     })?;
     let bytes = read.map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {

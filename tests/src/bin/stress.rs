@@ -1,15 +1,17 @@
 //! The stress runs at full length: a soak under a budget that forces evictions, a fault run
 //! killing workers under load, and SIGTERM under load. Prints one report line per run (and a
 //! few examples of what went wrong), and exits 1 when a run broke its rules: the soak and the
-//! fault run allow no refused, hung, lost or malformed request, and the fault run ends with
-//! every model answering; the SIGTERM run requires every request written before the signal to
-//! succeed, no refusal before it, no hung or malformed request, exit 0 and no worker left.
+//! fault run allow no refused, hung, lost, malformed or wrong request and only the clear errors
+//! their rule accepts (`stress::rules`, printed); the soak's workers, read from `/proc`, stay
+//! under the budget with at most one alive; the fault run ends with every model answering; the
+//! SIGTERM run requires every request written before the signal to succeed, no refusal before
+//! it, no hung, malformed or wrong request, exit 0 and no worker left.
 //!
 //! ```sh
 //! cargo run --release -p model-bucket-tests --bin stress -- [--soak 600] [--faults 120] [--clients 8]   # 0 skips a run
 //! ```
 
-use model_bucket_tests::stress;
+use model_bucket_tests::stress::{self, ErrorRule};
 use std::time::Duration;
 
 fn main() {
@@ -27,25 +29,46 @@ fn main() {
     let mut bad = false;
     if soak > 0 {
         let (r, evictions) = stress::soak(Duration::from_secs(soak), clients);
-        println!("soak {soak} s, {clients} clients: {} | evictions {evictions}", r.line());
+        println!("soak {soak} s, {clients} clients: {} | evictions {evictions} | {}", r.line(), ErrorRule::SOAK.line());
         examples(&r.samples);
-        bad |= r.unanswered() > 0 || r.max_worker_rss > r.budget;
+        bad |= broken(r.broken(&ErrorRule::SOAK)) || r.memory.max_alive > 1;
     }
     if faults > 0 {
         let (r, recovery) = stress::faults(Duration::from_secs(faults), clients, Duration::from_secs(5));
-        println!("faults {faults} s, a worker killed every 5 s: {} | {}", r.line(), stress::recovery_line(&recovery));
+        println!(
+            "faults {faults} s, a worker killed every 5 s: {} | {} | {}",
+            r.line(),
+            stress::recovery_line(&recovery),
+            ErrorRule::FAULTS.line()
+        );
         examples(&r.samples);
-        bad |= r.unanswered() > 0 || recovery.iter().any(|(_, a)| a.is_err());
+        bad |= broken(r.broken(&ErrorRule::FAULTS)) || recovery.iter().any(|(_, a)| a.is_err());
     }
     let s = stress::sigterm(Duration::from_secs(5), clients);
     let (r, a) = (&s.report, &s.around);
-    println!("sigterm after 5 s: {} | {} | {} | workers left {}", r.line(), a.line(), s.status, s.alive.len());
+    println!(
+        "sigterm after 5 s: {} | {} | {} | workers left {} | {}",
+        r.line(),
+        a.line(),
+        s.status,
+        s.alive.len(),
+        ErrorRule::SIGTERM.line()
+    );
     examples(&a.examples);
-    bad |= r.hung + r.malformed + a.unfinished_before + a.refused_before > 0
+    bad |= broken(ErrorRule::SIGTERM.broken(r))
+        || r.hung + r.malformed + r.wrong + a.unfinished_before + a.refused_before > 0
         || a.written_before == 0
         || !s.status.success()
         || !s.alive.is_empty();
     std::process::exit(if bad { 1 } else { 0 });
+}
+
+/// Prints what broke a run's rules; whether anything did.
+fn broken(why: Vec<String>) -> bool {
+    for w in &why {
+        println!("  broken: {w}");
+    }
+    !why.is_empty()
 }
 
 fn examples(samples: &[String]) {

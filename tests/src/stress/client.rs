@@ -4,6 +4,7 @@
 //! stopped.
 
 use super::outcome::{self, End, Facts, HangRule, Outcome};
+use super::verify::Expect;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ pub struct Attempt {
     pub detail: String,
     /// The status of a clear error: its HTTP status, or 200 for an error event in a stream.
     pub status: Option<u16>,
+    /// Whether the response carried `Retry-After`.
+    pub retry_after: bool,
     /// When the connect began.
     pub started: Instant,
     /// When the socket took the request's last byte (`None`: it never did).
@@ -30,8 +33,8 @@ pub struct Attempt {
 }
 
 /// Sends `POST path` with a JSON `body` to a loopback port, reads the answer under `rule` and
-/// classifies it.
-pub fn post(port: u16, path: &str, body: &str, rule: &HangRule) -> Attempt {
+/// classifies it, a success held to `expect`.
+pub fn post(port: u16, path: &str, body: &str, rule: &HangRule, expect: Expect) -> Attempt {
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -45,13 +48,14 @@ pub fn post(port: u16, path: &str, body: &str, rule: &HangRule) -> Attempt {
             (false, End::Failed)
         }
     };
-    let facts = Facts { connected, written: x.written, request_len: request.len(), end, response: &x.response };
+    let facts = Facts { connected, written: x.written, request_len: request.len(), end, response: &x.response, expect };
     let (outcome, mut detail) = outcome::classify(&facts);
     if let Some(e) = x.error.filter(|_| outcome != Outcome::Succeeded) {
         detail = format!("{detail} ({e})");
     }
     let status = (outcome == Outcome::FailedClear).then(|| outcome::status(&x.response)).flatten();
-    Attempt { outcome, detail, status, started, written: x.written_at }
+    let retry_after = outcome::has_header(&x.response, "retry-after");
+    Attempt { outcome, detail, status, retry_after, started, written: x.written_at }
 }
 
 struct Exchange {
@@ -191,7 +195,7 @@ mod tests {
     #[test]
     fn a_closed_port_is_refused() {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-        let a = post(port, "/v1/completions", "{}", &QUICK);
+        let a = post(port, "/v1/completions", "{}", &QUICK, Expect::Finished);
         assert_eq!(a.outcome, Outcome::Refused, "{}", a.detail);
         assert!(a.written.is_none());
     }
@@ -200,7 +204,7 @@ mod tests {
     #[test]
     fn a_request_read_and_dropped_is_lost() {
         let port = serve(drop);
-        let a = post(port, "/v1/completions", "{}", &QUICK);
+        let a = post(port, "/v1/completions", "{}", &QUICK, Expect::Finished);
         assert_eq!(a.outcome, Outcome::Lost, "{}", a.detail);
         assert!(a.written.is_some());
     }
@@ -211,7 +215,7 @@ mod tests {
             std::thread::sleep(QUICK.answer_within + Duration::from_secs(1));
             drop(c);
         });
-        let a = post(port, "/v1/completions", "{}", &QUICK);
+        let a = post(port, "/v1/completions", "{}", &QUICK, Expect::Finished);
         assert_eq!(a.outcome, Outcome::Hung, "{}", a.detail);
     }
 
@@ -229,7 +233,7 @@ mod tests {
             }
         });
         let t = Instant::now();
-        let a = post(port, "/v1/completions", "{}", &QUICK);
+        let a = post(port, "/v1/completions", "{}", &QUICK, Expect::Finished);
         assert_eq!(a.outcome, Outcome::Hung, "{}", a.detail);
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
@@ -245,7 +249,7 @@ mod tests {
             }
             c.write_all(b"0\r\n\r\n").expect("last chunk");
         });
-        let a = post(port, "/v1/completions", "{}", &QUICK);
+        let a = post(port, "/v1/completions", "{}", &QUICK, Expect::Finished);
         assert_eq!(a.outcome, Outcome::Succeeded, "{}", a.detail);
     }
 }

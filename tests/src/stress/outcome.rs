@@ -11,8 +11,12 @@
 //! - `failed_clear`: an error status with the OpenAI error envelope, or an error event in a
 //!   stream;
 //! - `malformed`: a complete answer that is neither a success nor the error envelope;
-//! - `succeeded`: a complete answer with a finish reason.
+//! - `wrong`: a complete answer with a finish reason that is not what its request asked for
+//!   (see [`super::verify`]: fewer tokens than `max_tokens` with EOS banned, a JSON answer that
+//!   does not parse);
+//! - `succeeded`: a complete answer with a finish reason that is what its request asked for.
 
+use super::verify::{self, Answer, Expect};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -23,6 +27,7 @@ pub enum Outcome {
     Hung,
     Lost,
     Malformed,
+    Wrong,
 }
 
 /// When a request counts as hung.
@@ -87,6 +92,8 @@ pub struct Facts<'a> {
     pub end: End,
     /// The response as received: status line, headers, body (still chunked, if it was).
     pub response: &'a [u8],
+    /// What a success must be.
+    pub expect: Expect,
 }
 
 /// The outcome of one attempt, and a short description of what went wrong (empty on success).
@@ -117,11 +124,12 @@ pub fn classify(f: &Facts) -> (Outcome, String) {
             return unanswered("in the stream, before [DONE]");
         }
         let finished = events.iter().any(|e| json(e).is_some_and(|v| has_finish_reason(&v)));
-        return if finished {
-            (Outcome::Succeeded, String::new())
-        } else {
-            (Outcome::Malformed, format!("[DONE] without a finish reason: ...{}", tail(&r.body)))
-        };
+        if !finished {
+            return (Outcome::Malformed, format!("[DONE] without a finish reason: ...{}", tail(&r.body)));
+        }
+        let mut a = Answer::default();
+        events.iter().filter_map(|e| json(e)).for_each(|v| a.add(&v));
+        return verified(f.expect, &a);
     }
     let complete = match r.framing {
         Framing::Chunked(done) => done,
@@ -134,10 +142,22 @@ pub fn classify(f: &Facts) -> (Outcome, String) {
     let body = String::from_utf8_lossy(&r.body);
     let v = json(&body);
     match r.status {
-        200 if v.as_ref().is_some_and(has_finish_reason) => (Outcome::Succeeded, String::new()),
+        200 if v.as_ref().is_some_and(has_finish_reason) => {
+            let mut a = Answer::default();
+            a.add(v.as_ref().expect("matched above"));
+            verified(f.expect, &a)
+        }
         200 => (Outcome::Malformed, format!("200 without a finish reason: {body}")),
         s if v.is_some_and(|v| v["error"]["message"].is_string()) => (Outcome::FailedClear, format!("{s} {body}")),
         s => (Outcome::Malformed, format!("{s} without the error envelope: {body}")),
+    }
+}
+
+/// A finished answer is a success only if it is what its request asked for.
+fn verified(expect: Expect, a: &Answer) -> (Outcome, String) {
+    match verify::check(expect, a) {
+        Ok(()) => (Outcome::Succeeded, String::new()),
+        Err(e) => (Outcome::Wrong, e),
     }
 }
 
@@ -162,6 +182,13 @@ pub fn is_stream(response: &[u8]) -> bool {
 pub fn status(response: &[u8]) -> Option<u16> {
     let line = &response[..response.iter().position(|b| *b == b'\n')?];
     std::str::from_utf8(line).ok()?.split(' ').nth(1)?.parse().ok()
+}
+
+/// Whether the response's headers have come and name `header` (lower case).
+pub fn has_header(response: &[u8], header: &str) -> bool {
+    let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
+    head.split("\r\n").skip(1).any(|l| l.split_once(':').is_some_and(|(n, _)| n.trim() == header))
 }
 
 /// How many complete `data:` events a response that is a stream holds (0 for any other).
@@ -279,7 +306,7 @@ mod tests {
     const REQ: usize = 300;
 
     fn facts(written: usize, end: End, response: &[u8]) -> Facts<'_> {
-        Facts { connected: true, written, request_len: REQ, end, response }
+        Facts { connected: true, written, request_len: REQ, end, response, expect: Expect::Finished }
     }
 
     fn of(end: End, response: &str) -> Outcome {
@@ -310,7 +337,14 @@ mod tests {
 
     #[test]
     fn no_connection_or_no_byte_taken_is_refused() {
-        let f = Facts { connected: false, written: 0, request_len: REQ, end: End::Failed, response: b"" };
+        let f = Facts {
+            connected: false,
+            written: 0,
+            request_len: REQ,
+            end: End::Failed,
+            response: b"",
+            expect: Expect::Finished,
+        };
         assert_eq!(classify(&f).0, Outcome::Refused);
         assert_eq!(classify(&facts(0, End::Failed, b"")).0, Outcome::Refused);
     }
@@ -361,6 +395,28 @@ mod tests {
         assert_eq!(of(End::Done, &sse(&[CHUNK, FINISH, "[DONE]"], false)), Outcome::Succeeded);
         assert_eq!(of(End::Done, &sse(&[CHUNK, FINISH], true)), Outcome::Lost);
         assert_eq!(of(End::Failed, &sse(&[CHUNK], false)), Outcome::Lost);
+    }
+
+    /// A finished answer that is not what was asked (cut short, labelled `stop`) is wrong.
+    #[test]
+    fn answers_are_held_to_their_request() {
+        let expect = |response: &str, n| {
+            let f = Facts { expect: Expect::Length(n), ..facts(REQ, End::Done, response.as_bytes()) };
+            classify(&f).0
+        };
+        const USAGE: &str = r#"{"choices":[],"usage":{"completion_tokens":4}}"#;
+        const LENGTH: &str = r#"{"choices":[{"delta":{},"finish_reason":"length"}]}"#;
+        assert_eq!(expect(&sse(&[CHUNK, LENGTH, USAGE, "[DONE]"], true), 4), Outcome::Succeeded);
+        assert_eq!(expect(&sse(&[CHUNK, LENGTH, USAGE, "[DONE]"], true), 5), Outcome::Wrong);
+        assert_eq!(expect(&sse(&[CHUNK, FINISH, USAGE, "[DONE]"], true), 4), Outcome::Wrong);
+        let body = |f: &str| {
+            json_response(
+                200,
+                &format!(r#"{{"choices":[{{"text":"a b","finish_reason":"{f}"}}],"usage":{{"completion_tokens":4}}}}"#),
+            )
+        };
+        assert_eq!(expect(&body("length"), 4), Outcome::Succeeded);
+        assert_eq!(expect(&body("stop"), 4), Outcome::Wrong);
     }
 
     #[test]

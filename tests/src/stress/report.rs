@@ -2,6 +2,8 @@
 //! attempt's timing (for the SIGTERM run's split at the signal), and whether each model answered
 //! after the faults.
 
+use super::procs::Seen;
+use super::rules::{self, ErrorRule};
 use super::{Attempt, Outcome};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -31,10 +33,14 @@ pub struct Report {
     pub hung: u64,
     pub lost: u64,
     pub malformed: u64,
-    /// Clear errors by kind: `"503"` and the like, or `"stream error"`.
+    /// Finished answers that are not what their request asked for.
+    pub wrong: u64,
+    /// Clear errors by kind ([`rules::kind`]): `"503 with Retry-After"` and the like, or
+    /// `"stream error"`.
     pub clear_errors: BTreeMap<String, u64>,
-    /// Largest sum of worker resident memory seen, in bytes.
-    pub max_worker_rss: u64,
+    /// The server's workers as `/proc` showed them over the run.
+    pub memory: Seen,
+    /// The server's RAM budget, in bytes (0: none read).
     pub budget: u64,
     /// Workers killed by the fault injector.
     pub kills: u64,
@@ -54,15 +60,11 @@ impl Report {
             Outcome::Hung => &mut self.hung,
             Outcome::Lost => &mut self.lost,
             Outcome::Malformed => &mut self.malformed,
+            Outcome::Wrong => &mut self.wrong,
         };
         *count += 1;
         if a.outcome == Outcome::FailedClear {
-            let kind = match a.status {
-                Some(200) => "stream error".to_string(),
-                Some(s) => s.to_string(),
-                None => "?".to_string(),
-            };
-            *self.clear_errors.entry(kind).or_default() += 1;
+            *self.clear_errors.entry(rules::kind(a.status, a.retry_after)).or_default() += 1;
         }
         let detail: String = a.detail.chars().take(300).collect();
         let seen = self.samples.iter().filter(|s| s.starts_with(&format!("{:?}:", a.outcome))).count();
@@ -78,20 +80,42 @@ impl Report {
         self.refused + self.hung + self.lost + self.malformed
     }
 
+    /// What breaks a soak's or a fault run's rules (empty: nothing): any request unanswered
+    /// or answered wrong, clear errors beyond `rule`, and, where the server has a budget,
+    /// workers' memory over it.
+    pub fn broken(&self, rule: &ErrorRule) -> Vec<String> {
+        let mut why = rule.broken(self);
+        if self.unanswered() + self.wrong > 0 {
+            why.push(format!("{} unanswered and {} wrong answers (0 allowed)", self.unanswered(), self.wrong));
+        }
+        if self.budget > 0 && self.memory.max_total > self.budget {
+            why.push(format!(
+                "workers held {} MiB, over the {} MiB budget",
+                self.memory.max_total >> 20,
+                self.budget >> 20
+            ));
+        }
+        why
+    }
+
     pub fn line(&self) -> String {
         let kinds: Vec<String> = self.clear_errors.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
         let kinds = if kinds.is_empty() { String::new() } else { format!(" ({})", kinds.join(", ")) };
         format!(
-            "sent {} | succeeded {} | failed with a clear error {}{kinds} | refused {} | hung {} | lost {} | malformed {} | max worker memory {} MiB of {} MiB budget | workers killed {}",
+            "sent {} | succeeded {} | failed with a clear error {}{kinds} ({:.1}%) | refused {} | hung {} | lost {} | malformed {} | wrong {} | workers' memory (from /proc) at most {} MiB of a {} MiB budget, at most {} alive, each model's most adding up to {} MiB | workers killed {}",
             self.sent,
             self.succeeded,
             self.failed_clear,
+            self.failed_clear as f64 * 100.0 / self.sent.max(1) as f64,
             self.refused,
             self.hung,
             self.lost,
             self.malformed,
-            self.max_worker_rss >> 20,
+            self.wrong,
+            self.memory.max_total >> 20,
             self.budget >> 20,
+            self.memory.max_alive,
+            self.memory.all_at_once() >> 20,
             self.kills
         )
     }
@@ -195,8 +219,14 @@ mod tests {
     #[test]
     fn the_report_counts_and_keeps_a_few_examples() {
         let mut r = Report::default();
-        let a =
-            |outcome, status| Attempt { outcome, detail: "x".into(), status, started: Instant::now(), written: None };
+        let a = |outcome, status| Attempt {
+            outcome,
+            detail: "x".into(),
+            status,
+            retry_after: status == Some(503),
+            started: Instant::now(),
+            written: None,
+        };
         for _ in 0..5 {
             r.add(a(Outcome::Lost, None));
         }
@@ -204,6 +234,17 @@ mod tests {
         r.add(a(Outcome::FailedClear, Some(200)));
         assert_eq!((r.sent, r.lost, r.failed_clear, r.unanswered()), (7, 5, 2, 5));
         assert_eq!(r.samples.len(), SAMPLES_PER_OUTCOME + 2);
-        assert!(r.line().contains("failed with a clear error 2 (503 ×1, stream error ×1)"), "{}", r.line());
+        r.add(a(Outcome::Wrong, None));
+        assert_eq!(r.wrong, 1);
+        for _ in 0..3 {
+            r.add(a(Outcome::Succeeded, None));
+        }
+        assert!(
+            r.line().contains("failed with a clear error 2 (503 with Retry-After ×1, stream error ×1)"),
+            "{}",
+            r.line()
+        );
+        assert_eq!(r.broken(&ErrorRule::FAULTS).len(), 1, "{:?}", r.broken(&ErrorRule::FAULTS));
+        assert_eq!(r.broken(&ErrorRule::SOAK).len(), 4, "{:?}", r.broken(&ErrorRule::SOAK));
     }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::llama::LlamaServer;
-use crate::workloads::median;
+use crate::workloads::{median, pair};
 use crate::Opts;
 
 /// Context of the one slot.
@@ -21,7 +21,7 @@ const FREE_TOKENS: u32 = 128;
 /// SmolLM2's end of turn.
 const EOS: i32 = 2;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct AgentResults {
     /// Decode rates, tokens/s: free and constrained, (Model Bucket, llama-server).
     pub free: (Vec<f64>, Vec<f64>),
@@ -56,11 +56,13 @@ fn schema() -> Value {
     })
 }
 
-/// One non-streamed chat answer; returns (decode tokens/s as the server reports it, tokens).
+/// One streamed chat answer; returns (decode tokens/s, tokens). The rate is measured by the
+/// client for both servers, the same way: the tokens after the first over the time from the
+/// first text to the last.
 fn decode_rate(port: u16, model: Option<&str>, constrained: bool, seed: u64) -> Result<(f64, u64)> {
     let mut body = json!({
         "messages": [{ "role": "user", "content": "Invent four people with their name, age and city." }],
-        "temperature": 0.8, "seed": seed,
+        "temperature": 0.8, "seed": seed, "stream": true, "stream_options": { "include_usage": true },
     });
     if constrained {
         body["response_format"] =
@@ -73,21 +75,27 @@ fn decode_rate(port: u16, model: Option<&str>, constrained: bool, seed: u64) -> 
     if let Some(m) = model {
         body["model"] = json!(m);
     }
-    let (status, text) = post(port, "/v1/chat/completions", &body.to_string())?;
-    anyhow::ensure!(status == 200, "chat: {status} {text}");
-    let v: Value = serde_json::from_str(&text)?;
+    let start = Instant::now();
+    let (mut first, mut last, mut answer, mut n) = (None, Duration::ZERO, String::new(), None);
+    crate::client::each_event(port, "/v1/chat/completions", &body, |v| {
+        if let Some(t) = v["choices"][0]["delta"]["content"].as_str().filter(|t| !t.is_empty()) {
+            first.get_or_insert(start.elapsed());
+            last = start.elapsed();
+            answer.push_str(t);
+        }
+        if let Some(c) = v["usage"]["completion_tokens"].as_u64() {
+            n = Some(c);
+        }
+    })?;
+    let n = n.context("no usage in the stream")?;
+    let first = first.context("no text in the answer")?;
     if constrained {
-        let answer = v["choices"][0]["message"]["content"].as_str().context("no content")?;
-        let parsed: Value = serde_json::from_str(answer).with_context(|| format!("not JSON: {answer}"))?;
+        let parsed: Value = serde_json::from_str(&answer).with_context(|| format!("not JSON: {answer}"))?;
         anyhow::ensure!(parsed["people"].as_array().map(Vec::len) == Some(4), "does not fit: {answer}");
+    } else {
+        anyhow::ensure!(n == u64::from(FREE_TOKENS), "{n} tokens, asked for {FREE_TOKENS}");
     }
-    // llama-server reports its decode rate; Model Bucket its decode time.
-    if let Some(r) = v["timings"]["predicted_per_second"].as_f64() {
-        return Ok((r, v["timings"]["predicted_n"].as_u64().unwrap_or(0)));
-    }
-    let n = v["usage"]["completion_tokens"].as_u64().context("no usage")?;
-    let ms = v["timings"]["decode_ms"].as_f64().context("no timings")?;
-    Ok(((n.saturating_sub(1)) as f64 / (ms / 1000.0), n))
+    Ok((n.saturating_sub(1) as f64 / (last - first).as_secs_f64(), n))
 }
 
 /// Embeds `texts`; returns the vectors and the time taken.
@@ -137,12 +145,23 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<AgentResults> {
         decode_rate(mb.port, Some(&smol), true, 0)?;
         decode_rate(ls.port, None, true, 0)?;
         for seed in 1..=(o.rounds.max(3) as u64 * 2) {
-            r.free.0.push(decode_rate(mb.port, Some(&smol), false, seed)?.0);
-            r.free.1.push(decode_rate(ls.port, None, false, seed)?.0);
-            let (rate, n) = decode_rate(mb.port, Some(&smol), true, seed)?;
-            r.schema.0.push(rate);
-            r.schema_tokens.push(n);
-            r.schema.1.push(decode_rate(ls.port, None, true, seed)?.0);
+            // The servers take turns going first.
+            let mb_first = seed % 2 == 0;
+            let (a, b) = pair(
+                mb_first,
+                || decode_rate(mb.port, Some(&smol), false, seed),
+                || decode_rate(ls.port, None, false, seed),
+            )?;
+            r.free.0.push(a.0);
+            r.free.1.push(b.0);
+            let (a, b) = pair(
+                mb_first,
+                || decode_rate(mb.port, Some(&smol), true, seed),
+                || decode_rate(ls.port, None, true, seed),
+            )?;
+            r.schema.0.push(a.0);
+            r.schema_tokens.push(a.1);
+            r.schema.1.push(b.0);
         }
     }
     eprintln!("bench: embeddings");
@@ -167,8 +186,8 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<AgentResults> {
         .collect();
     let mut min_cos = 1.0f64;
     for round in 0..=o.rounds.max(3) {
-        let (a, ta) = embed(mb.port, Some(&smol), &texts)?;
-        let (b, tb) = embed(ls.port, None, &texts)?;
+        let ((a, ta), (b, tb)) =
+            pair(round % 2 == 0, || embed(mb.port, Some(&smol), &texts), || embed(ls.port, None, &texts))?;
         for (x, y) in a.iter().zip(&b) {
             min_cos = min_cos.min(cosine(x, y));
         }
@@ -186,9 +205,10 @@ pub fn markdown(r: &AgentResults) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "## Agent API\n");
+    let _ = writeln!(s, "{}\n", crate::sections::stamp());
     let _ = writeln!(
         s,
-        "SmolLM2, one slot, {CTX} tokens of context, same threads; llama-server on its defaults. Decode rates are the servers' own (tokens after the first per second of decoding), medians over alternating requests: free answers of {FREE_TOKENS} tokens (end of turn banned), and answers constrained by a JSON schema through `response_format` (four people with name, age and city; a median of {:.0} tokens each; every answer parsed and checked).\n",
+        "SmolLM2, one slot, {CTX} tokens of context, same threads; llama-server on its defaults. Decode rates are measured by the client for both (tokens after the first per second from the first text to the last, streamed), medians over alternating requests, each server first in every other pair: free answers of {FREE_TOKENS} tokens (end of turn banned), and answers constrained by a JSON schema through `response_format` (four people with name, age and city; a median of {:.0} tokens each; every answer parsed and checked).\n",
         median(&r.schema_tokens.iter().map(|&n| n as f64).collect::<Vec<_>>())
     );
     let _ = writeln!(s, "| decode, tokens/s | Model Bucket | llama-server | ratio |\n|---|---|---|---|");

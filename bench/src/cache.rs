@@ -1,8 +1,9 @@
 //! Workloads where requests resend what they sent before, as an agent daemon does: a growing
 //! conversation, several tasks with long system prompts sharing a few slots, and a task that
 //! comes back after its model was swapped out. llama-server runs on its defaults (prompt cache
-//! on, its host-memory cache at its default size); both get the same model, threads, slots and
-//! context per slot.
+//! on, its host-memory cache at its default size), and for the return after an unload with its
+//! own way to keep a prefix (a slot saved before it stops and restored after it starts); both
+//! get the same model, threads, slots and context per slot, and take turns going first.
 
 use anyhow::{Context, Result};
 use model_bucket_tests::*;
@@ -27,7 +28,7 @@ const ANSWER: u32 = 24;
 /// SmolLM2's end of turn, banned so every answer has [`ANSWER`] tokens.
 const EOS: i32 = 2;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct CacheResults {
     /// Time to first token of turns 2.., ms: (Model Bucket, llama-server).
     pub multi_turn: (Vec<f64>, Vec<f64>),
@@ -36,12 +37,18 @@ pub struct CacheResults {
     /// Time to first token after the first round, ms.
     pub agents: (Vec<f64>, Vec<f64>),
     pub agents_share: (f64, f64),
-    /// Model Bucket only: time to first token of a task's return after its model was evicted,
-    /// s, with the prompt cache and with `cache_prompt: false` (a cold prefill after the same
-    /// reload).
+    /// Time to first token of a task's return after its model was evicted, s, with the prompt
+    /// cache and with `cache_prompt: false` (a cold prefill after the same reload).
     pub swap_return: Vec<f64>,
     pub swap_cold: Vec<f64>,
     pub swap_share: f64,
+    /// llama-server's way to keep a prefix across an unload: the slot saved before its process
+    /// stops (`--slot-save-path`, `POST /slots/0?action=save`) and restored after it starts
+    /// again; s from the new process's start to the first token (start, restore, request), and
+    /// the same without the restore.
+    pub ls_swap_return: Vec<f64>,
+    pub ls_swap_cold: Vec<f64>,
+    pub ls_swap_share: f64,
 }
 
 /// One streamed chat answer.
@@ -142,7 +149,8 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<CacheResults> {
     let mut histories = [0, 1].map(|_| vec![json!({ "role": "system", "content": system(0, 300) })]);
     let mut counted: [Vec<Turn>; 2] = [Vec::new(), Vec::new()];
     for turn in 0..TURNS {
-        for (k, target) in targets.iter().enumerate() {
+        for k in first_then(turn) {
+            let target = &targets[k];
             histories[k].push(json!({ "role": "user", "content": user(turn) }));
             let a = target.ask(&Value::Array(histories[k].clone()), true)?;
             histories[k].push(json!({ "role": "assistant", "content": a.text }));
@@ -163,8 +171,8 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<CacheResults> {
                 { "role": "system", "content": system(task + 1, 380) },
                 { "role": "user", "content": user(round) },
             ]);
-            for (k, target) in targets.iter().enumerate() {
-                let a = target.ask(&messages, true)?;
+            for k in first_then(round * TASKS + task) {
+                let a = targets[k].ask(&messages, true)?;
                 if round > 0 {
                     counted[k].push(a);
                 }
@@ -203,7 +211,62 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<CacheResults> {
         }
     }
     r.swap_share = share(&returns);
+    drop(mb);
+
+    eprintln!("bench: the same on llama-server, its slot saved before it stops and restored after it starts");
+    let saved = tempfile::tempdir()?;
+    let save_path = saved.path().to_str().context("a UTF-8 temporary path")?;
+    let start =
+        || LlamaServer::start_with(ls_bin, &model(SMOLLM2_FILE), o.threads, 1, 1536, &["--slot-save-path", save_path]);
+    {
+        let ls = start()?;
+        Chat { port: ls.port, model: None }.ask(&messages, true)?;
+        slot(ls.port, "save")?;
+    }
+    let mut returns = Vec::new();
+    for round in 0..o.rounds.max(2) * 2 {
+        let restore = round % 2 == 0;
+        let t = Instant::now();
+        let ls = start()?;
+        if restore {
+            slot(ls.port, "restore")?;
+        }
+        let before = t.elapsed().as_secs_f64();
+        let a = Chat { port: ls.port, model: None }.ask(&messages, true)?;
+        let total = before + a.ttft_ms / 1000.0;
+        if restore {
+            r.ls_swap_return.push(total);
+            returns.push(a);
+        } else {
+            r.ls_swap_cold.push(total);
+        }
+    }
+    r.ls_swap_share = share(&returns);
     Ok(r)
+}
+
+/// Which server goes first in step `i`: they take turns, so neither always follows the other.
+fn first_then(i: usize) -> [usize; 2] {
+    if i.is_multiple_of(2) {
+        [0, 1]
+    } else {
+        [1, 0]
+    }
+}
+
+/// llama-server's slot 0 saved to or restored from `task.bin` in its `--slot-save-path`.
+fn slot(port: u16, action: &str) -> Result<()> {
+    let c = model_bucket_tests::server::open(
+        port,
+        "POST",
+        &format!("/slots/0?action={action}"),
+        "",
+        r#"{"filename":"task.bin"}"#,
+        Some(std::time::Duration::from_secs(120)),
+    )?;
+    let (status, body) = model_bucket_tests::server::read_response(c)?;
+    anyhow::ensure!(status == 200, "slot {action}: {body}");
+    Ok(())
 }
 
 /// The report's section, and the goals' verdicts.
@@ -211,9 +274,10 @@ pub fn markdown(r: &CacheResults) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "## Prompt cache\n");
+    let _ = writeln!(s, "{}\n", crate::sections::stamp());
     let _ = writeln!(
         s,
-        "Requests that resend what they sent before, as Gesher-El does all day. Both servers on their defaults (llama-server reuses slot prefixes and keeps a host-memory prompt cache; Model Bucket reuses slot prefixes, keeps a host-memory cache and writes prefixes to disk when a worker stops), SmolLM2, {SLOTS} slots, {CTX} tokens of context per slot, chat through `/v1/chat/completions`, {ANSWER}-token answers, alternating request by request. Times to first token are medians; the cached share is the part of those requests' prompt tokens that was not prefilled.\n"
+        "Requests that resend what they sent before, as Gesher-El does all day. Both servers on their defaults (llama-server reuses slot prefixes and keeps a host-memory prompt cache; Model Bucket reuses slot prefixes, keeps a host-memory cache and writes prefixes to disk when a worker stops; for a task that comes back after its model was unloaded, llama-server saves the slot before it stops and restores it after it starts, with `--slot-save-path`), SmolLM2, {SLOTS} slots, {CTX} tokens of context per slot, chat through `/v1/chat/completions`, {ANSWER}-token answers, alternating request by request, each server first in every other step. Times to first token are medians; the cached share is the part of those requests' prompt tokens that was not prefilled.\n"
     );
     let _ = writeln!(
         s,
@@ -245,16 +309,29 @@ pub fn markdown(r: &CacheResults) -> String {
         r.agents_share,
     );
     let (e, f) = (median(&r.swap_return), median(&r.swap_cold));
+    let (g, h) = (median(&r.ls_swap_return), median(&r.ls_swap_cold));
     let _ = writeln!(
         s,
-        "| come back after a swap: ~1,000-token task on SmolLM2, evicted by a Gemma request under a one-model budget, then asked again (s, reload included) | {e:.2} | cold prefill after the same reload: {f:.2} | {:.2}× | {:.0}% / – |\n",
-        e / f,
-        r.swap_share * 100.0
+        "| come back after a swap: ~1,000-token task on SmolLM2 asked again after its model was unloaded (s, reload included; Model Bucket: evicted by a Gemma request under a one-model budget, prefix from its disk cache; llama-server: slot saved with `--slot-save-path` before it stopped, restored after it started) | {e:.2} | {g:.2} | {:.2}× | {:.0}% / {:.0}% |",
+        e / g,
+        r.swap_share * 100.0,
+        r.ls_swap_share * 100.0
+    );
+    let _ = writeln!(
+        s,
+        "| the same reload, then a cold prefill (`cache_prompt: false`; llama-server: no restore) (s) | {f:.2} | {h:.2} | {:.2}× | – |\n",
+        f / h
     );
     let _ = writeln!(s, "| goal | this run | |\n|---|---|---|");
     let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
     let _ = writeln!(s, "| multi-turn ≤ 1.0× llama-server | {multi:.2}× | {} |", verdict(multi <= 1.0));
     let _ = writeln!(s, "| agents ≤ 1.0× llama-server | {agents:.2}× | {} |", verdict(agents <= 1.0));
-    let _ = writeln!(s, "| return after a swap ≤ 0.3× a cold prefill | {:.2}× | {} |\n", e / f, verdict(e / f <= 0.3));
+    let _ = writeln!(s, "| return after a swap ≤ 0.3× a cold prefill | {:.2}× | {} |", e / f, verdict(e / f <= 0.3));
+    let _ = writeln!(
+        s,
+        "| return after a swap ≤ 1.0× llama-server's slot restore | {:.2}× | {} |\n",
+        e / g,
+        verdict(e / g <= 1.0)
+    );
     s
 }

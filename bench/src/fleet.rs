@@ -22,7 +22,7 @@ const TOKENS: u32 = 128;
 /// Concurrent streams for the aggregate rate.
 const STREAMS: usize = 8;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct FleetResults {
     /// 1-token request times, ms: (at B, through A).
     pub one_token: (Vec<f64>, Vec<f64>),
@@ -90,6 +90,7 @@ pub fn markdown(o: &Opts, r: &FleetResults) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "## Peers\n");
+    let _ = writeln!(s, "{}\n", crate::sections::stamp());
     let _ = writeln!(
         s,
         "Node A has no model and two peers, B and C, each with SmolLM2 on one thread and {STREAMS} slots; the single node has SmolLM2 on {} threads and {STREAMS} slots. All on this machine's loopback, so the fleet has no more cores than the single node. Model Bucket against itself: llama-server has no peers.\n",

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::llama::LlamaServer;
-use crate::workloads::median;
+use crate::workloads::{median, pair};
 use crate::Opts;
 
 /// Context per slot.
@@ -32,7 +32,7 @@ const MIXES: [(&str, [Option<usize>; 4]); 3] = [
     ("two adapters, two streams each", [Some(0), Some(1), Some(0), Some(1)]),
 ];
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct LoraResults {
     /// Aggregate tokens/s per mix: (Model Bucket, llama-server), one per round.
     pub rates: Vec<(Vec<f64>, Vec<f64>)>,
@@ -112,8 +112,10 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<LoraResults> {
         rate(ls.port, None, mix, 0)?;
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for round in 1..=o.rounds.max(3) {
-            a.push(rate(mb.port, Some(&ids), mix, round)?);
-            b.push(rate(ls.port, None, mix, round)?);
+            let (x, y) =
+                pair(round % 2 == 0, || rate(mb.port, Some(&ids), mix, round), || rate(ls.port, None, mix, round))?;
+            a.push(x);
+            b.push(y);
         }
         r.rates.push((a, b));
     }
@@ -125,9 +127,10 @@ pub fn markdown(o: &Opts, r: &LoraResults) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "## LoRA adapters\n");
+    let _ = writeln!(s, "{}\n", crate::sections::stamp());
     let _ = writeln!(
         s,
-        "SmolLM2 with two test adapters (rank 4 on every block's query projection, written by `tests/fixtures/make_lora.py`), {STREAMS} slots of {CTX} tokens, same threads; llama-server on its defaults plus `--lora` with both adapters{}. {STREAMS} streams of {TOKENS} tokens at once (end of turn banned); generated tokens per second of wall time, medians over alternating rounds. llama.cpp applies adapters to a whole context, so sequences of different adapters never share a decode step in either server.\n",
+        "SmolLM2 with two test adapters (rank 4 on every block's query projection, written by `tests/fixtures/make_lora.py`), {STREAMS} slots of {CTX} tokens, same threads; llama-server on its defaults plus `--lora` with both adapters{}. {STREAMS} streams of {TOKENS} tokens at once (end of turn banned); generated tokens per second of wall time, medians over alternating rounds, each server first in every other round. llama.cpp applies adapters to a whole context, so sequences of different adapters never share a decode step in either server.\n",
         if o.ls_extra.is_empty() { String::new() } else { format!(" and `{}`", o.ls_extra.join(" ")) }
     );
     let _ = writeln!(s, "| streams | Model Bucket, tokens/s | llama-server, tokens/s | ratio |\n|---|---|---|---|");

@@ -1,9 +1,10 @@
 //! `model-bucket-bench`: Model Bucket side by side with llama.cpp's own llama-server b11434 on
-//! the default models, same threads, slots and context, same run, alternating; writes
-//! `docs/BENCHMARKS.md` and its plots.
+//! the default models, same threads, slots and context, same run, alternating; writes each
+//! section of `docs/BENCHMARKS.md` with its raw figures (`docs/bench/*.json`, `sections.rs`),
+//! and the plots; `--readme` writes the README's table from those figures.
 //!
 //! ```sh
-//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds 150] [--day-variant FLAGS]... [--day-no-anchor] [--day-synthetic A,B] [--only-switch] [--switch-size GB]... [--only-dialects] [--only-spec] [--llama-server-arg ARG]...
+//! cargo run --release -p model-bucket-bench -- [--llama-server PATH] [--threads 2] [--slots 16] [--rounds 3] [--out docs] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--readme | --readme-check] [--only-day] [--day-seconds 150] [--day-variant FLAGS]... [--day-no-anchor] [--day-synthetic A,B] [--only-switch] [--switch-size GB]... [--only-dialects] [--only-spec] [--llama-server-arg ARG]...
 //! ```
 //! Without `--llama-server` (or `$LLAMA_SERVER`) it builds llama-server once into
 //! `~/.cache/model-bucket`. Run `scripts/setup` first (binaries and models).
@@ -17,7 +18,9 @@ mod fleet;
 mod llama;
 mod lora;
 mod plot;
+mod readme;
 mod report;
+mod sections;
 mod spec;
 mod switch;
 mod workloads;
@@ -35,13 +38,13 @@ pub struct Opts {
     pub ctx: u32,
     pub rounds: usize,
     pub out: PathBuf,
-    /// Run only the prompt-cache workloads and print their section (no files written).
+    /// Run only the prompt-cache workloads and write their section (`sections.rs`).
     pub only_cache: bool,
-    /// Run only the agent-API workloads and print their section (no files written).
+    /// Run only the agent-API workloads and write their section (`sections.rs`).
     pub only_agent: bool,
-    /// Run only the LoRA workloads and print their section (no files written).
+    /// Run only the LoRA workloads and write their section (`sections.rs`).
     pub only_lora: bool,
-    /// Run only the peer workloads and print their section (no files written).
+    /// Run only the peer workloads and write their section (`sections.rs`).
     pub only_fleet: bool,
     /// Run only the daemon day, print its section and write its raw records to `OUT/day.json`.
     pub only_day: bool,
@@ -66,6 +69,9 @@ pub struct Opts {
     /// The synthetic sizes to switch to (`--switch-size`, repeatable: 0.5, 1.5 or 4; default
     /// all three).
     pub switch_sizes: Vec<String>,
+    /// `--readme`: rewrite the README's benchmark table from `OUT/bench/*.json`;
+    /// `--readme-check`: fail if it differs from what they give.
+    pub readme: Option<readme::Mode>,
     /// Extra llama-server arguments for the LoRA workloads (`--llama-server-arg`, repeatable),
     /// for a machine where one of its defaults cannot run; the report names them.
     pub ls_extra: Vec<String>,
@@ -92,6 +98,7 @@ fn main() -> Result<()> {
         only_spec: false,
         switch_sizes: Vec::new(),
         ls_extra: Vec::new(),
+        readme: None,
         out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")),
     };
     let mut args = std::env::args().skip(1);
@@ -122,15 +129,23 @@ fn main() -> Result<()> {
             "--only-spec" => o.only_spec = true,
             "--switch-size" => o.switch_sizes.push(val()?),
             "--llama-server-arg" => o.ls_extra.push(val()?),
+            "--readme" => o.readme = Some(readme::Mode::Write),
+            "--readme-check" => o.readme = Some(readme::Mode::Check),
             "-h" | "--help" => {
-                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds N] [--day-variant FLAGS]... [--day-no-anchor] [--day-synthetic A,B] [--only-switch] [--switch-size GB]... [--only-dialects] [--only-spec] [--llama-server-arg ARG]...");
+                println!("model-bucket-bench [--llama-server PATH] [--threads N] [--slots N] [--rounds N] [--out DIR] [--only-cache] [--only-agent] [--only-lora] [--only-fleet] [--only-day] [--day-seconds N] [--day-variant FLAGS]... [--day-no-anchor] [--day-synthetic A,B] [--only-switch] [--switch-size GB]... [--only-dialects] [--only-spec] [--llama-server-arg ARG]... [--readme | --readme-check]");
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
+    if o.readme.is_some() {
+        return readme::run(&o);
+    }
     if o.only_fleet {
-        println!("{}", fleet::markdown(&o, &fleet::run(&o)?));
+        let r = fleet::run(&o)?;
+        let md = fleet::markdown(&o, &r);
+        sections::write(&o.out, "fleet", &md, &r)?;
+        println!("{md}");
         return Ok(());
     }
     if o.only_dialects {
@@ -171,33 +186,33 @@ fn main() -> Result<()> {
         eprintln!("bench: wrote {}", o.out.join("switch.json").display());
         return Ok(());
     }
-    if o.only_cache {
-        println!("{}", cache::markdown(&cache::run(&o, &ls)?));
-        return Ok(());
+    // Each section is written as soon as it has run (its markdown is made first, so that it
+    // names the commit before the run's own files change the tree).
+    let all = !(o.only_cache || o.only_agent || o.only_lora);
+    if all {
+        let results = workloads::run(&o, &ls)?;
+        let md = report::markdown(&o, &ls, &results);
+        std::fs::create_dir_all(&o.out)?;
+        plot::throughput(&results, &o.out.join("throughput.png"))?;
+        plot::latency(&results, &o.out.join("latency.png"))?;
+        sections::write(&o.out, "throughput", &md, &results)?;
     }
-    if o.only_agent {
-        println!("{}", agent::markdown(&agent::run(&o, &ls)?));
-        return Ok(());
+    if all || o.only_cache {
+        let r = cache::run(&o, &ls)?;
+        sections::write(&o.out, "cache", &cache::markdown(&r), &r)?;
     }
-    if o.only_lora {
-        println!("{}", lora::markdown(&o, &lora::run(&o, &ls)?));
-        return Ok(());
+    if all || o.only_agent {
+        let r = agent::run(&o, &ls)?;
+        sections::write(&o.out, "agent", &agent::markdown(&r), &r)?;
     }
-    let results = workloads::run(&o, &ls)?;
-    let cached = cache::run(&o, &ls)?;
-    let agent = agent::run(&o, &ls)?;
-    let adapters = lora::run(&o, &ls)?;
-    let peers = fleet::run(&o)?;
-    std::fs::create_dir_all(&o.out)?;
-    plot::throughput(&results, &o.out.join("throughput.png"))?;
-    plot::latency(&results, &o.out.join("latency.png"))?;
-    let md = report::markdown(&o, &ls, &results)
-        + &cache::markdown(&cached)
-        + &agent::markdown(&agent)
-        + &lora::markdown(&o, &adapters)
-        + &fleet::markdown(&o, &peers);
-    std::fs::write(o.out.join("BENCHMARKS.md"), &md)?;
-    println!("{md}");
-    eprintln!("bench: wrote {}", o.out.join("BENCHMARKS.md").display());
+    if all || o.only_lora {
+        let r = lora::run(&o, &ls)?;
+        sections::write(&o.out, "lora", &lora::markdown(&o, &r), &r)?;
+    }
+    if all {
+        let r = fleet::run(&o)?;
+        sections::write(&o.out, "fleet", &fleet::markdown(&o, &r), &r)?;
+    }
+    println!("{}", sections::assemble(&o.out));
     Ok(())
 }

@@ -22,13 +22,27 @@ pub const CONCURRENCY: [usize; 5] = [1, 2, 4, 8, 16];
 const EOS: i32 = 2;
 /// 1-token requests per server for the latency distributions.
 const LATENCY_SAMPLES: usize = 150;
+/// Streams held open for the router's memory.
+const OPEN_STREAMS: usize = 256;
+
+/// Runs `mb` and `ls` one after the other, `mb` first when `mb_first`; their results in that
+/// order.
+pub fn pair<A, B>(mb_first: bool, mb: impl FnOnce() -> Result<A>, ls: impl FnOnce() -> Result<B>) -> Result<(A, B)> {
+    if mb_first {
+        let a = mb()?;
+        Ok((a, ls()?))
+    } else {
+        let b = ls()?;
+        Ok((mb()?, b))
+    }
+}
 
 /// A ~1,000-token prompt.
 pub fn long_prompt() -> String {
     "The quick brown fox jumps over the lazy dog while the old miller counts his sacks of flour. ".repeat(50)
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct Results {
     /// Tokens/s per concurrency level, one value per round.
     pub mb_tps: Vec<Vec<f64>>,
@@ -50,6 +64,8 @@ pub struct Results {
     /// Process start to first token, s (page cache warm).
     pub cold_mb: Vec<f64>,
     pub cold_ls: Vec<f64>,
+    /// llama-server with `--no-warmup`, as the worker starts.
+    pub cold_ls_no_warmup: Vec<f64>,
     pub cold_ls_router: Option<Vec<f64>>,
     /// Requests that had to evict the other model first, s to their first token.
     pub swap_mb: Vec<f64>,
@@ -60,6 +76,8 @@ pub struct Results {
     pub router_idle_mib: f64,
     pub router_streams_mib: f64,
     pub open_streams: usize,
+    /// Of those, the ones whose answer had begun (a 200 read from the socket).
+    pub streams_reading: usize,
     pub worker_mib: f64,
     pub ls_mib: f64,
 }
@@ -120,19 +138,29 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<Results> {
         }
         for round in 0..o.rounds {
             eprintln!("bench: round {}/{}", round + 1, o.rounds);
+            // The servers take turns going first, round by round.
+            let mb_first = round % 2 == 0;
             for (k, n) in CONCURRENCY.iter().enumerate() {
-                r.mb_tps[k].push(mb_t.throughput(PROMPT, *n, N_PREDICT)?);
-                r.ls_tps[k].push(ls_t.throughput(PROMPT, *n, N_PREDICT)?);
+                let (a, b) = pair(
+                    mb_first,
+                    || mb_t.throughput(PROMPT, *n, N_PREDICT),
+                    || ls_t.throughput(PROMPT, *n, N_PREDICT),
+                )?;
+                r.mb_tps[k].push(a);
+                r.ls_tps[k].push(b);
             }
-            r.ttft_short.0.push(ms(mb_t.stream(PROMPT, 1)?.first));
-            r.ttft_short.1.push(ms(ls_t.stream(PROMPT, 1)?.first));
-            r.ttft_long.0.push(ms(mb_t.stream(&long, 1)?.first));
-            r.ttft_long.1.push(ms(ls_t.stream(&long, 1)?.first));
+            let (a, b) = pair(mb_first, || mb_t.stream(PROMPT, 1), || ls_t.stream(PROMPT, 1))?;
+            r.ttft_short.0.push(ms(a.first));
+            r.ttft_short.1.push(ms(b.first));
+            let (a, b) = pair(mb_first, || mb_t.stream(&long, 1), || ls_t.stream(&long, 1))?;
+            r.ttft_long.0.push(ms(a.first));
+            r.ttft_long.1.push(ms(b.first));
         }
         eprintln!("bench: 1-token latency");
-        for _ in 0..LATENCY_SAMPLES {
-            r.lat_mb.push(ms(mb_t.one_token(PROMPT)?));
-            r.lat_ls.push(ms(ls_t.one_token(PROMPT)?));
+        for i in 0..LATENCY_SAMPLES {
+            let (a, b) = pair(i % 2 == 0, || mb_t.one_token(PROMPT), || ls_t.one_token(PROMPT))?;
+            r.lat_mb.push(ms(a));
+            r.lat_ls.push(ms(b));
         }
         r.models_rps = (
             client::get_rate(mb.port, "/v1/models", 4, Duration::from_secs(3)),
@@ -170,16 +198,27 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<Results> {
     }
 
     eprintln!("bench: cold start");
-    for _ in 0..o.rounds {
-        let t = Instant::now();
-        let mb = Server::start(dir.path(), &flag_refs);
-        Target { port: mb.port, dialect: Dialect::ModelBucket, model: Some(smol_id()), eos: EOS }.stream(PROMPT, 1)?;
-        r.cold_mb.push(t.elapsed().as_secs_f64());
-        drop(mb);
-        let t = Instant::now();
-        let ls = LlamaServer::start(ls_bin, Some(&model(SMOLLM2_FILE)), None, o.threads, o.slots, o.ctx)?;
-        Target { port: ls.port, dialect: Dialect::LlamaServer, model: None, eos: EOS }.stream(PROMPT, 1)?;
-        r.cold_ls.push(t.elapsed().as_secs_f64());
+    let smol = model(SMOLLM2_FILE);
+    for round in 0..o.rounds {
+        let mb_cold = || -> Result<f64> {
+            let t = Instant::now();
+            let mb = Server::start(dir.path(), &flag_refs);
+            Target { port: mb.port, dialect: Dialect::ModelBucket, model: Some(smol_id()), eos: EOS }
+                .stream(PROMPT, 1)?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        // llama-server warms up at start by default (one empty decode), which the worker does
+        // not: both are measured, its default and `--no-warmup`.
+        let ls_cold = |extra: &[&str]| -> Result<f64> {
+            let t = Instant::now();
+            let ls = LlamaServer::start_with(ls_bin, &smol, o.threads, o.slots, o.ctx, extra)?;
+            Target { port: ls.port, dialect: Dialect::LlamaServer, model: None, eos: EOS }.stream(PROMPT, 1)?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        let (a, b) = pair(round % 2 == 0, mb_cold, || ls_cold(&[]))?;
+        r.cold_mb.push(a);
+        r.cold_ls.push(b);
+        r.cold_ls_no_warmup.push(ls_cold(&["--no-warmup"])?);
     }
 
     eprintln!("bench: swapping under a budget for one model");
@@ -204,7 +243,11 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<Results> {
 
     eprintln!("bench: router memory");
     {
-        let mb = Server::start(dir.path(), &flag_refs);
+        // Room in the queue for every stream: each is admitted, none answered 429.
+        let mut flags = flag_refs.clone();
+        let queue = OPEN_STREAMS.to_string();
+        flags.extend(["--max-queue", &queue]);
+        let mb = Server::start(dir.path(), &flags);
         std::thread::sleep(Duration::from_millis(300));
         r.router_idle_mib = client::rss_mib(mb.child.id());
         let body = format!(
@@ -212,7 +255,7 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<Results> {
             smol_id()
         );
         let mut conns = Vec::new();
-        for _ in 0..256 {
+        for _ in 0..OPEN_STREAMS {
             let mut c = TcpStream::connect(("127.0.0.1", mb.port))?;
             write!(
                 c,
@@ -222,8 +265,24 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<Results> {
             conns.push(c);
         }
         std::thread::sleep(Duration::from_secs(3));
-        r.open_streams = conns.len();
+        // Admitted: generating in a slot or waiting in the worker's queue.
+        let row = mb.worker_row(&smol_id());
+        let (busy, queued) = (row["slots_busy"].as_u64().unwrap_or(0), row["queued"].as_u64().unwrap_or(0));
+        anyhow::ensure!(
+            busy + queued == OPEN_STREAMS as u64,
+            "{busy} generating and {queued} queued of {OPEN_STREAMS}"
+        );
+        // The generating ones are streaming: their first bytes are a 200.
+        let mut buf = [0u8; 64];
+        for c in &mut conns {
+            c.set_read_timeout(Some(Duration::from_millis(20)))?;
+            if let Ok(n) = std::io::Read::read(c, &mut buf) {
+                anyhow::ensure!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+                r.streams_reading += 1;
+            }
+        }
         r.router_streams_mib = client::rss_mib(mb.child.id());
+        r.open_streams = (busy + queued) as usize;
         drop(conns);
     }
     Ok(r)

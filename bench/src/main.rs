@@ -138,6 +138,8 @@ fn main() -> Result<()> {
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
+    // The commit is read before this run writes anything.
+    report::commit();
     if o.readme.is_some() {
         return readme::run(&o);
     }

@@ -37,8 +37,14 @@ pub fn args() -> String {
     std::env::args().skip(1).map(quote).collect::<Vec<_>>().join(" ")
 }
 
-/// The commit the run was built from (`+dirty` with changes not committed).
+/// The commit the run was built from (`+dirty` with changes not committed), read once: the
+/// first section's files, written during the run, do not make the next one's look dirty.
 pub fn commit() -> String {
+    static COMMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    COMMIT.get_or_init(read_commit).clone()
+}
+
+fn read_commit() -> String {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)

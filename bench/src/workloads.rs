@@ -259,18 +259,27 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<Results> {
             let mut c = TcpStream::connect(("127.0.0.1", mb.port))?;
             write!(
                 c,
-                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             )?;
             conns.push(c);
         }
-        std::thread::sleep(Duration::from_secs(3));
-        // Admitted: generating in a slot or waiting in the worker's queue.
-        let row = mb.worker_row(&smol_id());
-        let (busy, queued) = (row["slots_busy"].as_u64().unwrap_or(0), row["queued"].as_u64().unwrap_or(0));
+        // Admitted: generating in a slot or waiting in the worker's queue (the model loads
+        // first); then a moment for the router's memory to settle.
+        let admitted = || {
+            let row = mb.worker_row(&smol_id());
+            (row["slots_busy"].as_u64().unwrap_or(0), row["queued"].as_u64().unwrap_or(0))
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while admitted().0 + admitted().1 < OPEN_STREAMS as u64 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let (busy, queued) = admitted();
         anyhow::ensure!(
             busy + queued == OPEN_STREAMS as u64,
-            "{busy} generating and {queued} queued of {OPEN_STREAMS}"
+            "{busy} generating and {queued} queued of {OPEN_STREAMS}: {}",
+            mb.log()
         );
         // The generating ones are streaming: their first bytes are a 200.
         let mut buf = [0u8; 64];

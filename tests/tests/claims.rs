@@ -2,7 +2,8 @@
 //! of a request whose worker died before its first token, one load shared by concurrent
 //! requests, a model's own `ttl_secs`, leaving `failed` by rescan and load, SIGUSR1's drain and
 //! config pickup, `--cors-origin '*'`, the sampling parameters on SmolLM2, the `/metrics` series,
-//! systemd's `STOPPING=1`, `cpus` pinning and eviction by measured memory. Where a real model cannot show the behaviour, the fake worker
+//! systemd's `STOPPING=1`, `cpus` pinning, eviction by measured memory, every flag and default
+//! the README states, and its benchmark table against the saved runs. Where a real model cannot show the behaviour, the fake worker
 //! (tests/src/bin/fake-worker.rs) stands in; the catalog then holds the real files, which the
 //! fake ignores.
 
@@ -573,9 +574,11 @@ fn the_readmes_first_request_answers_what_the_readme_shows() {
 /// Flags the README names that belong to other programs: llama-server's (`--jinja`,
 /// `--spec-type`, `--embeddings`, `--pooling`, `--models-max`), cargo's,
 /// kubernetes-validate's and llama.cpp's `convert_lora_to_gguf.py`'s.
-const OTHER_PROGRAMS_FLAGS: [&str; 13] = [
+const OTHER_PROGRAMS_FLAGS: [&str; 15] = [
     "--jinja",
     "--spec-type",
+    "--slot-save-path",
+    "--no-warmup",
     "--models-max",
     "--embeddings",
     "--pooling",
@@ -702,4 +705,12 @@ fn the_default_budget_is_three_quarters_of_memory_or_the_cgroup_limit() {
     let s = Server::start(dir.path(), &[]);
     let v = s.get_json("/admin/workers");
     assert_eq!(v["ram_budget_bytes"].as_u64(), Some(total / 4 * 3), "memory {total}, cgroup {cgroup:?}: {v}");
+}
+
+/// "The table below is written from those files ... and the test suite fails when it differs
+/// from them": the README's benchmark table is what `docs/bench/*.json` give.
+#[test]
+fn the_readmes_benchmark_table_is_written_from_the_saved_runs() {
+    let out = std::process::Command::new(bin("model-bucket-bench")).arg("--readme-check").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -1,7 +1,8 @@
 //! The prompt cache on the real models: a request prefills only what it has not sent before,
 //! whether the rest is still in its slot, in the worker's memory cache, or on disk from an
 //! earlier worker (after a rolling restart, an eviction, an unload), and the answer at
-//! temperature 0 is the same as without the cache. Files that are corrupt are ignored.
+//! temperature 0 is the same as without the cache. Files that are corrupt are ignored; a
+//! stopping worker writes only within its time.
 
 use model_bucket_tests::server::{eventually, signal};
 use model_bucket_tests::*;
@@ -264,4 +265,30 @@ fn a_sliding_window_model_continues_a_long_prefix_from_memory_and_never_cuts_one
     let cut = complete(&s, &a);
     assert_ne!(cut.2, "memory", "{cut:?}");
     assert!(cut.1 <= 1, "{cut:?}");
+}
+
+/// "writes its slots' and memory cache's prefixes, most recently used first (for at most 2 s)":
+/// a worker given 1 ms writes the newest prefix and stops there; with the default 2 s it writes
+/// all three.
+#[test]
+fn a_stopping_worker_writes_prefixes_only_within_its_time() {
+    use model_bucket_shared::protocol::{Prompt, ToWorker};
+    use model_bucket_tests::worker::{greedy, TestWorker};
+    let written = |extra: &[&str]| {
+        let kv = tempfile::tempdir().unwrap();
+        let mut args = vec!["--parallel", "3", "--ctx", "1024", "--model-sha256", SMOLLM2_SHA];
+        args.extend(["--kv-cache-dir", kv.path().to_str().unwrap()]);
+        args.extend(extra);
+        let (mut w, _) = TestWorker::start(&model(SMOLLM2_FILE), &args);
+        // Three prompts that share no first token: one slot each.
+        for (i, word) in ["Apples", "Rivers", "Engines"].iter().enumerate() {
+            let text = format!("{word} are the subject of this long note. ").repeat(30);
+            w.generate(greedy(i as u64 + 1, Prompt::Text(text), 2));
+        }
+        w.send(&ToWorker::Shutdown { grace_ms: 0 });
+        assert_eq!(w.wait_exit(Duration::from_secs(30)), Some(0));
+        kv_files(kv.path()).len()
+    };
+    assert_eq!(written(&[]), 3, "by default every prefix is written");
+    assert_eq!(written(&["--kv-cache-write-ms", "1"]), 1, "out of time after the first");
 }

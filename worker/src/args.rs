@@ -54,6 +54,10 @@ pub struct Args {
     /// Bytes the whole `--kv-cache-dir` may hold.
     #[arg(long, default_value_t = 4 << 30)]
     pub kv_cache_max: u64,
+    /// The most time, in milliseconds, a stopping worker spends writing its prefixes to
+    /// `--kv-cache-dir` (most recently used first; what does not fit in it is not kept).
+    #[arg(long, default_value_t = 2000)]
+    pub kv_cache_write_ms: u64,
     /// SHA-256 of the model file, hex: part of the key of files in `--kv-cache-dir`.
     #[arg(long)]
     pub model_sha256: Option<String>,

@@ -155,6 +155,7 @@ fn cache_config(args: &Args, n_ctx_slot: u32, slots: u32) -> CacheConfig {
             .clone()
             .filter(|_| !sha.is_empty() && args.kv_cache_max > 0)
             .map(|d| (d, args.kv_cache_max)),
+        disk_write_time: std::time::Duration::from_millis(args.kv_cache_write_ms),
         key,
     }
 }

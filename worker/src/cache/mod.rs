@@ -16,6 +16,8 @@ pub struct CacheConfig {
     pub memory_bytes: usize,
     /// The disk cache's root folder and byte limit (none: off).
     pub disk: Option<(PathBuf, u64)>,
+    /// The most time a stopping worker spends writing prefixes to the disk cache.
+    pub disk_write_time: std::time::Duration,
     /// What a state depends on: model file hash, context settings, build. States written under
     /// another key are never loaded.
     pub key: String,

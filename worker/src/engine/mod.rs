@@ -136,6 +136,8 @@ pub struct Engine<'m> {
     /// under way: it goes once that is done.
     shrink_pending: bool,
     disk: Option<DiskCache>,
+    /// The most time [`Engine::persist`] spends writing to `disk`.
+    persist_time: Duration,
     queue: VecDeque<Queued>,
     batch: LlamaBatch<'static>,
     out: Sender<FromWorker>,
@@ -219,6 +221,7 @@ impl<'m> Engine<'m> {
             slots: (0..slots).map(|_| None).collect(),
             cells: (0..slots).map(|_| Cells::default()).collect(),
             tick: 0,
+            persist_time: cache.disk_write_time,
             memory: MemoryCache::new(cache.memory_bytes),
             cache_capacity: cache.memory_bytes,
             allowed: usize::MAX,

@@ -4,15 +4,12 @@
 
 use llama_cpp_2::token::LlamaToken;
 use model_bucket_shared::protocol::CacheTier;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::lora::AdapterSet;
 use super::reuse::{choose_source, common_prefix, keep_len, restorable, worth_saving, Source, MIN_SAVED_TOKENS};
 use super::Engine;
 use crate::cache;
-
-/// How long a stopping worker may spend writing prefixes to disk.
-const PERSIST_TIME: Duration = Duration::from_secs(2);
 
 /// The tokens behind one slot's KV sequence.
 ///
@@ -182,7 +179,8 @@ impl<'m> Engine<'m> {
     }
 
     /// Writes the most recently used prefixes (slots and memory entries) to the disk cache,
-    /// newest first, within [`PERSIST_TIME`], then keeps the cache under its limit.
+    /// newest first, within `persist_time` (`--kv-cache-write-ms`), then keeps the cache under
+    /// its limit.
     pub(super) fn persist(&mut self) {
         let Some(disk) = self.disk.as_mut() else { return };
         let started = Instant::now();
@@ -202,7 +200,7 @@ impl<'m> Engine<'m> {
         candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         let mut written = 0;
         for (_, from) in candidates {
-            if started.elapsed() > PERSIST_TIME {
+            if started.elapsed() > self.persist_time {
                 tracing::warn!("stopped writing prompt prefixes to disk: out of time");
                 break;
             }

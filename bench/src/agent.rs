@@ -18,7 +18,7 @@ use crate::Opts;
 const CTX: u32 = 2048;
 /// Tokens of a free answer (end of turn banned).
 const FREE_TOKENS: u32 = 128;
-/// SmolLM2's end of turn.
+/// SmolLM2's end of turn; its other end-of-generation tokens, 0 and 4, are banned beside it.
 const EOS: i32 = 2;
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -70,7 +70,7 @@ fn decode_rate(port: u16, model: Option<&str>, constrained: bool, seed: u64) -> 
         body["max_tokens"] = json!(400);
     } else {
         body["max_tokens"] = json!(FREE_TOKENS);
-        body["logit_bias"] = json!({ EOS.to_string(): -100 });
+        body["logit_bias"] = json!({ "0": -100, EOS.to_string(): -100, "4": -100 });
     }
     if let Some(m) = model {
         body["model"] = json!(m);

@@ -196,24 +196,7 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<CacheResults> {
         { "role": "user", "content": user(1) },
     ]);
     let other = json!({ "model": gemma_id(), "prompt": "The capital of France is", "max_tokens": 2 }).to_string();
-    let mut returns = Vec::new();
-    chat.ask(&messages, true)?;
-    for round in 0..o.rounds.max(2) * 2 {
-        let cache = round % 2 == 0;
-        anyhow::ensure!(mb.post("/v1/completions", &other)?.0 == 200, "the other model failed");
-        anyhow::ensure!(mb.worker_models() == vec![gemma_id()], "the budget did not evict SmolLM2");
-        let a = chat.ask(&messages, cache)?;
-        if cache {
-            r.swap_return.push(a.ttft_ms / 1000.0);
-            returns.push(a);
-        } else {
-            r.swap_cold.push(a.ttft_ms / 1000.0);
-        }
-    }
-    r.swap_share = share(&returns);
-    drop(mb);
-
-    eprintln!("bench: the same on llama-server, its slot saved before it stops and restored after it starts");
+    // llama-server keeps the task's slot in a file, saved once before it stops.
     let saved = tempfile::tempdir()?;
     let save_path = saved.path().to_str().context("a UTF-8 temporary path")?;
     let start =
@@ -223,25 +206,44 @@ pub fn run(o: &Opts, ls_bin: &Path) -> Result<CacheResults> {
         Chat { port: ls.port, model: None }.ask(&messages, true)?;
         slot(ls.port, "save")?;
     }
-    let mut returns = Vec::new();
+    chat.ask(&messages, true)?;
+    let (mut returns, mut ls_returns) = (Vec::new(), Vec::new());
+    // Rounds alternate between coming back with the cache and a cold prefill after the same
+    // reload; in each, both servers run, taking turns going first.
     for round in 0..o.rounds.max(2) * 2 {
-        let restore = round % 2 == 0;
-        let t = Instant::now();
-        let ls = start()?;
-        if restore {
-            slot(ls.port, "restore")?;
-        }
-        let before = t.elapsed().as_secs_f64();
-        let a = Chat { port: ls.port, model: None }.ask(&messages, true)?;
-        let total = before + a.ttft_ms / 1000.0;
-        if restore {
-            r.ls_swap_return.push(total);
+        let cache = round % 2 == 0;
+        // Model Bucket: a Gemma request evicts SmolLM2 under the one-model budget, then the
+        // task comes back (the time to first token includes the eviction and the reload).
+        let mb_step = || -> Result<Turn> {
+            anyhow::ensure!(mb.post("/v1/completions", &other)?.0 == 200, "the other model failed");
+            anyhow::ensure!(mb.worker_models() == vec![gemma_id()], "the budget did not evict SmolLM2");
+            chat.ask(&messages, cache)
+        };
+        // llama-server: a new process (its start, warm-up and load), the slot restored, then
+        // the task.
+        let ls_step = || -> Result<(f64, Turn)> {
+            let t = Instant::now();
+            let ls = start()?;
+            if cache {
+                slot(ls.port, "restore")?;
+            }
+            let before = t.elapsed().as_secs_f64();
+            let a = Chat { port: ls.port, model: None }.ask(&messages, true)?;
+            Ok((before + a.ttft_ms / 1000.0, a))
+        };
+        let (a, (total, b)) = crate::workloads::pair((round / 2) % 2 == 0, mb_step, ls_step)?;
+        if cache {
+            r.swap_return.push(a.ttft_ms / 1000.0);
             returns.push(a);
+            r.ls_swap_return.push(total);
+            ls_returns.push(b);
         } else {
+            r.swap_cold.push(a.ttft_ms / 1000.0);
             r.ls_swap_cold.push(total);
         }
     }
-    r.ls_swap_share = share(&returns);
+    r.swap_share = share(&returns);
+    r.ls_swap_share = share(&ls_returns);
     Ok(r)
 }
 

@@ -19,7 +19,7 @@ pub const ORDER: [(&str, &str); 5] = [
     ("fleet", "--only-fleet"),
 ];
 
-const HEADER: &str = "# Benchmarks\n\nModel Bucket against llama.cpp's own `llama-server` (b11434, the llama.cpp Model Bucket builds, built as the worker is, without AMX). Each section below is one run's output, written by `model-bucket-bench`: it names its machine, date, commit and command, and its raw figures are in `bench/NAME.json` beside this file. Ratios are Model Bucket / llama-server: above 1 is better for rates, below 1 for times. On a shared 2-core machine the same command gives rates about ±5% apart from run to run: read the ratios, which come from requests alternated in one run, and rerun before drawing a conclusion from a difference under 5%.\n\n";
+const HEADER: &str = "# Benchmarks\n\nModel Bucket against llama.cpp's own `llama-server` (unless `--llama-server PATH` names another, b11434, the llama.cpp Model Bucket builds, built as the worker is, without AMX). Each section below is one run's output, written by `model-bucket-bench`: it names its machine, date, commit and command, and its raw figures are in `bench/NAME.json` beside this file. Ratios are Model Bucket / llama-server: above 1 is better for rates, below 1 for times. Read the ratios, which come from requests alternated in one run, rather than the absolute numbers, and rerun a section before drawing a conclusion from a small difference.\n\n";
 
 /// The provenance of this run, as JSON.
 pub fn provenance() -> serde_json::Value {

@@ -55,7 +55,7 @@ pub struct ServeArgs {
     pub header_timeout: u64,
     /// Seconds a client may take to send a request's body once its headers came; past them it
     /// gets 408 (a trickled body holds a connection and a handler).
-    #[arg(long, env = "EDEN_BODY_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "EDEN_BODY_TIMEOUT", default_value_t = crate::http::json::BodyTimeout::DEFAULT.0.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout: u64,
     /// Client connections open at once (at most what the file limit allows); more wait.
     #[arg(long, env = "EDEN_MAX_CONNECTIONS", default_value_t = 4096)]

@@ -39,7 +39,6 @@ fn kv_cache(s: &ServeArgs) -> Result<Option<(std::path::PathBuf, u64)>> {
     Ok(Some((dir, max)))
 }
 
-/// Where stored Responses are kept (see [`crate::http::openai::responses::store`]).
 /// When a crashed worker is restarted, and when its model is failed instead.
 fn restart_policy(s: &ServeArgs) -> crate::supervisor::lifecycle::Policy {
     crate::supervisor::lifecycle::Policy {
@@ -49,6 +48,7 @@ fn restart_policy(s: &ServeArgs) -> crate::supervisor::lifecycle::Policy {
     }
 }
 
+/// Where stored Responses are kept (see [`crate::http::openai::responses::store`]).
 fn responses_store(s: &ServeArgs) -> Result<crate::http::openai::responses::store::Store> {
     use crate::http::openai::responses::store::{Limits, Store, MEMORY_BYTES, TTL};
     let max = budget::parse_size_or_zero(&s.responses_max).map_err(anyhow::Error::msg).context("--responses-max")?;

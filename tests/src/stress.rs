@@ -72,7 +72,7 @@ impl Shape {
     /// What its answer must be.
     pub fn expect(&self) -> Expect {
         match self.kind {
-            Kind::Json => Expect::JsonObject,
+            Kind::Json => Expect::JsonObject(&["mood", "waves"]),
             Kind::Chat | Kind::Text => Expect::Length(self.max_tokens),
         }
     }
@@ -249,12 +249,13 @@ pub fn answers(port: u16, t: &Target, within: Duration) -> Result<Duration, Stri
     }
 }
 
-/// The default models, SmolLM2 (chat) first. Their end-of-generation tokens: SmolLM2's
-/// `<|endoftext|>` and `<|im_end|>`, Gemma 3's `<eos>` and `<end_of_turn>`.
+/// The default models, SmolLM2 (chat) first. Their end-of-generation tokens, as the llama.cpp
+/// the worker links counts them: SmolLM2's `<|endoftext|>`, `<|im_end|>` and `<reponame>` (taken
+/// for a fill-in-the-middle token), Gemma 3's `<eos>`, `<end_of_turn>` and `</s>`.
 pub fn default_models() -> Vec<Target> {
     vec![
-        Target { id: crate::smol_id(), chat: true, eog: &[0, 2] },
-        Target { id: crate::gemma_id(), chat: false, eog: &[1, 106] },
+        Target { id: crate::smol_id(), chat: true, eog: &[0, 2, 4] },
+        Target { id: crate::gemma_id(), chat: false, eog: &[1, 106, 212] },
     ]
 }
 
@@ -379,6 +380,6 @@ mod tests {
         let j = Shape { kind: Kind::Json, stream: false, ..s };
         let v: serde_json::Value = serde_json::from_str(&j.body()).expect("json");
         assert!(v.get("logit_bias").is_none() && v["response_format"]["type"] == "json_schema");
-        assert_eq!(j.expect(), Expect::JsonObject);
+        assert_eq!(j.expect(), Expect::JsonObject(&["mood", "waves"]));
     }
 }

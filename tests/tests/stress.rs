@@ -19,6 +19,7 @@ fn soak_with_evictions() {
     assert!(r.succeeded > 10, "{}", r.line());
     assert!(evictions >= 2, "the budget forced evictions: {evictions}");
     // The budget cannot hold both workers as they are: the memory check can fail.
+    assert_eq!(r.budget, 400 << 20, "the budget was read");
     assert_eq!(r.memory.max_by_model.len(), 2, "{:?}", r.memory);
     assert!(r.memory.all_at_once() > r.budget, "{}", r.line());
     assert_eq!(r.memory.max_alive, 1, "{}", r.line());

@@ -31,7 +31,10 @@ fn main() {
         let (r, evictions) = stress::soak(Duration::from_secs(soak), clients);
         println!("soak {soak} s, {clients} clients: {} | evictions {evictions} | {}", r.line(), ErrorRule::SOAK.line());
         examples(&r.samples);
-        bad |= broken(r.broken(&ErrorRule::SOAK)) || r.memory.max_alive > 1;
+        bad |= broken(r.broken(&ErrorRule::SOAK))
+            || r.memory.max_alive > 1
+            || r.budget == 0
+            || r.memory.all_at_once() <= r.budget;
     }
     if faults > 0 {
         let (r, recovery) = stress::faults(Duration::from_secs(faults), clients, Duration::from_secs(5));

@@ -109,11 +109,11 @@ mod tests {
 
     #[test]
     fn a_child_with_a_model_on_its_command_line_is_seen_with_its_memory() {
+        use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("m.gguf");
-        // `sh -c SCRIPT NAME`: NAME is the shell's $0, on its command line; the `:` keeps the
-        // shell from becoming `sleep` by exec.
-        let mut child = std::process::Command::new("sh").args(["-c", "sleep 30; :"]).arg(&fake).spawn().unwrap();
+        // The model's path as the process's name (argv[0]), on its command line.
+        let mut child = std::process::Command::new("sleep").arg0(&fake).arg("30").spawn().unwrap();
         let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         let found = (0..100).find_map(|_| {
             let ws = workers(std::process::id());

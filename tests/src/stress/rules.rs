@@ -91,7 +91,7 @@ mod tests {
         assert_eq!(kind(Some(502), false), BAD_GATEWAY);
     }
 
-    /// The old counters passed a server that answered 95% of requests with 503.
+    /// A server that answers 95% of requests with 503 fails every run.
     #[test]
     fn a_server_that_mostly_refuses_breaks_every_rule() {
         let r = report(100, &[(UNAVAILABLE, 95)]);

@@ -12,8 +12,8 @@ pub enum Expect {
     Finished,
     /// `finish_reason: "length"` and exactly this many completion tokens.
     Length(u32),
-    /// `finish_reason: "stop"` and a text that parses as a JSON object.
-    JsonObject,
+    /// `finish_reason: "stop"` and a text that parses as a JSON object with these keys.
+    JsonObject(&'static [&'static str]),
 }
 
 /// The parts of an answer [`check`] looks at, gathered from a whole body or a stream's events.
@@ -55,11 +55,11 @@ pub fn check(expect: Expect, a: &Answer) -> Result<(), String> {
             (Some("length"), Some(t)) if t == u64::from(n) => Ok(()),
             (f, t) => Err(format!("asked for exactly {n} tokens with EOS banned, got finish {f:?} after {t:?} tokens")),
         },
-        Expect::JsonObject => {
+        Expect::JsonObject(keys) => {
             let parsed = serde_json::from_str::<serde_json::Value>(&a.text);
             match (finish, parsed) {
-                (Some("stop"), Ok(v)) if v.is_object() => Ok(()),
-                (f, _) => Err(format!("asked for a JSON object, got finish {f:?} and {:?}", a.text)),
+                (Some("stop"), Ok(v)) if keys.iter().all(|k| v.get(k).is_some()) && v.is_object() => Ok(()),
+                (f, _) => Err(format!("asked for a JSON object with {keys:?}, got finish {f:?} and {:?}", a.text)),
             }
         }
     }
@@ -82,7 +82,7 @@ mod tests {
             answer(&[json!({"choices":[{"text":"x","finish_reason":f}],"usage":{"completion_tokens":n}})])
         };
         assert_eq!(check(Expect::Length(8), &whole("length", 8)), Ok(()));
-        // Cut short and labelled complete: the case the old counters called a success.
+        // Cut short and labelled complete: not a success.
         assert!(check(Expect::Length(8), &whole("stop", 3)).is_err());
         assert!(check(Expect::Length(8), &whole("length", 7)).is_err());
         // No usage: nothing proves the count.
@@ -100,16 +100,17 @@ mod tests {
         ]);
         assert_eq!(a.text, r#"{"mood":"calm"}"#);
         assert_eq!(a.completion_tokens, Some(6));
-        assert_eq!(check(Expect::JsonObject, &a), Ok(()));
+        assert_eq!(check(Expect::JsonObject(&["mood"]), &a), Ok(()));
+        assert!(check(Expect::JsonObject(&["mood", "waves"]), &a).is_err(), "a key missing");
         assert!(check(Expect::Length(6), &a).is_err());
     }
 
     #[test]
     fn a_json_answer_must_close() {
         let cut = answer(&[json!({"choices":[{"message":{"content":"{\"mood\":\"ca"},"finish_reason":"length"}]})]);
-        assert!(check(Expect::JsonObject, &cut).is_err());
+        assert!(check(Expect::JsonObject(&[]), &cut).is_err());
         let not_object = answer(&[json!({"choices":[{"message":{"content":"[1]"},"finish_reason":"stop"}]})]);
-        assert!(check(Expect::JsonObject, &not_object).is_err());
+        assert!(check(Expect::JsonObject(&[]), &not_object).is_err());
         assert!(check(Expect::Finished, &cut).is_ok());
         assert!(check(Expect::Finished, &Answer::default()).is_err());
     }

@@ -179,8 +179,8 @@ impl<'m> Engine<'m> {
     }
 
     /// Writes the most recently used prefixes (slots and memory entries) to the disk cache,
-    /// newest first, within `persist_time` (`--kv-cache-write-ms`), then keeps the cache under
-    /// its limit.
+    /// newest first (the newest whatever the time), within `persist_time`
+    /// (`--kv-cache-write-ms`), then keeps the cache under its limit.
     pub(super) fn persist(&mut self) {
         let Some(disk) = self.disk.as_mut() else { return };
         let started = Instant::now();
@@ -199,8 +199,9 @@ impl<'m> Engine<'m> {
         }
         candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         let mut written = 0;
-        for (_, from) in candidates {
-            if started.elapsed() > self.persist_time {
+        for (k, (_, from)) in candidates.into_iter().enumerate() {
+            // The newest prefix is always written; the rest while time is left.
+            if k > 0 && started.elapsed() > self.persist_time {
                 tracing::warn!("stopped writing prompt prefixes to disk: out of time");
                 break;
             }

@@ -37,8 +37,9 @@ pub fn args() -> String {
     std::env::args().skip(1).map(quote).collect::<Vec<_>>().join(" ")
 }
 
-/// The commit the run was built from (`+dirty` with changes not committed), read once: the
-/// first section's files, written during the run, do not make the next one's look dirty.
+/// The commit the run was built from (`+dirty` with changes not committed outside `docs/`),
+/// read once: the first section's files, written during the run, do not make the next one's
+/// look dirty.
 pub fn commit() -> String {
     static COMMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     COMMIT.get_or_init(read_commit).clone()
@@ -55,7 +56,9 @@ fn read_commit() -> String {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let head = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    // What runs wrote (docs/) is output, not the code measured.
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs"])
+        .is_some_and(|s| !s.is_empty());
     if dirty {
         format!("{head}+dirty")
     } else {

@@ -26,6 +26,7 @@ fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
+    provenance();
     let mut bad = false;
     if soak > 0 {
         let (r, evictions) = stress::soak(Duration::from_secs(soak), clients);
@@ -64,6 +65,28 @@ fn main() {
         || !s.status.success()
         || !s.alive.is_empty();
     std::process::exit(if bad { 1 } else { 0 });
+}
+
+/// Where the figures come from: machine, date, commit, command.
+fn provenance() {
+    let out = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name"))?.split(':').nth(1).map(|c| c.trim().to_string()))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    println!("machine: {cpu}, {cores} cores");
+    println!("date: {}", out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]));
+    println!("commit: {}", out("git", &["rev-parse", "--short=12", "HEAD"]));
+    println!("command: cargo run --release -p model-bucket-tests --bin stress -- {}", args.join(" "));
 }
 
 /// Prints what broke a run's rules; whether anything did.

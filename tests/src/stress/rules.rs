@@ -39,9 +39,10 @@ impl ErrorRule {
     /// timeout, longer than any wait of a healthy run), so only a full queue may answer early.
     pub const SOAK: ErrorRule = ErrorRule { accepted: &[QUEUE_FULL], max_share: 0.02 };
     /// Workers killed under load: a request on a killed worker fails (502, or an error event
-    /// once its stream began), and requests for it wait for the restart or get a 503.
+    /// once its stream began), and requests for it wait for the restart, or get a 503 once the
+    /// load wait has passed (restart backoffs grow to 30 s when kills come every 5 s).
     pub const FAULTS: ErrorRule =
-        ErrorRule { accepted: &[QUEUE_FULL, UNAVAILABLE, BAD_GATEWAY, STREAM_ERROR], max_share: 0.2 };
+        ErrorRule { accepted: &[QUEUE_FULL, UNAVAILABLE, BAD_GATEWAY, STREAM_ERROR], max_share: 0.3 };
     /// SIGTERM under load: what comes after the signal may be told the server is going.
     pub const SIGTERM: ErrorRule = ErrorRule { accepted: &[UNAVAILABLE], max_share: 0.5 };
 

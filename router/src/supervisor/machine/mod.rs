@@ -779,10 +779,13 @@ impl Supervisor {
     }
 
     /// When `w` stops waiting for `e`: its deadline, or sooner when its model is loading and
-    /// the load wait ends first.
+    /// the load wait ends first, or is restarting after a crash (waiting out a backoff) and
+    /// the load wait, counted from the request's arrival, ends first: repeated crashes never
+    /// hold a request for the sum of their backoffs.
     fn give_up_at(&self, e: &Entry, w: &Waiter) -> Instant {
         match e.loading_since {
             Some(t) if e.life.phase == Phase::Starting => w.deadline.min(t.max(w.since) + self.settings.load_wait),
+            _ if e.life.phase == Phase::Backoff => w.deadline.min(w.since + self.settings.load_wait),
             _ => w.deadline,
         }
     }
@@ -861,7 +864,7 @@ impl Supervisor {
         let ids: Vec<ModelId> = self.models.keys().cloned().collect();
         for id in ids {
             let e = &self.models[&id];
-            let loading = e.life.phase == Phase::Starting;
+            let loading = matches!(e.life.phase, Phase::Starting | Phase::Backoff);
             let (kept, gone): (Vec<Waiter>, Vec<Waiter>) =
                 e.waiters.iter().cloned().partition(|w| self.give_up_at(e, w) > now);
             for w in gone {

@@ -261,6 +261,25 @@ fn a_crashed_worker_in_backoff_can_be_evicted_and_frees_its_reservation() {
     assert!(spawned(&out, "a").is_none(), "{out:?}");
 }
 
+/// A request for a model waiting out a crash's backoff gives up after the load wait from its
+/// arrival, not at its queue deadline: crash after crash would otherwise hold it for the sum
+/// of the backoffs.
+#[test]
+fn a_request_waits_out_a_crash_backoff_for_the_load_wait_only() {
+    let p = Policy { backoff_base: Duration::from_secs(5), ..settings().policy };
+    let mut r = Replay::with(Settings { load_wait: Duration::from_secs(2), policy: p, ..settings() });
+    let a = r.load(1, "a", 200);
+    let out = r.feed(Input::Exited { model: id("a"), gen: a, reason: "signal: 9".into() });
+    assert!(out.contains(&Effect::Crashed { model: id("a"), reason: "signal: 9".into(), failed: false }));
+    assert!(r.demand(2, "a", 200).iter().all(|e| !matches!(e, Effect::Reject { .. })));
+    assert_eq!(r.s.next_deadline(), Some(r.t0 + Duration::from_secs(2)));
+    assert!(rejection(&r.at(1).feed(Input::Tick), 2).is_none());
+    let out = r.at(2).feed(Input::Tick);
+    assert_eq!(rejection(&out, 2), Some(RegistryError::StillLoading { model: id("a") }));
+    // The restart still comes when the backoff ends, for the next request.
+    assert!(spawned(&r.at(5).feed(Input::Tick), "a").is_some());
+}
+
 #[test]
 fn no_worker_starts_after_shutdown_began() {
     let mut r = Replay::with(Settings { budget: 300 * MIB, ..settings() });

@@ -70,7 +70,8 @@ pub struct ServeArgs {
     /// Longest a worker may take to load a model, in seconds.
     #[arg(long, env = "EDEN_LOAD_TIMEOUT", default_value_t = 300)]
     pub load_timeout: u64,
-    /// Longest a request waits for a load in progress before a 503 with Retry-After, in seconds.
+    /// Longest a request waits for a load in progress, or for a worker restarting after a crash
+    /// (counted from its arrival), before a 503 with Retry-After, in seconds.
     #[arg(long, env = "EDEN_LOAD_WAIT", default_value_t = 120)]
     pub load_wait: u64,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT, or when their worker is

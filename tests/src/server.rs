@@ -111,6 +111,20 @@ impl Server {
         read_response(open_at(self.addr(), "POST", path, "", body, None)?)
     }
 
+    /// Watches a rolling restart of the workers of `models`, whose pids were `before`: whether
+    /// each came back as a new process within 60 s, and the most workers seen not ready at
+    /// once meanwhile.
+    pub fn watch_restart(&self, models: &[String], before: &[u32]) -> (bool, usize) {
+        let mut most_down = 0;
+        let restarted = eventually(Duration::from_secs(60), || {
+            let v = self.get_json("/admin/workers");
+            let down = v["workers"].as_array().expect("workers").iter().filter(|w| w["state"] != "ready").count();
+            most_down = most_down.max(down);
+            models.iter().zip(before).all(|(m, old)| self.worker_pid(m).is_some_and(|p| p != *old))
+        });
+        (restarted, most_down)
+    }
+
     /// POST a JSON `body` to `path`, expecting a 200 with JSON, which it returns.
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
         let (status, resp) = self.post(path, &body.to_string()).expect("POST");

@@ -3,7 +3,7 @@
 //! `/admin/events` ends when the server stops; choice `k` of `n` samples with `seed + k`; a
 //! request body must arrive within `--body-timeout`.
 
-use model_bucket_tests::server::{alive, eventually, open, signal};
+use model_bucket_tests::server::{alive, open, signal};
 use model_bucket_tests::*;
 use serde_json::json;
 use std::io::{Read, Write};
@@ -34,14 +34,7 @@ fn post_admin_restart_restarts_every_worker_one_at_a_time() {
     let (a, b) = (s.worker_pid(&smol_id()).unwrap(), s.worker_pid(&gemma_id()).unwrap());
     let (status, body) = s.post("/admin/restart", "").unwrap();
     assert_eq!(status, 202, "{body}");
-    let mut most_down = 0;
-    let restarted = eventually(Duration::from_secs(60), || {
-        let v = s.get_json("/admin/workers");
-        let down = v["workers"].as_array().unwrap().iter().filter(|w| w["state"] != "ready").count();
-        most_down = most_down.max(down);
-        let (pa, pb) = (s.worker_pid(&smol_id()), s.worker_pid(&gemma_id()));
-        pa.is_some_and(|p| p != a) && pb.is_some_and(|p| p != b)
-    });
+    let (restarted, most_down) = s.watch_restart(&[smol_id(), gemma_id()], &[a, b]);
     assert!(restarted, "{}", s.log());
     assert!(most_down <= 1, "{most_down} workers were down at once");
     assert!(!alive(a) && !alive(b));

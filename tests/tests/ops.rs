@@ -202,14 +202,7 @@ fn sigusr1_restarts_every_worker_one_at_a_time_and_workers_are_spread_over_cores
 
     signal(s.child.id(), "USR1");
     // One at a time: every sample of the workers finds at most one not ready.
-    let mut most_down = 0;
-    let restarted = eventually(Duration::from_secs(60), || {
-        let v = s.get_json("/admin/workers");
-        let down = v["workers"].as_array().unwrap().iter().filter(|w| w["state"] != "ready").count();
-        most_down = most_down.max(down);
-        let (pa, pb) = (s.worker_pid(&smol_id()), s.worker_pid(&gemma_id()));
-        pa.is_some_and(|p| p != a) && pb.is_some_and(|p| p != b)
-    });
+    let (restarted, most_down) = s.watch_restart(&[smol_id(), gemma_id()], &[a, b]);
     assert!(restarted, "{}", s.log());
     assert!(most_down <= 1, "{most_down} workers were down at once during the rolling restart");
     assert!(!alive(a) && !alive(b));
